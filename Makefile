@@ -1,0 +1,41 @@
+# parkgate: every target does its own set-up (idempotent, quick when done).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UMQTT  := build/lib/umqtt/simple.py
+SYSTEM := build/.system
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP) $(UMQTT) $(SYSTEM)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(UMQTT): host_tools/fetch_umqtt.py | $(STAMP)
+	$(BIN)/python host_tools/fetch_umqtt.py build/lib
+
+$(SYSTEM): host_tools/setup_system.sh
+	host_tools/setup_system.sh
+	mkdir -p build && touch $@
+
+demo: setup
+	$(BIN)/parkgate demo
+
+lint: setup
+	$(BIN)/python -m parkgate_tools.lint
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m parkgate_tools.bench
+
+clean:
+	rm -rf $(VENV) build run

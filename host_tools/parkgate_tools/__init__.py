@@ -1,0 +1,1 @@
+"""Host-side tools of parkgate: lot bridge, simulator, field tools."""
