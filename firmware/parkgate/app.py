@@ -1,0 +1,261 @@
+# The gate application: wires the pure core (frame parser, lane, tariff,
+# journal, uplink) to the adapters of a board (boards/<name>/board.py).
+#
+# A board module provides:
+#   NAME, load_site() -> dict, mount_flash() -> fs path, journal_device(),
+#   Uart() with readinto(mv) -> n (0 when nothing) and wait(ms),
+#   Relay() with set(on), Clock source with seconds()/set_seconds(),
+#   BOOT_CLOCK_QUALITY, start_network(site) (must not block), network_up(),
+#   mqtt(socket_timeout_ms) -> (make_client, sockets),
+#   ticks_ms(), free_heap(), free_flash(path), Watchdog() with feed(), log(line).
+import json
+
+from parkgate import frame, lane, record
+from parkgate import tariff as tariff_engine
+from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, QUALITY_NAMES
+from parkgate.compat import const, ticks_add, ticks_diff
+from parkgate.journal import Journal, JournalFull
+from parkgate.link import Link
+from parkgate.uplink import Uplink
+
+_UART_QUIET_MS = const(50)     # a frame takes < 10 ms at 115200 baud
+_STATUS_EVERY_MS = const(30000)
+_IDLE_WAIT_MS = const(5)
+
+DEFAULTS = {
+    "relay_pulse_ms": 800,
+    "fee_timeout_ms": 1500,
+    "repeat_window_ms": 30000,
+    "keepalive_s": 30,
+    "socket_timeout_ms": 500,
+    "backoff_max_ms": 30000,
+}
+
+
+class Gate:
+    def __init__(self, board):
+        self.board = board
+        self.log = board.log
+        site = dict(DEFAULTS)
+        site.update(board.load_site())
+        self.site = site
+        self.gate_id = site["gate"]
+        self.lot = site["lot"]
+        self.fs = board.mount_flash()
+        self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
+        self.journal = Journal(board.journal_device())
+        self.journal.mount()
+        self.lane = lane.Lane(site["direction"], site["repeat_window_ms"])
+        replayed = 0
+        for seq, kind, body in self.journal.records():
+            if kind in record.KIND_NAMES:
+                self.lane.note(record.decode_body(kind, seq, body))
+                replayed += 1
+        self.tariff = self._load_tariff()
+        board.start_network(site)
+        self.uart = board.Uart()
+        self.relay = board.Relay()
+        self.watchdog = board.Watchdog()
+        self.parser = frame.FrameParser(self._on_plate, self._on_reject)
+        self._uart_buf = bytearray(128)
+        self._uart_mv = memoryview(self._uart_buf)
+        self._last_rx = board.ticks_ms()
+        self._relay_off_at = None
+        self._pending_exit = None
+        self._fee_request = 0
+        self._last_status = 0
+        self.openings = 0
+        prefix = "pg/%s/%s/" % (self.lot, self.gate_id)
+        self._topic_events = prefix + "up/events"
+        self._topic_fee = prefix + "up/fee"
+        self._topic_status = prefix + "status"
+        self._topic_ack = (prefix + "down/ack").encode()
+        self._topic_fee_answer = (prefix + "down/fee").encode()
+        make_client, sockets = board.mqtt(site["socket_timeout_ms"])
+        self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
+                         site["broker"], site.get("port", 1883), board.ticks_ms,
+                         keepalive_s=site["keepalive_s"],
+                         backoff_max_ms=site["backoff_max_ms"], log=self.log,
+                         network_up=board.network_up)
+        self.link.subscribe(prefix + "down/#")
+        if self.lane.direction == lane.DIRECTION_OUT:
+            # Entries of the other lanes, so exits can be charged offline.
+            self.link.subscribe("pg/%s/+/up/events" % self.lot)
+        self.link.set_will(self._topic_status, '{"on":0}')
+        self.link.on_message = self._on_message
+        self.link.on_up = self._on_link_up
+        self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
+                             log=self.log)
+        self.log("BOOT gate=%s dir=%s jid=%08x next_seq=%d acked=%d formatted=%d replayed=%d "
+                 "inside=%d tariff=%s clock=%s" % (
+                     self.gate_id, self.lane.direction, self.journal.journal_id,
+                     self.journal.next_seq, self.journal.acked, self.journal.formatted,
+                     replayed, len(self.lane.inside),
+                     self.tariff.version if self.tariff else "none",
+                     QUALITY_NAMES[self.clock.quality]))
+
+    def _load_tariff(self):
+        try:
+            with open(self.fs + "/tariff.json") as f:
+                return tariff_engine.loads(f.read())
+        except OSError:
+            self.log("TARIFF missing: exits are charged only online")
+        except tariff_engine.TariffError as exc:
+            self.log("TARIFF refused %s" % exc)
+        return None
+
+    # --- camera to relay -------------------------------------------------
+    def _on_reject(self, reason, count):
+        self.log("REJECT %s n=%d" % (frame.REJECT_NAMES[reason], count))
+
+    def _event_time(self, read):
+        if not self.clock.valid() and read.camera_time >= EARLIEST_VALID:
+            return read.camera_time, Q_CAMERA
+        return self.clock.now(), self.clock.quality
+
+    def _on_plate(self, read):
+        now_ms = self.board.ticks_ms()
+        if self.lane.is_repeat(read.plate, now_ms):
+            self.log("REPEAT plate=%s" % read.plate)
+            return
+        time, quality = self._event_time(read)
+        if self.lane.direction == lane.DIRECTION_IN:
+            self._journal_event(self.lane.entry(read, time, quality))
+            self._open_barrier()
+            return
+        if self._pending_exit is not None:
+            self._charge_offline("superseded")
+        pending = self.lane.start_exit(read, time, quality)
+        if self.link.up:
+            self._fee_request += 1
+            pending.request = self._fee_request
+            pending.deadline = ticks_add(now_ms, self.site["fee_timeout_ms"])
+            query = {"r": pending.request, "p": read.plate, "c": read.colour,
+                     "t": time, "et": pending.entry_time}
+            self._pending_exit = pending
+            if self.link.publish(self._topic_fee, json.dumps(query)):
+                return
+        self._pending_exit = pending
+        self._charge_offline("link down")
+
+    def _open_barrier(self):
+        self.relay.set(True)
+        self.openings += 1
+        self._relay_off_at = ticks_add(self.board.ticks_ms(), self.site["relay_pulse_ms"])
+
+    def _journal_event(self, event):
+        try:
+            event.seq = self.journal.append(event.kind, record.encode_body(event))
+        except JournalFull:
+            self.log("ALARM journal full: event not journaled plate=%s" % event.plate)
+            return
+        self.lane.note(event)
+        if event.kind == record.KIND_EXIT:
+            self.log("EVENT out seq=%d plate=%s t=%d q=%d fee=%d src=%s et=%d fl=%d" % (
+                event.seq, event.plate, event.time, event.quality, event.fee,
+                "on" if event.fee_source == record.FEE_ONLINE else "off",
+                event.entry_time, event.flags))
+        else:
+            self.log("EVENT in seq=%d plate=%s t=%d q=%d fl=%d" % (
+                event.seq, event.plate, event.time, event.quality, event.flags))
+
+    def _finish_exit(self, event):
+        self._pending_exit = None
+        # Journal first: a power cut after the barrier opened but before the
+        # fee was recorded would lose a charge.
+        self._journal_event(event)
+        self._open_barrier()
+
+    def _charge_offline(self, why):
+        pending = self._pending_exit
+        if self.tariff is None:
+            self.log("FEE unavailable plate=%s: no tariff and %s" % (pending.read.plate, why))
+            self._pending_exit = None
+            return
+        self._finish_exit(self.lane.offline_exit(pending, self.tariff))
+
+    # --- network -----------------------------------------------------------
+    def _on_link_up(self):
+        self.uplink.reset()
+        self._publish_status()
+
+    def _publish_status(self):
+        stats = self.journal.stats()
+        status = {"on": 1, "jid": self.journal.journal_id, "seq": self.journal.next_seq,
+                  "acked": self.journal.acked, "backlog": stats["pending"],
+                  "heap": self.board.free_heap(), "clock": self.clock.quality,
+                  "tv": self.tariff.version if self.tariff else None}
+        self.link.publish(self._topic_status, json.dumps(status), retain=True)
+        self._last_status = self.board.ticks_ms()
+
+    def _on_message(self, topic, payload):
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            self.log("DOWNLINK refused: not JSON on %s" % topic)
+            return
+        if topic == self._topic_ack:
+            if self.uplink.on_ack(message):
+                self.log("ACK upto=%d" % self.journal.acked)
+        elif topic == self._topic_fee_answer:
+            self._on_fee_answer(message)
+        elif topic.endswith(b"/up/events"):
+            self._on_peer_events(message)
+
+    def _on_fee_answer(self, message):
+        pending = self._pending_exit
+        if pending is None or message.get("r") != pending.request:
+            return
+        fee = message.get("fee")
+        if type(fee) is not int or fee < 0:
+            self.log("FEE refused answer %r" % (message,))
+            return
+        self._finish_exit(self.lane.finish_exit(
+            pending, fee, record.FEE_ONLINE, message.get("tv") or 0, message.get("et")))
+
+    def _on_peer_events(self, message):
+        if message.get("g") == self.gate_id:
+            return
+        for wire in message.get("e", ()):
+            try:
+                self.lane.note(record.from_wire(wire))
+            except record.RecordError:
+                pass
+
+    # --- the loop ----------------------------------------------------------
+    def step(self):
+        """One pass of the gate loop; returns True if it did any work."""
+        board = self.board
+        busy = False
+        n = self.uart.readinto(self._uart_mv)
+        now = board.ticks_ms()
+        if n:
+            self.parser.feed(self._uart_mv[:n])
+            self._last_rx = now
+            busy = True
+        elif ticks_diff(now, self._last_rx) > _UART_QUIET_MS:
+            self.parser.idle()
+            self._last_rx = now
+        if self._relay_off_at is not None and ticks_diff(now, self._relay_off_at) >= 0:
+            self.relay.set(False)
+            self._relay_off_at = None
+        pending = self._pending_exit
+        if pending is not None and ticks_diff(now, pending.deadline) >= 0:
+            self._charge_offline("fee timeout")
+        if not busy:
+            busy = self.link.service(now) or self.uplink.service(now)
+            if self.link.up and ticks_diff(now, self._last_status) >= _STATUS_EVERY_MS:
+                self._publish_status()
+        if not busy and self._relay_off_at is None and self._pending_exit is None:
+            busy = self.journal.maintain()
+        self.watchdog.feed()
+        return busy
+
+    def run(self):
+        while True:
+            if not self.step():
+                self.uart.wait(_IDLE_WAIT_MS)
+
+
+def run(board):
+    Gate(board).run()

@@ -1,0 +1,138 @@
+# Gate events: the journal body layout and the wire (JSON) form, defined once
+# and imported by the gate and by the lot bridge.
+import struct
+
+from parkgate.compat import const
+
+KIND_ENTRY = const(1)
+KIND_EXIT = const(2)
+KIND_NAMES = {KIND_ENTRY: "in", KIND_EXIT: "out"}
+_KIND_BY_NAME = {"in": KIND_ENTRY, "out": KIND_EXIT}
+
+FEE_NONE = const(0)      # entries carry no fee
+FEE_ONLINE = const(1)    # the lot bridge answered the fee query
+FEE_OFFLINE = const(2)   # computed on the gate from its tariff and entry record
+_FEE_SOURCE_NAMES = {FEE_NONE: None, FEE_ONLINE: "on", FEE_OFFLINE: "off"}
+_FEE_SOURCE_BY_NAME = {None: FEE_NONE, "on": FEE_ONLINE, "off": FEE_OFFLINE}
+
+FLAG_NO_ENTRY = const(1)  # exit without a matching entry record
+FLAG_REENTRY = const(2)   # entry closed a session that was still open
+
+MAX_PLATE_BYTES = const(16)
+
+# Journal body, big-endian, 22 bytes + plate:
+#  0 u32 event time, unix seconds UTC
+#  4 u8  clock quality (parkgate.clock.Q_*)
+#  5 u8  plate colour code
+#  6 u8  camera confidence 0-100
+#  7 u8  flags (FLAG_*)
+#  8 u32 fee in fen (exits)
+# 12 u8  fee source (FEE_*)
+# 13 u32 tariff version used (exits)
+# 17 u32 entry time the fee was computed from, 0 = none
+# 21 u8  plate length L
+# 22 L   plate, UTF-8
+_HEAD = ">IBBBBIBIIB"
+_HEAD_SIZE = const(22)
+
+
+class RecordError(ValueError):
+    pass
+
+
+class Event:
+    """One entry or exit. seq is 0 until the journal has assigned it."""
+
+    def __init__(self, kind, time, quality, plate, colour=0, confidence=0, flags=0,
+                 fee=0, fee_source=FEE_NONE, tariff_version=0, entry_time=0, seq=0):
+        self.kind = kind
+        self.time = time
+        self.quality = quality
+        self.plate = plate
+        self.colour = colour
+        self.confidence = confidence
+        self.flags = flags
+        self.fee = fee
+        self.fee_source = fee_source
+        self.tariff_version = tariff_version
+        self.entry_time = entry_time
+        self.seq = seq
+
+    def __eq__(self, other):
+        return isinstance(other, Event) and encode_body(self) == encode_body(other) \
+            and self.kind == other.kind and self.seq == other.seq
+
+    def __repr__(self):
+        return "Event(%s seq=%d t=%d plate=%s fee=%d)" % (
+            KIND_NAMES.get(self.kind, "?"), self.seq, self.time, self.plate, self.fee)
+
+
+def encode_body(event):
+    plate = event.plate.encode()
+    if not 0 < len(plate) <= MAX_PLATE_BYTES:
+        raise RecordError("plate: %d bytes, 1..%d allowed" % (len(plate), MAX_PLATE_BYTES))
+    head = struct.pack(_HEAD, event.time, event.quality, event.colour, event.confidence,
+                       event.flags, event.fee, event.fee_source, event.tariff_version,
+                       event.entry_time, len(plate))
+    return head + plate
+
+
+def decode_body(kind, seq, body):
+    if kind not in KIND_NAMES:
+        raise RecordError("kind: unknown %d" % kind)
+    if len(body) < _HEAD_SIZE:
+        raise RecordError("body: %d bytes, shorter than the header" % len(body))
+    (time, quality, colour, confidence, flags, fee, fee_source, tariff_version,
+     entry_time, plate_len) = struct.unpack(_HEAD, bytes(body[:_HEAD_SIZE]))
+    if len(body) != _HEAD_SIZE + plate_len:
+        raise RecordError("body: plate length %d does not match" % plate_len)
+    plate = str(bytes(body[_HEAD_SIZE:]), "utf-8")
+    return Event(kind, time, quality, plate, colour, confidence, flags, fee, fee_source,
+                 tariff_version, entry_time, seq)
+
+
+def to_wire(event):
+    """The JSON-able dict of an event (see firmware/docs/mqtt.md)."""
+    wire = {"s": event.seq, "k": KIND_NAMES[event.kind], "t": event.time, "q": event.quality,
+            "p": event.plate, "c": event.colour, "cf": event.confidence}
+    if event.kind == KIND_EXIT:
+        wire["fee"] = event.fee
+        wire["fs"] = _FEE_SOURCE_NAMES[event.fee_source]
+        wire["tv"] = event.tariff_version
+        wire["et"] = event.entry_time or None
+        wire["fl"] = event.flags
+    elif event.flags:
+        wire["fl"] = event.flags
+    return wire
+
+
+def _int_field(wire, key, low, high, default=None):
+    value = wire.get(key, default)
+    if value is None or type(value) is not int or not low <= value <= high:
+        raise RecordError("%s: %r is not an integer in %d..%d" % (key, value, low, high))
+    return value
+
+
+def from_wire(wire):
+    """An Event from its wire dict; RecordError names the bad field."""
+    if not isinstance(wire, dict):
+        raise RecordError("event: not an object")
+    kind = _KIND_BY_NAME.get(wire.get("k"))
+    if kind is None:
+        raise RecordError("k: %r is not in/out" % wire.get("k"))
+    plate = wire.get("p")
+    if not isinstance(plate, str) or not 0 < len(plate.encode()) <= MAX_PLATE_BYTES:
+        raise RecordError("p: %r is not a plate" % plate)
+    event = Event(kind, _int_field(wire, "t", 0, 0xFFFFFFFF), _int_field(wire, "q", 0, 255), plate,
+                  _int_field(wire, "c", 0, 255, 0), _int_field(wire, "cf", 0, 255, 0),
+                  _int_field(wire, "fl", 0, 255, 0), seq=_int_field(wire, "s", 1, 0xFFFFFFFF))
+    if kind == KIND_EXIT:
+        event.fee = _int_field(wire, "fee", 0, 0xFFFFFFFF)
+        source = wire.get("fs")
+        if source not in _FEE_SOURCE_BY_NAME:
+            raise RecordError("fs: %r is not on/off" % source)
+        event.fee_source = _FEE_SOURCE_BY_NAME[source]
+        event.tariff_version = _int_field(wire, "tv", 0, 0xFFFFFFFF, 0)
+        entry_time = wire.get("et")
+        event.entry_time = 0 if entry_time is None else _int_field(wire, "et", 0, 0xFFFFFFFF)
+    return event

@@ -1,0 +1,75 @@
+# Store and forward: sends the journal's unacknowledged records to the lot
+# bridge in batches, oldest first, and lets the journal forget them only when
+# the bridge acknowledges them after its commit (see firmware/docs/mqtt.md).
+import json
+
+from parkgate import record
+from parkgate.compat import const, ticks_diff
+
+_BATCH = const(16)
+
+
+class Uplink:
+    def __init__(self, journal, link, gate_id, topic, batch=_BATCH,
+                 ack_timeout_ms=3000, ack_timeout_max_ms=30000, log=print):
+        self._journal = journal
+        self._link = link
+        self._gate_id = gate_id
+        self._topic = topic
+        self._batch = batch
+        self._ack_timeout_min_ms = ack_timeout_ms
+        self._ack_timeout_max_ms = ack_timeout_max_ms
+        self._ack_timeout_ms = ack_timeout_ms
+        self._log = log
+        self._in_flight = None   # (first seq, last seq, ticks sent)
+        self.batches_sent = 0
+        self.retransmits = 0
+
+    def reset(self):
+        """The session changed: whatever was in flight may be lost, send again."""
+        self._in_flight = None
+
+    def payload(self, records):
+        events = []
+        for seq, kind, body in records:
+            events.append(record.to_wire(record.decode_body(kind, seq, body)))
+        return json.dumps({"g": self._gate_id, "j": self._journal.journal_id, "e": events})
+
+    def service(self, now):
+        """Send the next batch if none is waiting for its ack or if the wait
+        timed out. Returns True if it published."""
+        if not self._link.up:
+            return False
+        if self._in_flight is not None:
+            if ticks_diff(now, self._in_flight[2]) < self._ack_timeout_ms:
+                return False
+            self.retransmits += 1
+            self._ack_timeout_ms = min(self._ack_timeout_ms * 2, self._ack_timeout_max_ms)
+        records = self._journal.pending(self._batch)
+        if not records:
+            self._in_flight = None
+            return False
+        if not self._link.publish(self._topic, self.payload(records)):
+            self._in_flight = None
+            return False
+        self._in_flight = (records[0][0], records[-1][0], now)
+        self.batches_sent += 1
+        return True
+
+    def on_ack(self, message):
+        """message: the decoded ack {"j", "f", "l"}. Advances the journal's
+        acknowledged watermark when the range covers its next unacked seq."""
+        journal = self._journal
+        if message.get("j") != journal.journal_id:
+            return False
+        first = message.get("f")
+        last = message.get("l")
+        if type(first) is not int or type(last) is not int:
+            return False
+        if not first <= journal.acked + 1 <= last or last >= journal.next_seq:
+            return False
+        journal.ack(last)
+        self._ack_timeout_ms = self._ack_timeout_min_ms
+        if self._in_flight is not None and last >= self._in_flight[1]:
+            self._in_flight = None
+        return True

@@ -1,0 +1,18 @@
+"""`make bench`: runs every benchmark module in BENCHES; each prints its
+figures and its ratio against a baseline measured in the same run."""
+import importlib
+import sys
+
+BENCHES = ()
+
+
+def main(names=None):
+    for name in names or BENCHES:
+        print("== %s" % name)
+        sys.stdout.flush()
+        importlib.import_module("parkgate_tools." + name).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""`parkgate demo`: one simulated car park, end to end.
+
+Starts mosquitto, the lot bridge, an entry gate and an exit gate (two
+MicroPython processes running the firmware), drives cars through, stops the
+broker for part of the run, and prints what happened: cars in and out, relay
+openings, events journaled and stored (each exactly once), fees charged
+online and offline, and anything lost."""
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+
+from parkgate import tariff as tariff_engine
+from parkgate_tools.bridge import Bridge
+from parkgate_tools.broker import Broker
+from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+
+LOT = "demo"
+PROVINCES = "京沪粤苏浙川鄂湘"
+LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+# 2026-11-25 08:00 in UTC+8: the morning the demo's simulated clock starts.
+DEMO_START = 1795564800
+
+
+class Car:
+    def __init__(self, plate, colour, enter_at, exit_at):
+        self.plate = plate
+        self.colour = colour
+        self.enter_at = enter_at   # host seconds from the start of the run
+        self.exit_at = exit_at
+
+
+def plan(cars, seed, spacing, outage):
+    """Cars with entry and exit moments; a car that leaves while the broker is
+    down came in before it went down (the exit lane then knows its entry)."""
+    rng = random.Random(seed)
+    plates = set()
+    schedule = []
+    for i in range(cars):
+        while True:
+            plate = rng.choice(PROVINCES) + rng.choice(LETTERS) + "".join(
+                rng.choice("0123456789" + LETTERS) for _ in range(5))
+            if plate not in plates:
+                plates.add(plate)
+                break
+        enter_at = 1.0 + i * spacing
+        while True:
+            exit_at = enter_at + rng.uniform(1.5, 16.0)
+            if not (outage[0] <= exit_at <= outage[1] and enter_at >= outage[0] - 0.5):
+                break
+        schedule.append(Car(plate, rng.choice((0, 0, 0, 1, 4)), enter_at, exit_at))
+    return schedule
+
+
+def _actions(schedule):
+    actions = []
+    for car in schedule:
+        actions.append((car.enter_at, "in", car))
+        actions.append((car.exit_at, "out", car))
+    actions.sort(key=lambda a: a[0])
+    return actions
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def stored_events(db_path):
+    con = sqlite3.connect("file:%s?mode=ro" % db_path, uri=True)
+    try:
+        return con.execute(
+            "SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time, flags "
+            "FROM events ORDER BY gate, jid, seq").fetchall()
+    finally:
+        con.close()
+
+
+def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=600,
+        out=sys.stdout, gate_heap=None):
+    """Run the demo and return its report as a dict."""
+    workdir = workdir or tempfile.mkdtemp(prefix="parkgate-demo-")
+    say = lambda text: (out.write(text + "\n"), out.flush())  # noqa: E731
+    schedule = plan(cars, seed, spacing, outage)
+    tariff_text = open(DEFAULT_TARIFF, encoding="utf-8").read()
+    tariff = tariff_engine.loads(tariff_text)
+    db_path = os.path.join(workdir, "lot.sqlite")
+    broker = Broker(os.path.join(workdir, "broker"))
+    broker.start()
+    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF)
+    bridge.start()
+    clock = SimClock(DEMO_START, rate)
+    extra = {"backoff_max_ms": 2000}
+    gates = {}
+    for name, direction in (("in", "in"), ("out", "out")):
+        kwargs = {"heap": gate_heap} if gate_heap else {}
+        gate = SimGate(workdir, "gate-" + name, LOT, direction, broker.port, clock,
+                       site_extra=extra, **kwargs)
+        gate.provision()
+        gates[direction] = gate.start()
+    say("parkgate demo in %s: %d cars, broker down from +%.0f s to +%.0f s, "
+        "1 s = %d min of parking" % (workdir, cars, outage[0], outage[1], rate // 60))
+    try:
+        for gate in gates.values():
+            gate.wait_line(r"LINK up", 15)
+        start = time.time()
+        broker_down = False
+        broker_back = False
+        for at, direction, car in _actions(schedule):
+            while True:
+                now = time.time() - start
+                if not broker_down and now >= outage[0]:
+                    broker.kill()
+                    broker_down = True
+                    say("+%5.1f s  broker killed" % now)
+                if broker_down and not broker_back and now >= outage[1]:
+                    broker.start()
+                    broker_back = True
+                    say("+%5.1f s  broker restarted" % now)
+                if now >= at:
+                    break
+                time.sleep(min(0.02, at - now))
+            gates[direction].send_plate(car.plate, car.colour)
+        while not broker_back:
+            if time.time() - start >= outage[1]:
+                broker.start()
+                broker_back = True
+            time.sleep(0.05)
+        for gate in gates.values():
+            gate.wait_line(r"EVENT ", 20, count=cars)
+        journaled = {g.gate: max(e["seq"] for e in g.events()) for g in gates.values()}
+
+        def drained():
+            rows = stored_events(db_path)
+            return all(sum(1 for r in rows if r[0] == gate) >= n for gate, n in journaled.items())
+        wait_until(drained, 60, "the gates' backlogs did not drain to the bridge")
+        elapsed = time.time() - start
+    finally:
+        for gate in gates.values():
+            gate.stop()
+        bridge.stop()
+        broker.stop()
+    report = analyse(schedule, gates, stored_events(db_path), tariff, journaled)
+    report["elapsed_s"] = round(elapsed, 1)
+    report["workdir"] = workdir
+    print_report(report, say)
+    return report
+
+
+def analyse(schedule, gates, rows, tariff, journaled):
+    """Compare what was driven, what the gates did and what the bridge stored."""
+    plates = {car.plate for car in schedule}
+    identities = [(r[0], r[1], r[2]) for r in rows]
+    entries = [r for r in rows if r[3] == "in"]
+    exits = [r for r in rows if r[3] == "out"]
+    entry_time = {r[5]: r[4] for r in entries}
+    fee_errors = []
+    for r in exits:
+        if r[5] not in entry_time:
+            fee_errors.append((r[5], "no entry stored"))
+            continue
+        expected = tariff_engine.quote(tariff, entry_time[r[5]], r[4], r[6]).fee
+        if r[7] != expected:
+            fee_errors.append((r[5], "charged %d, tariff says %d" % (r[7], expected)))
+    per_gate = {}
+    for gate in gates.values():
+        stored = [r for r in rows if r[0] == gate.gate]
+        seqs = sorted(r[2] for r in stored)
+        per_gate[gate.gate] = {
+            "journaled": journaled[gate.gate],
+            "relay_openings": gate.relay_openings(),
+            "stored": len(stored),
+            "missing": len(set(range(1, journaled[gate.gate] + 1)) - set(seqs)),
+            "rejects": len(gate.lines(r" REJECT ")),
+        }
+    online = [r for r in exits if r[8] == "on"]
+    offline = [r for r in exits if r[8] == "off"]
+    return {
+        "cars": len(schedule),
+        "cars_in": len({r[5] for r in entries} & plates),
+        "cars_out": len({r[5] for r in exits} & plates),
+        "gates": per_gate,
+        "stored_rows": len(rows),
+        "duplicates": len(identities) - len(set(identities))
+        + (len(entries) - len({r[5] for r in entries}))
+        + (len(exits) - len({r[5] for r in exits})),
+        "lost": (len(plates) - len({r[5] for r in entries}))
+        + (len(plates) - len({r[5] for r in exits}))
+        + sum(g["missing"] for g in per_gate.values()),
+        "exits_online": len(online),
+        "exits_offline": len(offline),
+        "fees_online_fen": sum(r[7] for r in online),
+        "fees_offline_fen": sum(r[7] for r in offline),
+        "fee_errors": fee_errors,
+    }
+
+
+def _yuan(fen):
+    return "%d.%02d" % divmod(fen, 100)
+
+
+def print_report(report, say):
+    say("")
+    say("gate      journaled  relay openings  stored by bridge  missing  camera rejects")
+    for name, g in sorted(report["gates"].items()):
+        say("%-9s %9d  %14d  %16d  %7d  %14d" % (
+            name, g["journaled"], g["relay_openings"], g["stored"], g["missing"], g["rejects"]))
+    say("cars driven %d: in %d, out %d" % (report["cars"], report["cars_in"], report["cars_out"]))
+    say("exits charged online by the lot bridge: %d (%s yuan)" % (
+        report["exits_online"], _yuan(report["fees_online_fen"])))
+    say("exits charged offline on the gate:      %d (%s yuan)" % (
+        report["exits_offline"], _yuan(report["fees_offline_fen"])))
+    say("exit fees equal to the tariff quote for the stay: %d of %d" % (
+        report["exits_online"] + report["exits_offline"] - len(report["fee_errors"]),
+        report["exits_online"] + report["exits_offline"]))
+    for plate, why in report["fee_errors"]:
+        say("  fee error %s: %s" % (plate, why))
+    say("events stored %d; lost %d; duplicated %d; %.1f s" % (
+        report["stored_rows"], report["lost"], report["duplicates"], report["elapsed_s"]))
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("demo", help="run the simulated car park demo")
+    parser.add_argument("--cars", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", help="keep the run's files here (default: a temp folder)")
+    parser.set_defaults(run=_main)
+
+
+def _main(args):
+    report = run(args.workdir, cars=args.cars, seed=args.seed)
+    ok = report["lost"] == 0 and report["duplicates"] == 0 and not report["fee_errors"]
+    return 0 if ok else 1

@@ -1,0 +1,220 @@
+"""The car park simulator: runs the gate firmware on the MicroPython unix port
+(board ``unix-sim``) with a camera on a pseudo-terminal, a relay whose every
+change is logged with a timestamp, and an emulated flash in a host file."""
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from parkgate import frame
+from parkgate_tools import runtime
+
+GATE_SCRIPT = os.path.join(runtime.FIRMWARE, "main.py")
+PROVISION_SCRIPT = os.path.join(runtime.BOARDS, "unix-sim", "provision.py")
+DEFAULT_TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
+
+
+class SimClock:
+    """A clock shared by every simulated gate: board time = base + (host time -
+    host_t0) * rate, so a demo can pass hours of parking in a minute."""
+
+    def __init__(self, base, rate=1.0, host_t0=None):
+        self.base = base
+        self.rate = rate
+        self.host_t0 = time.time() if host_t0 is None else host_t0
+
+    def now(self, host_time=None):
+        host_time = time.time() if host_time is None else host_time
+        return self.base + (host_time - self.host_t0) * self.rate
+
+    def spec(self):
+        return "%r,%r,%r" % (self.base, self.host_t0, self.rate)
+
+
+class SimGate:
+    """One simulated gate: its folder, its camera line, its process."""
+
+    def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
+                 tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
+                 heap=runtime.GATE_HEAP):
+        self.dir = os.path.join(workdir, gate)
+        self.gate = gate
+        self.lot = lot
+        self.direction = direction
+        self.clock = clock
+        self.heap = heap
+        self.site = {"lot": lot, "gate": gate, "direction": direction,
+                     "broker": broker_host, "port": broker_port}
+        self.site.update(site_extra or {})
+        self.tariff_path = tariff_path
+        self.proc = None
+        self._socat = None
+        self._camera_fd = None
+        self._holder_fd = None
+        self._lines = []
+        self._lines_lock = threading.Condition()
+        self._reader = None
+        self._seq = 0
+        self.boots = 0
+        os.makedirs(self.dir, exist_ok=True)
+
+    # --- set-up --------------------------------------------------------
+    def env(self):
+        env = runtime.micropython_env(board="unix-sim")
+        env["PARKGATE_SIM_DIR"] = self.dir
+        if self.clock is not None:
+            env["PARKGATE_SIM_CLOCK"] = self.clock.spec()
+        else:
+            env.pop("PARKGATE_SIM_CLOCK", None)
+        return env
+
+    def provision(self):
+        """Write site.json and the tariff onto the gate's flash."""
+        site_path = os.path.join(self.dir, "site.json")
+        with open(site_path, "w") as f:
+            json.dump(self.site, f)
+        files = ["site.json=" + site_path]
+        if self.tariff_path:
+            files.append("tariff.json=" + self.tariff_path)
+        subprocess.run(runtime.micropython_argv(PROVISION_SCRIPT, *files), env=self.env(),
+                       check=True, capture_output=True, timeout=60)
+
+    def _start_camera_line(self):
+        uart = os.path.join(self.dir, "uart")
+        camera = os.path.join(self.dir, "camera")
+        for path in (uart, camera):
+            if os.path.lexists(path):
+                os.unlink(path)
+        self._socat = subprocess.Popen(
+            ["socat", "pty,raw,echo=0,link=" + camera, "pty,raw,echo=0,link=" + uart],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not (os.path.exists(camera) and os.path.exists(uart)):
+            if time.time() > deadline:
+                raise RuntimeError("socat did not create the camera line")
+            time.sleep(0.02)
+        self._camera_fd = os.open(camera, os.O_RDWR | os.O_NOCTTY)
+        # Holding the gate's end open too keeps the line up while the gate
+        # process is down (a closed pty end would end socat).
+        self._holder_fd = os.open(uart, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+    # --- process -------------------------------------------------------
+    def start(self):
+        """Power on (or reboot) the gate; returns once it has booted."""
+        if self._socat is None:
+            self._start_camera_line()
+        with self._lines_lock:
+            boots_before = self.boots
+        self.proc = subprocess.Popen(
+            runtime.micropython_argv(GATE_SCRIPT, heap=self.heap), env=self.env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
+        self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
+                                        daemon=True)
+        self._reader.start()
+        self.wait_for(lambda: self.boots > boots_before, 20, "gate %s boot" % self.gate)
+        return self
+
+    def _read_output(self, proc):
+        log_path = os.path.join(self.dir, "gate.log")
+        with open(log_path, "a") as log:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                log.write(line + "\n")
+                log.flush()
+                with self._lines_lock:
+                    self._lines.append(line)
+                    if " BOOT " in line:
+                        self.boots += 1
+                    self._lines_lock.notify_all()
+
+    def kill(self):
+        """Cut the power: SIGKILL, nothing is flushed."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        if self._reader:
+            self._reader.join(5)
+
+    def stop(self):
+        self.kill()
+        for fd in (self._camera_fd, self._holder_fd):
+            if fd is not None:
+                os.close(fd)
+        self._camera_fd = self._holder_fd = None
+        if self._socat:
+            self._socat.terminate()
+            self._socat.wait(10)
+            self._socat = None
+
+    @property
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- camera --------------------------------------------------------
+    def send_plate(self, plate, colour=0, confidence=95, camera_time=0):
+        """Write one camera frame; returns the host time it was written."""
+        self._seq = (self._seq + 1) & 0xFF
+        return self.write_raw(frame.encode(self._seq, plate, colour, confidence, camera_time))
+
+    def write_raw(self, data):
+        sent_at = time.time()
+        os.write(self._camera_fd, data)
+        return sent_at
+
+    # --- observation ---------------------------------------------------
+    def lines(self, pattern=None):
+        with self._lines_lock:
+            lines = list(self._lines)
+        if pattern is None:
+            return lines
+        regex = re.compile(pattern)
+        return [line for line in lines if regex.search(line)]
+
+    def wait_for(self, predicate, timeout, what="condition"):
+        deadline = time.time() + timeout
+        with self._lines_lock:
+            while not predicate():
+                left = deadline - time.time()
+                if left <= 0:
+                    raise TimeoutError("%s: timed out after %.1f s; last lines:\n%s" % (
+                        what, timeout, "\n".join(self._lines[-20:])))
+                if self.proc is not None and self.proc.poll() is not None and \
+                        not self._reader.is_alive():
+                    raise RuntimeError("gate %s exited with %s; last lines:\n%s" % (
+                        self.gate, self.proc.returncode, "\n".join(self._lines[-20:])))
+                self._lines_lock.wait(min(left, 0.2))
+
+    def wait_line(self, pattern, timeout=10, count=1):
+        regex = re.compile(pattern)
+        self.wait_for(lambda: sum(1 for line in self._lines if regex.search(line)) >= count,
+                      timeout, "%s: %d x /%s/" % (self.gate, count, pattern))
+
+    def events(self):
+        """The EVENT lines the gate logged, parsed into dicts."""
+        out = []
+        for line in self.lines(r" EVENT "):
+            fields = line.split(" EVENT ", 1)[1].split()
+            event = {"k": fields[0]}
+            for item in fields[1:]:
+                key, _, value = item.partition("=")
+                event[key] = int(value) if re.fullmatch(r"-?\d+", value) else value
+            out.append(event)
+        return out
+
+    def relay_edges(self):
+        """[(host time, level)] of every relay change, from gpio.log."""
+        edges = []
+        path = os.path.join(self.dir, "gpio.log")
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    stamp, pin, level = line.split()
+                    if pin == "relay":
+                        edges.append((float(stamp), int(level)))
+        return edges
+
+    def relay_openings(self):
+        return sum(1 for _, level in self.relay_edges() if level == 1)

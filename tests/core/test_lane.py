@@ -1,0 +1,77 @@
+from check import raises
+
+from parkgate import lane, record
+
+
+class Read:
+    def __init__(self, plate, colour=0, confidence=90, camera_time=0):
+        self.plate = plate
+        self.colour = colour
+        self.confidence = confidence
+        self.camera_time = camera_time
+        self.seq = 1
+
+
+def test_direction_is_checked():
+    raises(ValueError, lane.Lane, "sideways")
+
+
+def test_entry_then_exit_tracks_cars_inside():
+    entry_lane = lane.Lane("in")
+    event = entry_lane.entry(Read("京A12345"), 1000, 5)
+    assert event.kind == record.KIND_ENTRY and event.time == 1000 and event.flags == 0
+    entry_lane.note(event)
+    assert entry_lane.inside == {"京A12345": 1000}
+    exit_lane = lane.Lane("out")
+    exit_lane.note(event)   # heard from the entry lane
+    pending = exit_lane.start_exit(Read("京A12345"), 4600, 5)
+    assert pending.entry_time == 1000
+    done = exit_lane.finish_exit(pending, 300, record.FEE_ONLINE, 2, 1000)
+    assert done.kind == record.KIND_EXIT and done.fee == 300 and done.entry_time == 1000
+    assert done.flags == 0
+    exit_lane.note(done)
+    assert exit_lane.inside == {}
+
+
+def test_exit_without_entry_is_flagged():
+    exit_lane = lane.Lane("out")
+    pending = exit_lane.start_exit(Read("沪B00001"), 5000, 5)
+    assert pending.entry_time is None
+    done = exit_lane.finish_exit(pending, 2000, record.FEE_ONLINE, 1, None)
+    assert done.flags & record.FLAG_NO_ENTRY and done.entry_time == 0
+
+
+def test_reentry_is_flagged():
+    entry_lane = lane.Lane("in")
+    entry_lane.note(entry_lane.entry(Read("粤B1"), 100, 5))
+    again = entry_lane.entry(Read("粤B1"), 200, 5)
+    assert again.flags & record.FLAG_REENTRY
+    entry_lane.note(again)
+    assert entry_lane.inside["粤B1"] == 200
+
+
+def test_older_events_do_not_override_newer_ones():
+    l = lane.Lane("out")
+    l.note(record.Event(record.KIND_ENTRY, 500, 5, "P1"))
+    l.note(record.Event(record.KIND_ENTRY, 300, 5, "P1"))   # a late replay
+    assert l.inside["P1"] == 500
+    l.note(record.Event(record.KIND_EXIT, 400, 5, "P1"))    # exit of the earlier visit
+    assert l.inside["P1"] == 500
+    l.note(record.Event(record.KIND_EXIT, 600, 5, "P1"))
+    assert "P1" not in l.inside
+
+
+def test_repeat_reads_within_window_are_one():
+    l = lane.Lane("in", repeat_window_ms=1000)
+    assert not l.is_repeat("P1", 0)
+    assert l.is_repeat("P1", 500)
+    assert l.is_repeat("P1", 999)
+    assert not l.is_repeat("P2", 999)
+    assert not l.is_repeat("P1", 1000)
+
+
+def test_repeat_memory_is_bounded():
+    l = lane.Lane("in", repeat_window_ms=10000)
+    for i in range(200):
+        assert not l.is_repeat("P%d" % i, i)
+    assert len(l._recent) <= 32

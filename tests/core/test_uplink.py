@@ -1,0 +1,99 @@
+import json
+
+from parkgate import record
+from parkgate.uplink import Uplink
+
+
+class FakeJournal:
+    def __init__(self, events):
+        self.journal_id = 0xABCD
+        self.acked = 0
+        self.records = []
+        for i, event in enumerate(events):
+            event.seq = i + 1
+            self.records.append((i + 1, event.kind, record.encode_body(event)))
+        self.next_seq = len(self.records) + 1
+
+    def pending(self, limit, after=None):
+        return [r for r in self.records if r[0] > self.acked][:limit]
+
+    def ack(self, upto):
+        self.acked = max(self.acked, upto)
+
+
+class FakeLink:
+    def __init__(self):
+        self.up = True
+        self.sent = []
+        self.fail = False
+
+    def publish(self, topic, payload, retain=False):
+        if self.fail:
+            self.up = False
+            return False
+        self.sent.append((topic, json.loads(payload)))
+        return True
+
+
+def _setup(n=40):
+    events = [record.Event(record.KIND_ENTRY, 1000 + i, 5, "P%d" % i) for i in range(n)]
+    journal = FakeJournal(events)
+    link = FakeLink()
+    return journal, link, Uplink(journal, link, "g1", "pg/l/g1/up/events", batch=16,
+                                 ack_timeout_ms=100, ack_timeout_max_ms=400)
+
+
+def test_sends_oldest_first_in_batches_and_waits_for_ack():
+    journal, link, uplink = _setup()
+    assert uplink.service(0)
+    topic, message = link.sent[0]
+    assert topic == "pg/l/g1/up/events"
+    assert message["g"] == "g1" and message["j"] == 0xABCD
+    assert [e["s"] for e in message["e"]] == list(range(1, 17))
+    assert message["e"][0] == {"s": 1, "k": "in", "t": 1000, "q": 5, "p": "P0", "c": 0, "cf": 0}
+    assert not uplink.service(50)           # waiting for the ack
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})
+    assert journal.acked == 16
+    assert uplink.service(51)
+    assert [e["s"] for e in link.sent[1][1]["e"]] == list(range(17, 33))
+
+
+def test_retransmits_after_timeout_with_backoff():
+    journal, link, uplink = _setup()
+    uplink.service(0)
+    assert not uplink.service(99)
+    assert uplink.service(100)              # timeout 100 ms: resend the same batch
+    assert link.sent[1][1] == link.sent[0][1]
+    assert not uplink.service(299)          # next timeout doubled to 200 ms
+    assert uplink.service(300)
+    assert uplink.retransmits == 2
+
+
+def test_acks_that_do_not_fit_are_ignored():
+    journal, link, uplink = _setup()
+    uplink.service(0)
+    assert not uplink.on_ack({"j": 1, "f": 1, "l": 16})          # other journal
+    assert not uplink.on_ack({"j": 0xABCD, "f": 2, "l": 16})     # gap before 2
+    assert not uplink.on_ack({"j": 0xABCD, "f": 1, "l": 99})     # beyond what exists
+    assert not uplink.on_ack({"j": 0xABCD, "f": "1", "l": 16})
+    assert journal.acked == 0
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})
+    assert not uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})     # duplicate ack
+    assert journal.acked == 16
+
+
+def test_nothing_sent_while_link_is_down_and_resent_after_reset():
+    journal, link, uplink = _setup(3)
+    link.up = False
+    assert not uplink.service(0)
+    link.up = True
+    link.fail = True
+    assert not uplink.service(1)
+    link.fail = False
+    link.up = True
+    assert uplink.service(2)
+    uplink.reset()                          # reconnected: the ack may never come
+    assert uplink.service(3)
+    assert len(link.sent) == 2 and link.sent[0][1] == link.sent[1][1]
+    uplink.on_ack({"j": 0xABCD, "f": 1, "l": 3})
+    assert not uplink.service(4)            # backlog empty
