@@ -185,9 +185,12 @@ class Link:
         return False
 
     def publish(self, topic, payload, retain=False):
-        """QoS 0 publish; False (and the link goes down) if it failed."""
+        """QoS 0 publish; False (and the link goes down) if it failed.
+        str payloads go out as UTF-8 (umqtt sizes packets with len())."""
         if not self.up:
             return False
+        if isinstance(payload, str):
+            payload = payload.encode()
         try:
             self._client.publish(topic, payload, retain)
             return True

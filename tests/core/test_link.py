@@ -133,7 +133,9 @@ def test_messages_are_delivered_and_publish_failure_reports_false():
     link.service(2)
     assert len(got) == 10
     assert link.publish("t", "x", True)
-    assert world.clients[0].published == [("t", "x", True)]
+    assert world.clients[0].published == [("t", b"x", True)]
+    assert link.publish("t", "粤B")
+    assert world.clients[0].published[1] == ("t", "粤B".encode(), False)
     world.broken = True
     assert not link.publish("t", "y")
     assert not link.up
