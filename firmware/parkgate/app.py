@@ -62,7 +62,6 @@ class Gate:
         self._last_rx = board.ticks_ms()
         self._relay_off_at = None
         self._pending_exit = None
-        self._fee_request = 0
         self._last_status = 0
         self.openings = 0
         prefix = "pg/%s/%s/" % (self.lot, self.gate_id)
@@ -127,8 +126,9 @@ class Gate:
             self._charge_offline("superseded")
         pending = self.lane.start_exit(read, time, quality)
         if self.link.up:
-            self._fee_request += 1
-            pending.request = self._fee_request
+            # The seq this exit will be journaled under: never reused, even
+            # across reboots, so a stale answer cannot match a new car.
+            pending.request = self.journal.next_seq
             pending.deadline = ticks_add(now_ms, self.site["fee_timeout_ms"])
             query = {"r": pending.request, "p": read.plate, "c": read.colour,
                      "t": time, "et": pending.entry_time}
@@ -204,7 +204,8 @@ class Gate:
 
     def _on_fee_answer(self, message):
         pending = self._pending_exit
-        if pending is None or message.get("r") != pending.request:
+        if pending is None or message.get("r") != pending.request or \
+                message.get("p") != pending.read.plate:
             return
         fee = message.get("fee")
         if type(fee) is not int or fee < 0:
