@@ -2,7 +2,9 @@
 # service() on every pass and never wait on the network for longer than one
 # socket timeout. Reconnects with bounded exponential backoff and jitter,
 # keeps the connection alive with pings, and resubscribes after a reconnect.
+import errno
 import random
+import select
 
 from parkgate.compat import const, ticks_add, ticks_diff
 
@@ -16,10 +18,11 @@ class TimeoutSocket:
     setblocking(True) means "block for at most timeout_s". Also notes the
     time of the last byte received, for the keepalive watchdog."""
 
-    def __init__(self, sock, timeout_s, ticks_ms):
+    def __init__(self, sock, timeout_s, ticks_ms, connected=False):
         self._sock = sock
         self._timeout_s = timeout_s
         self._ticks_ms = ticks_ms
+        self._connected = connected
         self.last_read_ms = ticks_ms()
         sock.settimeout(timeout_s)
 
@@ -33,7 +36,8 @@ class TimeoutSocket:
         self._sock.settimeout(timeout_s)
 
     def connect(self, address):
-        self._sock.connect(address)
+        if not self._connected:   # the link may have connected it already
+            self._sock.connect(address)
 
     def read(self, size):
         data = self._sock.read(size)
@@ -52,18 +56,60 @@ class TimeoutSocket:
 
 class TimeoutSocketModule:
     """Stands in for the socket module inside umqtt.simple, which creates its
-    socket itself: every socket it makes gets the link's timeout before it
-    connects."""
+    socket itself: every socket it makes gets the link's timeout. The link
+    first opens the TCP connection without blocking (start, then connected
+    on later passes); umqtt then receives that connected socket."""
 
     def __init__(self, socket_module, timeout_s, ticks_ms):
         self._socket_module = socket_module
         self._timeout_s = timeout_s
         self._ticks_ms = ticks_ms
+        self._opening = None
+        self._poller = None
         self.last = None
 
+    def start(self, host, port):
+        """Begin a TCP connection; the host should be an IP address (a name
+        is looked up by a blocking DNS query)."""
+        self.abandon()
+        address = self._socket_module.getaddrinfo(host, port)[0][-1]
+        sock = self._socket_module.socket()
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            if exc.args[0] != errno.EINPROGRESS:
+                sock.close()
+                raise
+        self._opening = sock
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLOUT)
+
+    def connected(self):
+        """True once the connection started by start() is up; raises OSError
+        if it failed."""
+        events = self._poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLERR | select.POLLHUP):
+            self.abandon()
+            raise OSError(errno.ECONNREFUSED)
+        return True
+
+    def abandon(self):
+        if self._opening is not None:
+            self._opening.close()
+        self._opening = None
+        self._poller = None
+
     def socket(self, *args):
-        self.last = TimeoutSocket(self._socket_module.socket(*args), self._timeout_s,
-                                  self._ticks_ms)
+        opened = self._opening
+        connected = opened is not None
+        self._opening = None
+        self._poller = None
+        if not connected:
+            opened = self._socket_module.socket(*args)
+        self.last = TimeoutSocket(opened, self._timeout_s, self._ticks_ms, connected)
         return self.last
 
     def getaddrinfo(self, *args):
@@ -85,7 +131,7 @@ class Link:
 
     def __init__(self, make_client, sockets, client_id, host, port, ticks_ms,
                  keepalive_s=30, backoff_min_ms=500, backoff_max_ms=30000, log=print,
-                 network_up=None):
+                 network_up=None, connect_timeout_ms=5000):
         self._make_client = make_client
         self._sockets = sockets
         self._client_id = client_id
@@ -98,6 +144,8 @@ class Link:
         self._backoff_ms = backoff_min_ms
         self._log = log
         self._network_up = network_up
+        self._connect_timeout_ms = connect_timeout_ms
+        self._opening_since = None
         self._client = None
         self._next_attempt = ticks_ms()
         self._last_ping = 0
@@ -119,7 +167,23 @@ class Link:
         if self.on_message:
             self.on_message(topic, payload)
 
+    def _open_tcp(self, now):
+        """Open the TCP connection over several passes without blocking;
+        True once it is up."""
+        if self._opening_since is None:
+            self._sockets.start(self._host, self._port)
+            self._opening_since = now
+            return False
+        if self._sockets.connected():
+            self._opening_since = None
+            return True
+        if ticks_diff(now, self._opening_since) > self._connect_timeout_ms:
+            raise OSError(errno.ETIMEDOUT)
+        return False
+
     def _connect(self, now):
+        if self._sockets is not None and not self._open_tcp(now):
+            return
         client = self._make_client(self._client_id, self._host, self._port,
                                    keepalive=self._keepalive_ms // 1000)
         client.set_callback(self._deliver)
@@ -140,6 +204,9 @@ class Link:
     def _drop(self, now, reason):
         was_up = self.up
         self.up = False
+        self._opening_since = None
+        if self._sockets is not None:
+            self._sockets.abandon()
         if self._client is not None:
             try:
                 self._client.sock.close()

@@ -205,3 +205,48 @@ def test_timeout_socket_never_blocks_without_a_bound():
     assert sock.last_read_ms == 9               # nothing arrived
     assert module.last is sock
     assert module.getaddrinfo("h", 1)[0][-1] == ("h", 1)
+
+
+def _listener():
+    """A listening loopback socket and its port (the unix port has no
+    getsockname(), so try ports until one binds)."""
+    import random
+    import socket
+    for _ in range(50):
+        port = 20000 + random.getrandbits(14)
+        server = socket.socket()
+        try:
+            server.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        except OSError:
+            server.close()
+            continue
+        server.listen(1)
+        return server, port
+    raise OSError("no free port")
+
+
+def test_tcp_connect_does_not_block_and_reports_refusal():
+    import socket
+    import time
+    module = TimeoutSocketModule(socket, 0.5, lambda: 0)
+    server, port = _listener()
+    module.start("127.0.0.1", port)
+    deadline = time.time() + 2
+    while not module.connected():
+        assert time.time() < deadline
+    sock = module.socket()
+    assert sock._connected
+    sock.connect(("127.0.0.1", port))    # what umqtt does next: a no-op now
+    sock.close()
+    server.close()
+    module.start("127.0.0.1", port)       # nobody listens any more
+    refused = False
+    deadline = time.time() + 2
+    while time.time() < deadline:
+        try:
+            if module.connected():
+                break
+        except OSError:
+            refused = True
+            break
+    assert refused
