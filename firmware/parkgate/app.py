@@ -8,7 +8,9 @@
 #   BOOT_CLOCK_QUALITY, start_network(site) (must not block), network_up(),
 #   mqtt(socket_timeout_ms) -> (make_client, sockets),
 #   ticks_ms(), free_heap(), free_flash(path), Watchdog() with feed(), log(line).
+import gc
 import json
+import sys
 
 from parkgate import frame, lane, record
 from parkgate import tariff as tariff_engine
@@ -42,6 +44,20 @@ class Gate:
         self.gate_id = site["gate"]
         self.lot = site["lot"]
         self.fs = board.mount_flash()
+        # The tariff first: validating it imports code, which wants large
+        # contiguous blocks before the heap fills with records. The modules
+        # that only validation needed are dropped again afterwards.
+        imported = set(sys.modules)
+        self.tariff = self._load_tariff()
+        for name in set(sys.modules) - imported:
+            del sys.modules[name]
+            package, _, leaf = name.rpartition(".")
+            if package in sys.modules:
+                try:
+                    delattr(sys.modules[package], leaf)
+                except AttributeError:
+                    pass
+        gc.collect()
         self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
         self.journal = Journal(board.journal_device())
         self.journal.mount()
@@ -51,7 +67,7 @@ class Gate:
             if kind in record.KIND_NAMES:
                 self.lane.note(record.decode_body(kind, seq, body))
                 replayed += 1
-        self.tariff = self._load_tariff()
+        gc.collect()
         board.start_network(site)
         self.uart = board.Uart()
         self.relay = board.Relay()
@@ -187,6 +203,7 @@ class Gate:
                   "tv": self.tariff.version if self.tariff else None}
         self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
+        self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
 
     def _on_message(self, topic, payload):
         try:

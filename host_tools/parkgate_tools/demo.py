@@ -32,9 +32,15 @@ class Car:
         self.exit_at = exit_at
 
 
+RECONNECT_S = 4.0   # after the broker is back, time for both lanes to reconnect
+
+
 def plan(cars, seed, spacing, outage):
-    """Cars with entry and exit moments; a car that leaves while the broker is
-    down came in before it went down (the exit lane then knows its entry)."""
+    """Cars with entry and exit moments. A car that leaves while the exit lane
+    is offline came in before the broker went down, so the exit lane heard
+    its entry; a car that came in during the outage leaves after the lanes
+    have reconnected (an exit lane cannot know an entry it never heard of:
+    that case is flagged, see the no-entry fee)."""
     rng = random.Random(seed)
     plates = set()
     schedule = []
@@ -46,10 +52,9 @@ def plan(cars, seed, spacing, outage):
                 plates.add(plate)
                 break
         enter_at = 1.0 + i * spacing
-        while True:
-            exit_at = enter_at + rng.uniform(1.5, 16.0)
-            if not (outage[0] <= exit_at <= outage[1] and enter_at >= outage[0] - 0.5):
-                break
+        exit_at = enter_at + rng.uniform(1.5, 16.0)
+        if enter_at >= outage[0] - 0.5 and exit_at <= outage[1] + RECONNECT_S:
+            exit_at = outage[1] + RECONNECT_S + rng.uniform(0.0, 8.0)
         schedule.append(Car(plate, rng.choice((0, 0, 0, 1, 4)), enter_at, exit_at))
     return schedule
 

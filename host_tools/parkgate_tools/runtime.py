@@ -2,6 +2,7 @@
 
 The firmware runs from .mpy files compiled by mpy-cross, as on a board: the
 unix port then needs no heap to compile it, and gets the heap an ESP32 has."""
+import functools
 import os
 import shutil
 import subprocess
@@ -12,8 +13,9 @@ FIRMWARE = os.path.join(ROOT, "firmware")
 BOARDS = os.path.join(ROOT, "boards")
 BUILD_LIB = os.path.join(ROOT, "build", "lib")
 BUILD_MPY = os.path.join(ROOT, "build", "mpy")
-# The heap an ESP32 without PSRAM leaves once WiFi and MQTT are up.
+# The heap an ESP32 without PSRAM leaves for data once WiFi and MQTT are up.
 GATE_HEAP = "64k"
+GATE_DATA_HEAP = 64 * 1024
 
 
 def _tool(name):
@@ -89,3 +91,41 @@ def micropython_env(board=None, extra_paths=()):
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(paths + [".frozen"])
     return env
+
+
+_PROBE = """
+import gc
+gc.collect()
+before = gc.mem_alloc()
+for name in %r:
+    __import__(name)
+gc.collect()
+print(gc.mem_alloc() - before)
+"""
+
+
+def code_heap(board):
+    """Bytes of heap that loading every module of the board's firmware takes
+    on this port (what freezing the firmware into flash saves on an ESP32)."""
+    modules = []
+    for _, relative, _ in sources(board):
+        name = relative[:-3].replace(os.sep, ".")
+        if name.endswith(".__init__"):
+            name = name[:-9]
+        if name not in ("provision",):
+            modules.append(name)
+    env = micropython_env(board)
+    proc = subprocess.run([micropython_binary(), "-X", "heapsize=4m", "-c", _PROBE % (modules,)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError("measuring the firmware's code heap failed:\n" + proc.stderr)
+    return int(proc.stdout.split()[-1])
+
+
+@functools.lru_cache(maxsize=None)
+def gate_heap(board="unix-sim"):
+    """The -X heapsize for a simulated gate: GATE_DATA_HEAP for data, as an
+    ESP32 leaves with the firmware frozen into flash, plus the heap the code
+    itself takes on this port, where it has to be loaded from .mpy files."""
+    total = GATE_DATA_HEAP + code_heap(board)
+    return "%dk" % ((total + 1023) // 1024)

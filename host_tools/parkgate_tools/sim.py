@@ -39,13 +39,13 @@ class SimGate:
 
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
-                 heap=runtime.GATE_HEAP):
+                 heap=None):
         self.dir = os.path.join(workdir, gate)
         self.gate = gate
         self.lot = lot
         self.direction = direction
         self.clock = clock
-        self.heap = heap
+        self.heap = heap or runtime.gate_heap("unix-sim")
         self.site = {"lot": lot, "gate": gate, "direction": direction,
                      "broker": broker_host, "port": broker_port}
         self.site.update(site_extra or {})
