@@ -91,7 +91,8 @@ class Gate:
                          site["broker"], site.get("port", 1883), board.ticks_ms,
                          keepalive_s=site["keepalive_s"],
                          backoff_max_ms=site["backoff_max_ms"], log=self.log,
-                         network_up=board.network_up)
+                         network_up=board.network_up,
+                         user=site.get("mqtt_user"), password=site.get("mqtt_password"))
         self.link.subscribe(prefix + "down/#")
         if self.lane.direction == lane.DIRECTION_OUT:
             # Entries of the other lanes, so exits can be charged offline.

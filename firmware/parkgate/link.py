@@ -126,12 +126,12 @@ def bind_umqtt(socket_module, timeout_s, ticks_ms):
 
 class Link:
     """One MQTT session that comes and goes. make_client(client_id, host,
-    port, keepalive=s) returns an umqtt.simple-like client; sockets is the
+    port, user=, password=, keepalive=) returns an umqtt.simple-like client; sockets is the
     TimeoutSocketModule it uses (or None), for the keepalive watchdog."""
 
     def __init__(self, make_client, sockets, client_id, host, port, ticks_ms,
                  keepalive_s=30, backoff_min_ms=500, backoff_max_ms=30000, log=print,
-                 network_up=None, connect_timeout_ms=5000):
+                 network_up=None, connect_timeout_ms=5000, user=None, password=None):
         self._make_client = make_client
         self._sockets = sockets
         self._client_id = client_id
@@ -145,6 +145,8 @@ class Link:
         self._log = log
         self._network_up = network_up
         self._connect_timeout_ms = connect_timeout_ms
+        self._user = user
+        self._password = password
         self._opening_since = None
         self._client = None
         self._next_attempt = ticks_ms()
@@ -185,6 +187,7 @@ class Link:
         if self._sockets is not None and not self._open_tcp(now):
             return
         client = self._make_client(self._client_id, self._host, self._port,
+                                   user=self._user, password=self._password,
                                    keepalive=self._keepalive_ms // 1000)
         client.set_callback(self._deliver)
         if self._will:

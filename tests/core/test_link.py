@@ -5,8 +5,8 @@ class FakeClient:
     """Stands in for umqtt.simple.MQTTClient; the test scripts its failures."""
     world = None
 
-    def __init__(self, client_id, host, port, keepalive=0):
-        self.args = (client_id, host, port, keepalive)
+    def __init__(self, client_id, host, port, user=None, password=None, keepalive=0):
+        self.args = (client_id, host, port, user, password, keepalive)
         self.subscribed = []
         self.published = []
         self.pings = 0
@@ -76,7 +76,7 @@ def test_connects_subscribes_and_sets_retained_will():
     link.service(0)
     assert link.up and ups == [1]
     client = world.clients[0]
-    assert client.args == ("pg-l-g", "10.0.0.2", 1883, 30)
+    assert client.args == ("pg-l-g", "10.0.0.2", 1883, None, None, 30)
     assert client.subscribed == ["pg/l/g/down/#"]
     assert client.will == ("pg/l/g/status", '{"on":0}', True)
     assert logs == ["LINK up connects=1"]
