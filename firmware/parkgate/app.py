@@ -8,11 +8,13 @@
 #   BOOT_CLOCK_QUALITY, start_network(site) (must not block), network_up(),
 #   mqtt(socket_timeout_ms) -> (make_client, sockets),
 #   ticks_ms(), free_heap(), free_flash(path), Watchdog() with feed(), log(line).
+import binascii
 import gc
 import json
+import os
 import sys
 
-from parkgate import frame, lane, record
+from parkgate import frame, lane, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
@@ -42,22 +44,13 @@ class Gate:
         site.update(board.load_site())
         self.site = site
         self.gate_id = site["gate"]
+        # Per-gate key for signed downlink messages (hex in site.json).
+        self.key = binascii.unhexlify(site["key"]) if site.get("key") else None
         self.lot = site["lot"]
         self.fs = board.mount_flash()
         # The tariff first: validating it imports code, which wants large
-        # contiguous blocks before the heap fills with records. The modules
-        # that only validation needed are dropped again afterwards.
-        imported = set(sys.modules)
+        # contiguous blocks before the heap fills with records.
         self.tariff = self._load_tariff()
-        for name in set(sys.modules) - imported:
-            del sys.modules[name]
-            package, _, leaf = name.rpartition(".")
-            if package in sys.modules:
-                try:
-                    delattr(sys.modules[package], leaf)
-                except AttributeError:
-                    pass
-        gc.collect()
         self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
         self.journal = Journal(board.journal_device())
         self.journal.mount()
@@ -86,6 +79,8 @@ class Gate:
         self._topic_status = prefix + "status"
         self._topic_ack = (prefix + "down/ack").encode()
         self._topic_fee_answer = (prefix + "down/fee").encode()
+        self._topic_tariff = (prefix + "down/tariff").encode()
+        self._topic_refused = prefix + "up/refused"
         make_client, sockets = board.mqtt(site["socket_timeout_ms"])
         self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
                          site["broker"], site.get("port", 1883), board.ticks_ms,
@@ -110,15 +105,63 @@ class Gate:
                      self.tariff.version if self.tariff else "none",
                      QUALITY_NAMES[self.clock.quality]))
 
-    def _load_tariff(self):
+    def _parse_tariff(self, text):
+        """A validated Tariff from text. The modules only validation needs
+        are dropped again afterwards, to give their heap back."""
+        imported = set(sys.modules)
         try:
-            with open(self.fs + "/tariff.json") as f:
-                return tariff_engine.loads(f.read())
+            return tariff_engine.loads(text)
+        finally:
+            for name in set(sys.modules) - imported:
+                del sys.modules[name]
+                package, _, leaf = name.rpartition(".")
+                if package in sys.modules and hasattr(sys.modules[package], leaf):
+                    delattr(sys.modules[package], leaf)
+            gc.collect()
+
+    def _load_tariff(self):
+        path = self.fs + "/tariff.json"
+        try:
+            os.remove(path + ".new")   # a push cut short by a power cut
+        except OSError:
+            pass
+        try:
+            with open(path) as f:
+                return self._parse_tariff(f.read())
         except OSError:
             self.log("TARIFF missing: exits are charged only online")
         except tariff_engine.TariffError as exc:
             self.log("TARIFF refused %s" % exc)
         return None
+
+    def _install_tariff(self, envelope):
+        """A signed tariff table from the lot server: check, write the new
+        file, then switch to it (a power cut leaves the old or the new)."""
+        applied = self.tariff.version if self.tariff else 0
+        try:
+            if not self.key:
+                raise sign.SignatureError("no downlink key configured")
+            body = sign.verify(self.key, envelope, "tariff", self.gate_id, applied)
+            table = self._parse_tariff(body)
+            if table.version != envelope["v"]:
+                raise sign.SignatureError("table version %d, envelope %d" % (
+                    table.version, envelope["v"]))
+        except (sign.SignatureError, tariff_engine.TariffError) as exc:
+            self._refuse("tariff", envelope, exc)
+            return
+        path = self.fs + "/tariff.json"
+        with open(path + ".new", "w") as f:
+            f.write(body)
+        os.rename(path + ".new", path)
+        self.tariff = table
+        self.log("TARIFF installed version=%d" % table.version)
+        self._publish_status()
+
+    def _refuse(self, kind, envelope, why):
+        version = envelope.get("v") if isinstance(envelope, dict) else None
+        self.log("REFUSED %s v=%s: %s" % (kind, version, why))
+        self.link.publish(self._topic_refused, json.dumps(
+            {"k": kind, "v": version, "why": str(why)}))
 
     # --- camera to relay -------------------------------------------------
     def _on_reject(self, reason, count):
@@ -200,7 +243,8 @@ class Gate:
         stats = self.journal.stats()
         status = {"on": 1, "jid": self.journal.journal_id, "seq": self.journal.next_seq,
                   "acked": self.journal.acked, "backlog": stats["pending"],
-                  "heap": self.board.free_heap(), "clock": self.clock.quality,
+                  "heap": self.board.free_heap(), "flash": self.board.free_flash(self.fs),
+                  "clock": self.clock.quality,
                   "tv": self.tariff.version if self.tariff else None}
         self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
@@ -219,6 +263,8 @@ class Gate:
             self._on_fee_answer(message)
         elif topic.endswith(b"/up/events"):
             self._on_peer_events(message)
+        elif topic == self._topic_tariff:
+            self._install_tariff(message)
 
     def _on_fee_answer(self, message):
         pending = self._pending_exit

@@ -1,0 +1,137 @@
+"""Signed downlink to a gate in the simulator: tariff tables that are
+tampered with, unsigned, replayed, stale, for another gate or invalid are
+refused and the gate keeps charging with its previous table; a good one is
+applied atomically and survives a reboot."""
+import binascii
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from parkgate import sign
+from parkgate_tools import downlink
+from parkgate_tools.broker import Broker
+from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+
+LOT = "dl"
+KEY = bytes(range(32))
+START = 1795564800
+
+
+class Operator:
+    """A paho client standing for the lot server: publishes downlink
+    messages and collects what the gate reports as refused."""
+
+    def __init__(self, broker):
+        self.refused = []
+        self.status = {}
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [("pg/%s/+/up/refused" % LOT, 1), ("pg/%s/+/status" % LOT, 1)])
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message):
+        with self._cond:
+            payload = json.loads(message.payload)
+            if message.topic.endswith("/up/refused"):
+                self.refused.append(payload)
+            else:
+                self.status = payload
+            self._cond.notify_all()
+
+    def wait(self, predicate, what, timeout=10):
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise AssertionError("timed out waiting for " + what)
+
+    def push(self, gate, kind, envelope):
+        downlink.publish(self.client, LOT, gate, kind, envelope).wait_for_publish(5)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def lane(tmp_path):
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    gate = SimGate(str(tmp_path), "g1", LOT, "out", broker.port, SimClock(START, 60),
+                   site_extra={"key": binascii.hexlify(KEY).decode(), "backoff_max_ms": 1000})
+    gate.provision()
+    gate.start()
+    gate.wait_line(r"LINK up", 10)
+    operator = Operator(broker)
+    operator.wait(lambda: operator.status.get("tv") == 1, "the gate's status")
+    yield gate, operator
+    operator.close()
+    gate.stop()
+    broker.stop()
+
+
+def table(version, unit_price, **changes):
+    doc = json.load(open(DEFAULT_TARIFF, encoding="utf-8"))
+    doc["version"] = version
+    doc["plans"]["all"]["bands"][0]["tiers"][0]["unit_price"] = unit_price
+    doc.pop("examples", None)
+    doc.update(changes)
+    return json.dumps(doc, ensure_ascii=False)
+
+
+def test_bad_downlinks_are_refused_and_the_old_tariff_kept(lane):
+    gate, operator = lane
+    good = downlink.tariff_envelope(KEY, "g1", table(2, 300))
+    tampered = dict(good, b=table(2, 1))
+    unsigned = {k: v for k, v in good.items() if k != "s"}
+    other_key = sign.sign(b"not the gate key", "tariff", "g1", 2, table(2, 300))
+    other_gate = downlink.tariff_envelope(KEY, "g2", table(2, 300))
+    stale = downlink.tariff_envelope(KEY, "g1", table(1, 300))
+    invalid = sign.sign(KEY, "tariff", "g1", 3, table(3, -5))
+    cases = [(tampered, "bad signature"), (unsigned, "unsigned"), (other_key, "bad signature"),
+             (other_gate, "for tariff/g2"), (stale, "stale"), (invalid, "negative amount")]
+    for envelope, _ in cases:
+        operator.push("g1", "tariff", envelope)
+    operator.wait(lambda: len(operator.refused) == len(cases), "the refusals")
+    for (_, why), refusal in zip(cases, operator.refused):
+        assert refusal["k"] == "tariff" and why in refusal["why"], refusal
+    assert len(gate.lines(r" REFUSED tariff ")) == len(cases)
+    assert gate.lines(r"TARIFF installed") == []
+    # still charging with version 1: 1 yuan per started 30 min after 15 free
+    gate.send_plate("浙A00001")
+    gate.wait_line(r"EVENT out seq=1", 5)
+    assert gate.events()[0]["fee"] == 2000 and gate.events()[0]["src"] == "off"  # no entry
+
+    operator.push("g1", "tariff", good)
+    gate.wait_line(r"TARIFF installed version=2", 5)
+    operator.wait(lambda: operator.status.get("tv") == 2, "status with tariff 2")
+    operator.push("g1", "tariff", good)                      # replayed
+    operator.wait(lambda: len(operator.refused) == len(cases) + 1, "the replay refusal")
+    assert operator.refused[-1]["why"].startswith("stale")
+    gate.kill()                                               # power cut, then boot
+    gate.start()
+    assert "tariff=2" in gate.lines(r" BOOT ")[-1]
+
+
+def test_a_gate_without_a_key_refuses_every_downlink(tmp_path):
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    gate = SimGate(str(tmp_path), "g1", LOT, "in", broker.port, SimClock(START, 60))
+    gate.provision()
+    try:
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        operator = Operator(broker)
+        operator.wait(lambda: operator.status.get("tv") == 1, "the gate's status")
+        operator.push("g1", "tariff", downlink.tariff_envelope(KEY, "g1", table(2, 300)))
+        operator.wait(lambda: operator.refused, "the refusal")
+        assert operator.refused[0]["why"] == "no downlink key configured"
+        assert operator.status["tv"] == 1 and gate.lines(r"TARIFF installed") == []
+        operator.close()
+    finally:
+        gate.stop()
+        broker.stop()
