@@ -3,7 +3,7 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ()
+BENCHES = ("bench_journal", "bench_tariff")
 
 
 def main(names=None):
