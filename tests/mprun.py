@@ -1,6 +1,7 @@
 # Runs core test modules under the MicroPython unix port.
 # usage: micropython tests/mprun.py test_frame [test_tariff ...]
 # Prints one line per test and a closing "N passed, N failed" line.
+import gc
 import sys
 
 
@@ -13,6 +14,7 @@ def run(module_names):
             if not attr.startswith("test_"):
                 continue
             fn = getattr(module, attr)
+            gc.collect()
             try:
                 fn()
             except Exception as exc:

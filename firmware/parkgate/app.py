@@ -16,7 +16,7 @@ import sys
 
 from parkgate import frame, lane, record, sign
 from parkgate import tariff as tariff_engine
-from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, QUALITY_NAMES
+from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.journal import Journal, JournalFull
 from parkgate.link import Link
@@ -25,6 +25,8 @@ from parkgate.uplink import Uplink
 _UART_QUIET_MS = const(50)     # a frame takes < 10 ms at 115200 baud
 _STATUS_EVERY_MS = const(30000)
 _IDLE_WAIT_MS = const(5)
+_CLOCK_MAX_ROUND_TRIP_MS = const(2000)
+_FAILURES_BEFORE_RESET = const(20)
 
 DEFAULTS = {
     "relay_pulse_ms": 800,
@@ -33,6 +35,8 @@ DEFAULTS = {
     "keepalive_s": 30,
     "socket_timeout_ms": 500,
     "backoff_max_ms": 30000,
+    "inside_max": 1024,   # cars remembered: 12 bytes each, allocated at boot
+    "uplink_batch": 16,
 }
 
 
@@ -47,14 +51,16 @@ class Gate:
         # Per-gate key for signed downlink messages (hex in site.json).
         self.key = binascii.unhexlify(site["key"]) if site.get("key") else None
         self.lot = site["lot"]
+        # The large fixed allocations come first, while the heap is in one
+        # piece: the table of cars inside, then the tariff (validating it
+        # imports code that is dropped again afterwards).
+        gc.collect()
+        self.lane = lane.Lane(site["direction"], site["repeat_window_ms"], site["inside_max"])
         self.fs = board.mount_flash()
-        # The tariff first: validating it imports code, which wants large
-        # contiguous blocks before the heap fills with records.
         self.tariff = self._load_tariff()
         self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
         self.journal = Journal(board.journal_device())
         self.journal.mount()
-        self.lane = lane.Lane(site["direction"], site["repeat_window_ms"])
         replayed = 0
         for seq, kind, body in self.journal.records():
             if kind in record.KIND_NAMES:
@@ -80,6 +86,10 @@ class Gate:
         self._topic_ack = (prefix + "down/ack").encode()
         self._topic_fee_answer = (prefix + "down/fee").encode()
         self._topic_tariff = (prefix + "down/tariff").encode()
+        self._topic_clock = (prefix + "down/clock").encode()
+        self._topic_clock_ask = prefix + "up/clock"
+        self._clock_request = 0
+        self._clock_asked_at = None
         self._topic_refused = prefix + "up/refused"
         make_client, sockets = board.mqtt(site["socket_timeout_ms"])
         self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
@@ -96,7 +106,7 @@ class Gate:
         self.link.on_message = self._on_message
         self.link.on_up = self._on_link_up
         self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
-                             log=self.log)
+                             batch=site["uplink_batch"], log=self.log)
         self.log("BOOT gate=%s dir=%s jid=%08x next_seq=%d acked=%d formatted=%d replayed=%d "
                  "inside=%d tariff=%s clock=%s" % (
                      self.gate_id, self.lane.direction, self.journal.journal_id,
@@ -179,15 +189,16 @@ class Gate:
             return
         time, quality = self._event_time(read)
         if self.lane.direction == lane.DIRECTION_IN:
-            self._journal_event(self.lane.entry(read, time, quality))
-            self._open_barrier()
+            self._pass(self.lane.entry(read, time, quality))
             return
         if self._pending_exit is not None:
             self._charge_offline("superseded")
         pending = self.lane.start_exit(read, time, quality)
         if self.link.up:
-            # The seq this exit will be journaled under: never reused, even
-            # across reboots, so a stale answer cannot match a new car.
+            # The seq this exit will be journaled under, with the plate: an
+            # answer to an earlier car cannot match (a seq handed out but
+            # never written before a power cut comes again only with a new
+            # query, whose plate the answer must also match).
             pending.request = self.journal.next_seq
             pending.deadline = ticks_add(now_ms, self.site["fee_timeout_ms"])
             query = {"r": pending.request, "p": read.plate, "c": read.colour,
@@ -203,12 +214,17 @@ class Gate:
         self.openings += 1
         self._relay_off_at = ticks_add(self.board.ticks_ms(), self.site["relay_pulse_ms"])
 
-    def _journal_event(self, event):
+    def _pass(self, event):
+        """Journal the event, open the barrier, then the bookkeeping. The
+        journal comes first: a power cut after the barrier opened but before
+        the record was written would lose a car (and, at an exit, its fee)."""
         try:
-            event.seq = self.journal.append(event.kind, record.encode_body(event))
+            # Exits may use the journal's reserve: they carry a fee.
+            event.seq = self.journal.append(event.kind, record.encode_body(event),
+                                            event.kind == record.KIND_EXIT)
         except JournalFull:
             self.log("ALARM journal full: event not journaled plate=%s" % event.plate)
-            return
+        self._open_barrier()
         self.lane.note(event)
         if event.kind == record.KIND_EXIT:
             self.log("EVENT out seq=%d plate=%s t=%d q=%d fee=%d src=%s et=%d fl=%d" % (
@@ -221,10 +237,7 @@ class Gate:
 
     def _finish_exit(self, event):
         self._pending_exit = None
-        # Journal first: a power cut after the barrier opened but before the
-        # fee was recorded would lose a charge.
-        self._journal_event(event)
-        self._open_barrier()
+        self._pass(event)
 
     def _charge_offline(self, why):
         pending = self._pending_exit
@@ -238,9 +251,31 @@ class Gate:
     def _on_link_up(self):
         self.uplink.reset()
         self._publish_status()
+        # Ask the lot server for the time on every (re)connect.
+        self._clock_request = (self._clock_request + 1) & 0xFFFF
+        self._clock_asked_at = self.board.ticks_ms()
+        self.link.publish(self._topic_clock_ask, '{"r":%d}' % self._clock_request)
+
+    def _on_clock(self, message):
+        """Set the clock from the lot server's answer if it came back fast
+        enough to be trusted to within a second."""
+        if message.get("r") != self._clock_request or self._clock_asked_at is None:
+            return
+        round_trip = ticks_diff(self.board.ticks_ms(), self._clock_asked_at)
+        self._clock_asked_at = None
+        server_time = message.get("t")
+        if type(server_time) is not int or server_time < EARLIEST_VALID or \
+                round_trip > _CLOCK_MAX_ROUND_TRIP_MS:
+            self.log("CLOCK answer refused t=%r rtt=%d" % (server_time, round_trip))
+            return
+        was = self.clock.now()
+        self.clock.set(server_time + (round_trip + 500) // 2000, Q_SERVER)
+        self.log("CLOCK set from lot server: step %d s, rtt %d ms" % (
+            self.clock.now() - was, round_trip))
 
     def _publish_status(self):
         stats = self.journal.stats()
+        gc.collect()   # so that "heap" is what is really free
         status = {"on": 1, "jid": self.journal.journal_id, "seq": self.journal.next_seq,
                   "acked": self.journal.acked, "backlog": stats["pending"],
                   "heap": self.board.free_heap(), "flash": self.board.free_flash(self.fs),
@@ -265,6 +300,8 @@ class Gate:
             self._on_peer_events(message)
         elif topic == self._topic_tariff:
             self._install_tariff(message)
+        elif topic == self._topic_clock:
+            self._on_clock(message)
 
     def _on_fee_answer(self, message):
         pending = self._pending_exit
@@ -317,9 +354,21 @@ class Gate:
         return busy
 
     def run(self):
+        failures = 0
         while True:
-            if not self.step():
-                self.uart.wait(_IDLE_WAIT_MS)
+            try:
+                if not self.step():
+                    self.uart.wait(_IDLE_WAIT_MS)
+                failures = 0
+            except Exception as exc:
+                # Keep gating through a fault in one pass (a MemoryError from
+                # a fragmented heap, an adapter error); let the board's
+                # watchdog reset us if it does not clear.
+                failures += 1
+                self.log("ERROR %r (%d in a row)" % (exc, failures))
+                gc.collect()
+                if failures >= _FAILURES_BEFORE_RESET:
+                    raise
 
 
 def run(board):

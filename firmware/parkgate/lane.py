@@ -3,6 +3,7 @@
 from parkgate import record
 from parkgate import tariff as tariff_engine
 from parkgate.compat import const, ticks_diff
+from parkgate.sessions import OpenSessions
 
 DIRECTION_IN = "in"
 DIRECTION_OUT = "out"
@@ -22,25 +23,27 @@ class PendingExit:
 
 
 class Lane:
-    def __init__(self, direction, repeat_window_ms=30000):
+    def __init__(self, direction, repeat_window_ms=30000, inside_max=256):
         if direction not in (DIRECTION_IN, DIRECTION_OUT):
             raise ValueError("direction: %r is not in/out" % direction)
         self.direction = direction
         self.repeat_window_ms = repeat_window_ms
-        self.inside = {}     # plate -> entry time (own and peer lanes' entries)
+        # plate -> entry time (own and peer lanes' entries), at most
+        # inside_max: beyond that the oldest entry is forgotten (its exit is
+        # then charged online, or offline as an exit without entry).
+        self.inside = OpenSessions(inside_max)
         self._recent = {}    # plate -> ticks_ms of its last accepted read
 
     def note(self, event):
         """Apply an entry or exit (journaled here, replayed at boot, or heard
         from another lane) to the set of cars inside."""
+        known = self.inside.get(event.plate)
         if event.kind == record.KIND_ENTRY:
-            known = self.inside.get(event.plate)
             if known is None or known <= event.time:
-                self.inside[event.plate] = event.time
+                self.inside.put(event.plate, event.time)
         elif event.kind == record.KIND_EXIT:
-            known = self.inside.get(event.plate)
             if known is not None and known <= event.time:
-                del self.inside[event.plate]
+                self.inside.remove(event.plate)
 
     def is_repeat(self, plate, now_ms):
         """True if plate was accepted at this lane within the repeat window;

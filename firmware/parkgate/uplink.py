@@ -7,6 +7,7 @@ from parkgate import record
 from parkgate.compat import const, ticks_diff
 
 _BATCH = const(16)
+_PAYLOAD_MAX = const(3072)   # one preallocated buffer: no large allocation per batch
 
 
 class Uplink:
@@ -22,6 +23,8 @@ class Uplink:
         self._ack_timeout_ms = ack_timeout_ms
         self._log = log
         self._in_flight = None   # (first seq, last seq, ticks sent)
+        self._buf = bytearray(_PAYLOAD_MAX)
+        self._mv = memoryview(self._buf)
         self.batches_sent = 0
         self.retransmits = 0
 
@@ -30,10 +33,28 @@ class Uplink:
         self._in_flight = None
 
     def payload(self, records):
-        events = []
+        """Write the batch message {"g", "j", "e": [...]} into the
+        preallocated buffer, as many records as fit; returns (memoryview of
+        the message, number of records in it)."""
+        mv = self._mv
+        head = ('{"g":%s,"j":%d,"e":[' % (json.dumps(self._gate_id),
+                                          self._journal.journal_id)).encode()
+        end = len(head)
+        mv[:end] = head
+        count = 0
         for seq, kind, body in records:
-            events.append(record.to_wire(record.decode_body(kind, seq, body)))
-        return json.dumps({"g": self._gate_id, "j": self._journal.journal_id, "e": events})
+            item = json.dumps(record.to_wire(record.decode_body(kind, seq, body))).encode()
+            size = len(item) + (1 if count else 0)
+            if end + size + 2 > _PAYLOAD_MAX:
+                break
+            if count:
+                mv[end] = 0x2C   # ,
+                end += 1
+            mv[end:end + len(item)] = item
+            end += len(item)
+            count += 1
+        mv[end:end + 2] = b"]}"
+        return mv[:end + 2], count
 
     def service(self, now):
         """Send the next batch if none is waiting for its ack or if the wait
@@ -49,10 +70,11 @@ class Uplink:
         if not records:
             self._in_flight = None
             return False
-        if not self._link.publish(self._topic, self.payload(records)):
+        message, count = self.payload(records)
+        if not self._link.publish(self._topic, message):
             self._in_flight = None
             return False
-        self._in_flight = (records[0][0], records[-1][0], now)
+        self._in_flight = (records[0][0], records[count - 1][0], now)
         self.batches_sent += 1
         return True
 

@@ -21,7 +21,7 @@ def test_entry_then_exit_tracks_cars_inside():
     event = entry_lane.entry(Read("京A12345"), 1000, 5)
     assert event.kind == record.KIND_ENTRY and event.time == 1000 and event.flags == 0
     entry_lane.note(event)
-    assert entry_lane.inside == {"京A12345": 1000}
+    assert entry_lane.inside.get("京A12345") == 1000 and len(entry_lane.inside) == 1
     exit_lane = lane.Lane("out")
     exit_lane.note(event)   # heard from the entry lane
     pending = exit_lane.start_exit(Read("京A12345"), 4600, 5)
@@ -30,7 +30,7 @@ def test_entry_then_exit_tracks_cars_inside():
     assert done.kind == record.KIND_EXIT and done.fee == 300 and done.entry_time == 1000
     assert done.flags == 0
     exit_lane.note(done)
-    assert exit_lane.inside == {}
+    assert len(exit_lane.inside) == 0
 
 
 def test_exit_without_entry_is_flagged():
@@ -47,16 +47,16 @@ def test_reentry_is_flagged():
     again = entry_lane.entry(Read("粤B1"), 200, 5)
     assert again.flags & record.FLAG_REENTRY
     entry_lane.note(again)
-    assert entry_lane.inside["粤B1"] == 200
+    assert entry_lane.inside.get("粤B1") == 200
 
 
 def test_older_events_do_not_override_newer_ones():
     l = lane.Lane("out")
     l.note(record.Event(record.KIND_ENTRY, 500, 5, "P1"))
     l.note(record.Event(record.KIND_ENTRY, 300, 5, "P1"))   # a late replay
-    assert l.inside["P1"] == 500
+    assert l.inside.get("P1") == 500
     l.note(record.Event(record.KIND_EXIT, 400, 5, "P1"))    # exit of the earlier visit
-    assert l.inside["P1"] == 500
+    assert l.inside.get("P1") == 500
     l.note(record.Event(record.KIND_EXIT, 600, 5, "P1"))
     assert "P1" not in l.inside
 
@@ -75,3 +75,13 @@ def test_repeat_memory_is_bounded():
     for i in range(200):
         assert not l.is_repeat("P%d" % i, i)
     assert len(l._recent) <= 32
+
+
+def test_cars_inside_are_bounded_forgetting_the_oldest():
+    l = lane.Lane("out", inside_max=4)
+    for i, t in enumerate((500, 100, 300, 400)):
+        l.note(record.Event(record.KIND_ENTRY, t, 5, "P%d" % i))
+    assert l.inside.get("P1") is None and l.inside.forgotten == 1
+    assert [l.inside.get(p) for p in ("P0", "P2", "P3")] == [500, 300, 400]
+    l.note(record.Event(record.KIND_ENTRY, 600, 5, "P2"))    # known plate: updated
+    assert l.inside.get("P2") == 600 and len(l.inside) == 3

@@ -31,7 +31,7 @@ class FakeLink:
         if self.fail:
             self.up = False
             return False
-        self.sent.append((topic, json.loads(payload)))
+        self.sent.append((topic, json.loads(bytes(payload))))
         return True
 
 
@@ -97,3 +97,16 @@ def test_nothing_sent_while_link_is_down_and_resent_after_reset():
     assert len(link.sent) == 2 and link.sent[0][1] == link.sent[1][1]
     uplink.on_ack({"j": 0xABCD, "f": 1, "l": 3})
     assert not uplink.service(4)            # backlog empty
+
+
+def test_a_batch_is_cut_to_what_fits_the_buffer():
+    events = [record.Event(record.KIND_ENTRY, 1000 + i, 5, "粤B%05d" % i) for i in range(80)]
+    journal = FakeJournal(events)
+    link = FakeLink()
+    uplink = Uplink(journal, link, "g1", "t", batch=80, ack_timeout_ms=100)
+    uplink.service(0)
+    seqs = [e["s"] for e in link.sent[0][1]["e"]]
+    assert 16 < len(seqs) < 80 and seqs == list(range(1, len(seqs) + 1))
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": len(seqs)})
+    assert uplink.service(1)                  # the rest follows at once
+    assert link.sent[1][1]["e"][0]["s"] == len(seqs) + 1

@@ -1,0 +1,108 @@
+# The cars a lane believes are inside: plate -> entry time, in a table
+# preallocated at boot (in segments of at most 2 KB, which a fragmented heap
+# can still give) so that it costs the same heap with 5 cars as with 500 and
+# never asks the heap for anything while the gate runs.
+#
+# Slot layout, 12 bytes, little-endian:
+#   0 u32 key A = crc32(plate)           } together a 64-bit key: two plates
+#   4 u32 key B = crc32(plate, seed)     } sharing it are not a practical risk
+#   8 u32 entry time, unix s; 0 = empty slot
+# Open addressing with linear probing; a removal shifts the following
+# entries back, so there are no deleted markers. When the table is full the
+# oldest entry is forgotten to make room (counted in `forgotten`).
+import struct
+from binascii import crc32
+
+from parkgate.compat import const
+
+_SLOT = const(12)
+_SEED = const(0x5A5A5A5A)
+_SEGMENT_SLOTS = const(170)   # 2040 bytes per segment
+
+
+class OpenSessions:
+    def __init__(self, capacity=512):
+        self.capacity = capacity
+        self._segments = []
+        for first in range(0, capacity, _SEGMENT_SLOTS):
+            self._segments.append(bytearray(min(_SEGMENT_SLOTS, capacity - first) * _SLOT))
+        self._count = 0
+        self.forgotten = 0
+
+    def __len__(self):
+        return self._count
+
+    @staticmethod
+    def _keys(plate):
+        data = plate.encode()
+        return crc32(data) & 0xFFFFFFFF, crc32(data, _SEED) & 0xFFFFFFFF
+
+    def _slot(self, slot):
+        return struct.unpack_from("<III", self._segments[slot // _SEGMENT_SLOTS],
+                                  slot % _SEGMENT_SLOTS * _SLOT)
+
+    def _store(self, slot, key_a, key_b, time):
+        struct.pack_into("<III", self._segments[slot // _SEGMENT_SLOTS],
+                         slot % _SEGMENT_SLOTS * _SLOT, key_a, key_b, time)
+
+    def _find(self, key_a, key_b):
+        """The slot holding the key, else the empty slot where it would go."""
+        slot = key_a % self.capacity
+        while True:
+            a, b, time = self._slot(slot)
+            if time == 0 or (a == key_a and b == key_b):
+                return slot
+            slot = (slot + 1) % self.capacity
+
+    def get(self, plate):
+        """Entry time of plate, or None."""
+        time = self._slot(self._find(*self._keys(plate)))[2]
+        return time or None
+
+    def __contains__(self, plate):
+        return self.get(plate) is not None
+
+    def put(self, plate, time):
+        """Remember plate's entry time (replacing an earlier one)."""
+        key_a, key_b = self._keys(plate)
+        slot = self._find(key_a, key_b)
+        if self._slot(slot)[2] == 0:
+            if self._count >= self.capacity - 1:   # keep one slot empty
+                self._clear(self.oldest()[0])
+                self.forgotten += 1
+                slot = self._find(key_a, key_b)
+            self._count += 1
+        self._store(slot, key_a, key_b, time or 1)
+
+    def remove(self, plate):
+        slot = self._find(*self._keys(plate))
+        if self._slot(slot)[2]:
+            self._clear(slot)
+
+    def oldest(self):
+        """(slot, entry time) of the oldest entry, or (-1, None)."""
+        best, best_time = -1, None
+        for slot in range(self.capacity):
+            time = self._slot(slot)[2]
+            if time and (best_time is None or time < best_time):
+                best, best_time = slot, time
+        return best, best_time
+
+    def _clear(self, hole):
+        """Empty a slot, then move back later entries of the same probe run
+        whose home is not between the hole and themselves."""
+        cap = self.capacity
+        self._store(hole, 0, 0, 0)
+        self._count -= 1
+        slot = (hole + 1) % cap
+        while True:
+            a, b, time = self._slot(slot)
+            if time == 0:
+                return
+            home = a % cap
+            # distance from home to slot vs. from home to hole, cyclically
+            if (slot - home) % cap >= (slot - hole) % cap:
+                self._store(hole, a, b, time)
+                self._store(slot, 0, 0, 0)
+                hole = slot
+            slot = (slot + 1) % cap
