@@ -35,7 +35,7 @@ DEFAULTS = {
     "keepalive_s": 30,
     "socket_timeout_ms": 500,
     "backoff_max_ms": 30000,
-    "inside_max": 1024,   # cars remembered: 12 bytes each, allocated at boot
+    "inside_max": 1024,   # cars remembered (at most 3/4 of this): 12 bytes each
     "uplink_batch": 16,
 }
 

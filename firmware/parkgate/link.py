@@ -9,6 +9,8 @@ import select
 from parkgate.compat import const, ticks_add, ticks_diff
 
 _PINGS_PER_KEEPALIVE = const(3)
+_IPPROTO_TCP = const(6)   # the same numbers on Linux and lwIP
+_TCP_NODELAY = const(1)
 _MESSAGES_PER_SERVICE = const(8)
 
 
@@ -74,6 +76,12 @@ class TimeoutSocketModule:
         self.abandon()
         address = self._socket_module.getaddrinfo(host, port)[0][-1]
         sock = self._socket_module.socket()
+        # umqtt writes a packet in several small writes: without NODELAY,
+        # Nagle and delayed ACKs hold each one back by tens of ms.
+        try:
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
         sock.setblocking(False)
         try:
             sock.connect(address)

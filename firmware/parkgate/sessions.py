@@ -8,8 +8,11 @@
 #   4 u32 key B = crc32(plate, seed)     } sharing it are not a practical risk
 #   8 u32 entry time, unix s; 0 = empty slot
 # Open addressing with linear probing; a removal shifts the following
-# entries back, so there are no deleted markers. When the table is full the
-# oldest entry is forgotten to make room (counted in `forgotten`).
+# entries back, so there are no deleted markers. When the table holds its
+# limit (three quarters of its slots) an
+# old entry is forgotten to make room (counted in `forgotten`): the oldest of
+# a sample of slots taken round the table, so that making room costs the
+# same whatever the table's size.
 import struct
 from binascii import crc32
 
@@ -18,15 +21,20 @@ from parkgate.compat import const
 _SLOT = const(12)
 _SEED = const(0x5A5A5A5A)
 _SEGMENT_SLOTS = const(170)   # 2040 bytes per segment
+_EVICTION_SAMPLE = const(32)
 
 
 class OpenSessions:
     def __init__(self, capacity=512):
         self.capacity = capacity
+        # At most three quarters full: linear probing slows down sharply
+        # beyond that.
+        self.limit = capacity * 3 // 4
         self._segments = []
         for first in range(0, capacity, _SEGMENT_SLOTS):
             self._segments.append(bytearray(min(_SEGMENT_SLOTS, capacity - first) * _SLOT))
         self._count = 0
+        self._cursor = 0
         self.forgotten = 0
 
     def __len__(self):
@@ -67,8 +75,8 @@ class OpenSessions:
         key_a, key_b = self._keys(plate)
         slot = self._find(key_a, key_b)
         if self._slot(slot)[2] == 0:
-            if self._count >= self.capacity - 1:   # keep one slot empty
-                self._clear(self.oldest()[0])
+            if self._count >= self.limit:
+                self._clear(self._eviction_victim())
                 self.forgotten += 1
                 slot = self._find(key_a, key_b)
             self._count += 1
@@ -79,14 +87,20 @@ class OpenSessions:
         if self._slot(slot)[2]:
             self._clear(slot)
 
-    def oldest(self):
-        """(slot, entry time) of the oldest entry, or (-1, None)."""
+    def _eviction_victim(self):
+        """The oldest entry among the next few slots from a cursor that moves
+        round the table."""
         best, best_time = -1, None
-        for slot in range(self.capacity):
+        slot = self._cursor
+        for _ in range(min(_EVICTION_SAMPLE, self.capacity)):
             time = self._slot(slot)[2]
             if time and (best_time is None or time < best_time):
                 best, best_time = slot, time
-        return best, best_time
+            slot = (slot + 1) % self.capacity
+        self._cursor = slot
+        if best < 0:   # a run of empty slots: look further
+            return self._eviction_victim()
+        return best
 
     def _clear(self, hole):
         """Empty a slot, then move back later entries of the same probe run

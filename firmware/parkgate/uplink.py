@@ -7,7 +7,8 @@ from parkgate import record
 from parkgate.compat import const, ticks_diff
 
 _BATCH = const(16)
-_PAYLOAD_MAX = const(3072)   # one preallocated buffer: no large allocation per batch
+_PAYLOAD_MAX = const(1024)   # one preallocated buffer; small messages are easy for
+                             # the receiving gates to allocate in a fragmented heap
 
 
 class Uplink:

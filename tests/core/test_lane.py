@@ -78,10 +78,10 @@ def test_repeat_memory_is_bounded():
 
 
 def test_cars_inside_are_bounded_forgetting_the_oldest():
-    l = lane.Lane("out", inside_max=4)
+    l = lane.Lane("out", inside_max=5)   # holds 3
     for i, t in enumerate((500, 100, 300, 400)):
         l.note(record.Event(record.KIND_ENTRY, t, 5, "P%d" % i))
-    assert l.inside.get("P1") is None and l.inside.forgotten == 1
+    assert l.inside.get("P1") is None and l.inside.forgotten == 1 and len(l.inside) == 3
     assert [l.inside.get(p) for p in ("P0", "P2", "P3")] == [500, 300, 400]
     l.note(record.Event(record.KIND_ENTRY, 600, 5, "P2"))    # known plate: updated
     assert l.inside.get("P2") == 600 and len(l.inside) == 3

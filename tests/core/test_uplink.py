@@ -25,12 +25,14 @@ class FakeLink:
     def __init__(self):
         self.up = True
         self.sent = []
+        self.sizes = []
         self.fail = False
 
     def publish(self, topic, payload, retain=False):
         if self.fail:
             self.up = False
             return False
+        self.sizes.append(len(payload))
         self.sent.append((topic, json.loads(bytes(payload))))
         return True
 
@@ -39,7 +41,7 @@ def _setup(n=40):
     events = [record.Event(record.KIND_ENTRY, 1000 + i, 5, "P%d" % i) for i in range(n)]
     journal = FakeJournal(events)
     link = FakeLink()
-    return journal, link, Uplink(journal, link, "g1", "pg/l/g1/up/events", batch=16,
+    return journal, link, Uplink(journal, link, "g1", "pg/l/g1/up/events", batch=8,
                                  ack_timeout_ms=100, ack_timeout_max_ms=400)
 
 
@@ -49,13 +51,13 @@ def test_sends_oldest_first_in_batches_and_waits_for_ack():
     topic, message = link.sent[0]
     assert topic == "pg/l/g1/up/events"
     assert message["g"] == "g1" and message["j"] == 0xABCD
-    assert [e["s"] for e in message["e"]] == list(range(1, 17))
+    assert [e["s"] for e in message["e"]] == list(range(1, 9))
     assert message["e"][0] == {"s": 1, "k": "in", "t": 1000, "q": 5, "p": "P0", "c": 0, "cf": 0}
     assert not uplink.service(50)           # waiting for the ack
-    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})
-    assert journal.acked == 16
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 8})
+    assert journal.acked == 8
     assert uplink.service(51)
-    assert [e["s"] for e in link.sent[1][1]["e"]] == list(range(17, 33))
+    assert [e["s"] for e in link.sent[1][1]["e"]] == list(range(9, 17))
 
 
 def test_retransmits_after_timeout_with_backoff():
@@ -72,14 +74,14 @@ def test_retransmits_after_timeout_with_backoff():
 def test_acks_that_do_not_fit_are_ignored():
     journal, link, uplink = _setup()
     uplink.service(0)
-    assert not uplink.on_ack({"j": 1, "f": 1, "l": 16})          # other journal
-    assert not uplink.on_ack({"j": 0xABCD, "f": 2, "l": 16})     # gap before 2
+    assert not uplink.on_ack({"j": 1, "f": 1, "l": 8})           # other journal
+    assert not uplink.on_ack({"j": 0xABCD, "f": 2, "l": 8})      # gap before 2
     assert not uplink.on_ack({"j": 0xABCD, "f": 1, "l": 99})     # beyond what exists
-    assert not uplink.on_ack({"j": 0xABCD, "f": "1", "l": 16})
+    assert not uplink.on_ack({"j": 0xABCD, "f": "1", "l": 8})
     assert journal.acked == 0
-    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})
-    assert not uplink.on_ack({"j": 0xABCD, "f": 1, "l": 16})     # duplicate ack
-    assert journal.acked == 16
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 8})
+    assert not uplink.on_ack({"j": 0xABCD, "f": 1, "l": 8})      # duplicate ack
+    assert journal.acked == 8
 
 
 def test_nothing_sent_while_link_is_down_and_resent_after_reset():
@@ -106,7 +108,8 @@ def test_a_batch_is_cut_to_what_fits_the_buffer():
     uplink = Uplink(journal, link, "g1", "t", batch=80, ack_timeout_ms=100)
     uplink.service(0)
     seqs = [e["s"] for e in link.sent[0][1]["e"]]
-    assert 16 < len(seqs) < 80 and seqs == list(range(1, len(seqs) + 1))
+    assert 4 < len(seqs) < 80 and seqs == list(range(1, len(seqs) + 1))
+    assert link.sizes[0] <= 1024
     assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": len(seqs)})
     assert uplink.service(1)                  # the rest follows at once
     assert link.sent[1][1]["e"][0]["s"] == len(seqs) + 1
