@@ -1,7 +1,7 @@
 # Board: esp32-devkitc. ESP32-DevKitC (4 MiB flash, no PSRAM) with a 1-channel
 # relay module, the ANPR camera on UART2 through a TTL/RS232 converter.
 #
-# Pin map (see boards/esp32-devkitc/README.md for wiring):
+# Pin map (wiring: README.md, "A real board"):
 #   UART2 RX GPIO16 <- camera TX, TX GPIO17 -> camera RX, 115200 8N1
 #   GPIO26 -> relay module IN (this module is active low)
 # Flash: the partition table boards/esp32-devkitc/partitions.csv keeps the
@@ -120,4 +120,5 @@ def free_flash(path=FS_PATH):
 
 
 def log(line):
-    sys.stdout.write("%d %s\n" % (time.ticks_ms(), line))
+    # The stubs type ticks as an opaque _TicksMs; on the board they are ints.
+    sys.stdout.write("%d %s\n" % (time.ticks_ms(), line))  # type: ignore[str-format]

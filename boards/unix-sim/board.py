@@ -17,6 +17,7 @@ import termios
 import time
 import vfs
 
+import flashdev
 from flashdev import FlashDevice, Partition
 
 NAME = "unix-sim"
@@ -37,14 +38,27 @@ _mounted = False
 def flash_device():
     global _flash
     if _flash is None:
-        _flash = FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT)
+        # The flash the port's boot script opened to mount it (repl_boot.py,
+        # like esp32.Partition on a board), else our own: one per process.
+        _flash = getattr(flashdev, "BOOT_DEVICE", None) or \
+            FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT)
     return _flash
+
+
+def _mounted_at(path):
+    # True if a filesystem is mounted at path already: the REPL's boot script
+    # (boards/unix-sim/port/repl_boot.py) mounts the flash before any board
+    # module that a field tool deployed is imported.
+    for _, where in vfs.mount():
+        if where == path:
+            return True
+    return False
 
 
 def mount_flash():
     """Mount littlefs on the filesystem region, formatting a blank one."""
     global _mounted
-    if not _mounted:
+    if not _mounted and not _mounted_at(FS_PATH):
         region = Partition(flash_device(), 0, FS_BLOCKS)
         try:
             vfs.mount(vfs.VfsLfs2(region), FS_PATH)
@@ -72,24 +86,27 @@ def _parse_clock():
     return float(base), float(host_t0), float(rate)
 
 
+# The simulated RTC: one per process, like the ESP32's, so a time set through
+# one ClockSource (a field tool's set-clock) is what every other one reads.
+_rtc = None
+
+
 class ClockSource:
     """Board time in the port's epoch (1970 on unix)."""
 
     def __init__(self):
-        self._spec = _parse_clock()
-        self._boot = time.time()
+        global _rtc
+        if _rtc is None:
+            # Unset: the clock starts at the 2000 epoch at the first reading.
+            _rtc = _parse_clock() or (_ESP32_EPOCH, time.time(), 1.0)
 
     def seconds(self):
-        now = time.time()
-        if self._spec is None:
-            return _ESP32_EPOCH + (now - self._boot)
-        base, host_t0, rate = self._spec
-        return base + (now - host_t0) * rate
+        base, host_t0, rate = _rtc
+        return base + (time.time() - host_t0) * rate
 
     def set_seconds(self, seconds):
-        rate = self._spec[2] if self._spec else 1.0
-        now = time.time()
-        self._spec = (seconds, now, rate)
+        global _rtc
+        _rtc = (seconds, time.time(), _rtc[2])
 
 
 BOOT_CLOCK_QUALITY = 6 if os.getenv("PARKGATE_SIM_CLOCK") else 0

@@ -15,6 +15,8 @@ import time
 from parkgate import tariff as tariff_engine
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
+from parkgate_tools.central import CentralServer
+from parkgate_tools.operator_page import OperatorPage
 from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
 
 LOT = "demo"
@@ -32,7 +34,9 @@ class Car:
         self.exit_at = exit_at
 
 
-RECONNECT_S = 4.0   # after the broker is back, time for both lanes to reconnect
+# After the broker is back: time for the lanes and the bridge to reconnect
+# (each with its own backoff) and for the entry lane's backlog to be heard.
+RECONNECT_S = 10.0
 
 
 def plan(cars, seed, spacing, outage):
@@ -87,8 +91,18 @@ def stored_events(db_path):
 
 
 def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=600,
-        out=sys.stdout, gate_heap=None):
-    """Run the demo and return its report as a dict."""
+        out=sys.stdout, gate_heap=None, http_port=None, upstream=False, central_outage=None,
+        on_running=None, on_drained=None):
+    """Run the demo and return its report as a dict.
+
+    Optional, all off by default (the default run and its report are the
+    ones in README.md): http_port serves the operator page (0: a free
+    port); upstream=True runs a central server the bridge forwards to,
+    central_outage=(from, to) seconds of the run stops it meanwhile (and
+    implies upstream); the report then says what reached it. on_running and
+    on_drained are called with a context dict (lot, workdir, db_path,
+    page_url, central, central_url, bridge, broker, gates, clock): once the
+    gates are up, and once every event is stored, before anything stops."""
     workdir = workdir or tempfile.mkdtemp(prefix="parkgate-demo-")
     say = lambda text: (out.write(text + "\n"), out.flush())  # noqa: E731
     schedule = plan(cars, seed, spacing, outage)
@@ -97,9 +111,19 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
     db_path = os.path.join(workdir, "lot.sqlite")
     broker = Broker(os.path.join(workdir, "broker"))
     broker.start()
-    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF)
+    central = None
+    bridge_options = {}
+    if upstream or central_outage:
+        central = CentralServer(os.path.join(workdir, "central.sqlite")).start()
+        bridge_options = {"upstream": central.url, "forwarder_options": {
+            "backoff_max": 2.0, "timeout": 2.0, "sync_every": 5.0}}
+    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, **bridge_options)
     bridge.start()
     clock = SimClock(DEMO_START, rate)
+    page = None
+    if http_port is not None:
+        page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port,
+                            clock=clock.now).start()
     extra = {"backoff_max_ms": 2000}
     gates = {}
     for name, direction in (("in", "in"), ("out", "out")):
@@ -110,15 +134,25 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         gates[direction] = gate.start()
     say("parkgate demo in %s: %d cars, broker down from +%.0f s to +%.0f s, "
         "1 s = %d min of parking" % (workdir, cars, outage[0], outage[1], rate // 60))
+    if page is not None:
+        say("operator page: %s" % page.url)
+    context = {"lot": LOT, "workdir": workdir, "db_path": db_path,
+               "page_url": page.url if page else None, "central": central,
+               "central_url": central.url if central else None, "bridge": bridge,
+               "broker": broker, "gates": gates, "clock": clock}
+    central_state = {"down": False, "back": central_outage is None}
     try:
         for gate in gates.values():
             gate.wait_line(r"LINK up", 15)
+        if on_running:
+            on_running(context)
         start = time.time()
         broker_down = False
         broker_back = False
         for at, direction, car in _actions(schedule):
             while True:
                 now = time.time() - start
+                _central_outage(central, central_outage, central_state, now, say)
                 if not broker_down and now >= outage[0]:
                     broker.kill()
                     broker_down = True
@@ -131,10 +165,12 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
                     break
                 time.sleep(min(0.02, at - now))
             gates[direction].send_plate(car.plate, car.colour)
-        while not broker_back:
-            if time.time() - start >= outage[1]:
+        while not broker_back or not central_state["back"]:
+            now = time.time() - start
+            if not broker_back and now >= outage[1]:
                 broker.start()
                 broker_back = True
+            _central_outage(central, central_outage, central_state, now, say)
             time.sleep(0.05)
         for gate in gates.values():
             gate.wait_line(r"EVENT ", 20, count=cars)
@@ -144,17 +180,57 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
             rows = stored_events(db_path)
             return all(sum(1 for r in rows if r[0] == gate) >= n for gate, n in journaled.items())
         wait_until(drained, 60, "the gates' backlogs did not drain to the bridge")
+        if central is not None:
+            wait_until(lambda: bridge.store.outbox_backlog() == 0, 60,
+                       "the outbox did not drain to the central server")
         elapsed = time.time() - start
+        if on_drained:
+            on_drained(context)
     finally:
+        if page is not None:
+            page.stop()
         for gate in gates.values():
             gate.stop()
         bridge.stop()
         broker.stop()
+        if central is not None:
+            central.stop()
     report = analyse(schedule, gates, stored_events(db_path), tariff, journaled)
     report["elapsed_s"] = round(elapsed, 1)
     report["workdir"] = workdir
     print_report(report, say)
+    if central is not None:
+        report["upstream"] = upstream_report(central, stored_events(db_path))
+        say("forwarded to the central server: %d of %d events, %d sent more than once "
+            "(stored once)" % (report["upstream"]["stored"], report["stored_rows"],
+                               report["upstream"]["duplicates_received"]))
+        central.close()
     return report
+
+
+def _central_outage(central, window, state, now, say):
+    """Stop the central server at window[0] s into the run, start it at window[1]."""
+    if window is None:
+        return
+    if not state["down"] and now >= window[0]:
+        central.stop()
+        state["down"] = True
+        say("+%5.1f s  central server stopped" % now)
+    if state["down"] and not state["back"] and now >= window[1]:
+        central.start()
+        state["back"] = True
+        say("+%5.1f s  central server back" % now)
+
+
+def upstream_report(central, rows):
+    """What reached the central server: stored (rows), missing and extra
+    identities against the lot's rows, duplicates it received."""
+    lot_ids = {(r[0], r[1], r[2]) for r in rows}
+    central_rows = central.store.events(LOT)
+    central_ids = {(r[0], r[1], r[2]) for r in central_rows}
+    return {"stored": len(central_rows), "identities": len(central_ids),
+            "missing": len(lot_ids - central_ids), "extra": len(central_ids - lot_ids),
+            "duplicates_received": central.duplicates}
 
 
 def analyse(schedule, gates, rows, tariff, journaled):
@@ -234,10 +310,17 @@ def add_parser(subparsers):
     parser.add_argument("--cars", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", help="keep the run's files here (default: a temp folder)")
+    parser.add_argument("--http", type=int, metavar="PORT",
+                        help="serve the operator page while the demo runs (0: a free port)")
+    parser.add_argument("--upstream", action="store_true",
+                        help="forward to a central server, stopped for a stretch of the run")
     parser.set_defaults(run=_main)
 
 
 def _main(args):
-    report = run(args.workdir, cars=args.cars, seed=args.seed)
+    report = run(args.workdir, cars=args.cars, seed=args.seed, http_port=args.http,
+                 upstream=args.upstream, central_outage=(8.0, 30.0) if args.upstream else None)
     ok = report["lost"] == 0 and report["duplicates"] == 0 and not report["fee_errors"]
+    if "upstream" in report:
+        ok = ok and report["upstream"]["missing"] == report["upstream"]["extra"] == 0
     return 0 if ok else 1

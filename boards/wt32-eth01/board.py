@@ -1,0 +1,141 @@
+# Board: wt32-eth01. Wireless-Tag WT32-ETH01 (ESP32, 4 MiB flash, no PSRAM)
+# with its on-board LAN8720 Ethernet PHY, a 1-channel relay module and the
+# ANPR camera on UART2 through a TTL/RS232 converter. Same interface as
+# boards/esp32-devkitc/board.py; only the network and the pins differ.
+#
+# Pin map (header labels in brackets; wiring in README.md, "A real board"):
+#   UART2 RX IO5 [RXD] <- camera TX, TX IO17 [TXD] -> camera RX, 115200 8N1
+#   IO4 -> relay module IN (this module is active low)
+#   Ethernet (fixed by the board): MDC IO23, MDIO IO18, PHY address 1, the
+#   PHY's 50 MHz oscillator enabled by IO16 and clocking the EMAC on IO0.
+#   Keep IO0, IO2, IO12 and IO15 free: they are boot strapping pins.
+# Flash: boards/wt32-eth01/partitions.csv, the esp32-devkitc layout (the last
+# 768 KiB a raw data partition "journal", littlefs in "vfs").
+import esp32
+import gc
+import json
+import machine
+import network
+import os
+import socket
+import sys
+import time
+
+NAME = "wt32-eth01"
+UART_ID = 2
+UART_RX = 5
+UART_TX = 17
+UART_BAUD = 115200
+RELAY_PIN = 4
+RELAY_ACTIVE_LEVEL = 0     # common opto-isolated relay modules switch on a low input
+ETH_MDC = 23
+ETH_MDIO = 18
+ETH_POWER = 16             # enables the PHY's clock oscillator
+ETH_REF_CLK = 0            # the oscillator's 50 MHz clock comes in on IO0
+ETH_PHY_ADDR = 1
+FS_PATH = "/"
+WATCHDOG_MS = 8000
+
+BOOT_CLOCK_QUALITY = 0     # no battery-backed clock: time starts at 2000-01-01
+
+_lan = None
+
+
+def mount_flash():
+    return FS_PATH          # MicroPython's _boot.py mounts the vfs partition at /
+
+
+def journal_device():
+    found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")
+    if not found:
+        raise OSError("no journal partition: flash boards/wt32-eth01/partitions.csv")
+    return found[0]
+
+
+def load_site():
+    with open("/site.json") as f:
+        return json.load(f)
+
+
+class ClockSource:
+    """The ESP32's RTC, in the port's epoch (2000-01-01)."""
+
+    def seconds(self):
+        return time.time()
+
+    def set_seconds(self, seconds):
+        tm = time.gmtime(seconds)
+        machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+
+
+class Uart:
+    def __init__(self):
+        self._uart = machine.UART(UART_ID, baudrate=UART_BAUD, rx=UART_RX, tx=UART_TX,
+                                  timeout=0, rxbuf=1024)
+
+    def readinto(self, buf):
+        return self._uart.readinto(buf) or 0
+
+    def wait(self, ms):
+        time.sleep_ms(ms)
+
+
+class Relay:
+    def __init__(self):
+        self._pin = machine.Pin(RELAY_PIN, machine.Pin.OUT, value=1 - RELAY_ACTIVE_LEVEL)
+        self.on = False
+
+    def set(self, on):
+        self.on = on
+        self._pin.value(RELAY_ACTIVE_LEVEL if on else 1 - RELAY_ACTIVE_LEVEL)
+
+
+class Watchdog:
+    def __init__(self):
+        self._wdt = machine.WDT(timeout=WATCHDOG_MS)
+
+    def feed(self):
+        self._wdt.feed()
+
+
+def start_network(site):
+    """Start Ethernet; returns at once (DHCP, or the site's "ip": [address,
+    netmask, gateway, dns]); the link waits for network_up()."""
+    global _lan
+    if _lan is None:
+        # The esp32 port's LAN takes the pins as keywords; the stubs only
+        # know the generic (id, phy_type, phy_addr, ref_clk_mode) signature.
+        _lan = network.LAN(mdc=machine.Pin(ETH_MDC), mdio=machine.Pin(ETH_MDIO),  # type: ignore[call-arg]
+                           power=machine.Pin(ETH_POWER), phy_type=network.PHY_LAN8720,
+                           phy_addr=ETH_PHY_ADDR, ref_clk=machine.Pin(ETH_REF_CLK),
+                           ref_clk_mode=machine.Pin.IN)
+    _lan.active(True)
+    ip = site.get("ip")
+    if ip:
+        _lan.ifconfig((ip[0], ip[1], ip[2], ip[3]))
+
+
+def network_up():
+    return _lan is not None and _lan.status() == network.ETH_GOT_IP
+
+
+def mqtt(socket_timeout_ms):
+    from parkgate.link import bind_umqtt
+    return bind_umqtt(socket, socket_timeout_ms / 1000, time.ticks_ms)
+
+
+ticks_ms = time.ticks_ms
+
+
+def free_heap():
+    return gc.mem_free()
+
+
+def free_flash(path=FS_PATH):
+    st = os.statvfs(path)
+    return st[0] * st[3]
+
+
+def log(line):
+    # The stubs type ticks as an opaque _TicksMs; on the board they are ints.
+    sys.stdout.write("%d %s\n" % (time.ticks_ms(), line))  # type: ignore[str-format]

@@ -1,0 +1,399 @@
+"""`parkgate board` against the simulated gate as a board on a serial line.
+
+A SimGate journals a few cars (two acknowledged by the lot bridge, two not,
+the broker gone), then the same gate folder is started as a REPL on a socat
+pseudo-terminal (SimRepl) and the field tools run against it through
+mpremote in `resume` mode: deploy, status, journal, push-tariff,
+push-members, set-clock, test-relay, config. Their effects are checked
+inside the gate, through mpremote's own commands where possible."""
+import csv
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from parkgate import tariff
+from parkgate_tools import fieldtool, lint
+from parkgate_tools.bridge import Bridge
+from parkgate_tools.broker import Broker
+from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim_repl import REPL_BOOT, FlashGate, SimRepl
+
+LOT = "ft"
+START = 1795564800   # 2026-11-25 08:00 UTC+8
+PLATES = ["京A10001", "沪B20002", "粤C30003", "苏D40004"]
+TARIFFS = os.path.dirname(DEFAULT_TARIFF)
+
+
+def sha_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def parkgate(*args, timeout=120):
+    """Run the `parkgate` command as a field engineer would."""
+    return subprocess.run([sys.executable, "-m", "parkgate_tools.cli"] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def mpremote(port, *args):
+    """mpremote itself, for checks independent of the field tools."""
+    proc = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "resume"]
+                          + list(args), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def device_sha256(port, paths):
+    out = mpremote(port, "fs", "sha256sum", *[":" + p for p in paths]).split()
+    # "sha256sum :PATH" then the digest, for each path
+    found = {}
+    for i, word in enumerate(out):
+        if word == "sha256sum":
+            found[out[i + 1][1:]] = out[i + 2]
+    return found
+
+
+def gpio_edges(folder):
+    with open(os.path.join(folder, "gpio.log")) as f:
+        return [(float(t), int(level)) for t, pin, level in (line.split() for line in f)
+                if pin == "relay"]
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    """A gate folder whose flash holds a journal of four cars, then the
+    same gate as a REPL on a pty; yields (repl, events logged by the gate)."""
+    work = str(tmp_path_factory.mktemp("field"))
+    broker = Broker(os.path.join(work, "broker"))
+    broker.start()
+    bridge = Bridge(LOT, broker.host, broker.port, os.path.join(work, "lot.sqlite"),
+                    DEFAULT_TARIFF)
+    bridge.start()
+    gate = SimGate(work, "g-in", LOT, "in", broker.port, SimClock(START, 60),
+                   site_extra={"backoff_max_ms": 500})
+    try:
+        gate.provision()
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        for plate in PLATES[:2]:
+            gate.send_plate(plate)
+            time.sleep(0.05)
+        gate.wait_line(r"ACK upto=2", 10)
+        broker.kill()                       # the last two stay unacknowledged
+        for plate in PLATES[2:]:
+            gate.send_plate(plate)
+            time.sleep(0.05)
+        gate.wait_line(r"EVENT in seq=4 ", 5)
+        events = gate.events()
+    finally:
+        gate.stop()
+        bridge.stop()
+        broker.stop()
+    assert [e["plate"] for e in events] == PLATES
+    repl = SimRepl(work, "g-in")
+    repl.start()
+    repl.events = events
+    repl.site_path = os.path.join(work, "site-g-in.json")
+    with open(repl.site_path, "w") as f:
+        json.dump({"lot": LOT, "gate": "g-in", "direction": "in", "broker": "127.0.0.1",
+                   "port": broker.port, "backoff_max_ms": 500}, f)
+    yield repl
+    repl.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(field):
+    """The firmware deployed onto the REPL's flash by `parkgate board deploy`,
+    the board rebooted."""
+    port = field.port
+    # Nothing deployed yet: a clear error, not a traceback.
+    before = parkgate("board", "status", "--port", port, "--resume")
+    assert before.returncode == 1
+    assert "device: no board adapter on the flash" in before.stderr
+    assert "Traceback" not in before.stderr + before.stdout
+    proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim",
+                    "--site", field.site_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    count = len(fieldtool.firmware_files(fieldtool.load_board("unix-sim")))
+    assert "verified %d files by SHA-256 on the board" % count in proc.stdout
+    assert "restart the simulator" in proc.stdout
+    field.restart()
+    return field
+
+
+def test_deploy_puts_the_built_firmware_on_the_flash_with_its_hashes(deployed):
+    port = deployed.port
+    files = fieldtool.firmware_files(fieldtool.load_board("unix-sim"))
+    remote = {"/flash/" + r: sha_file(local) for local, r in files}
+    assert "/flash/parkgate/journal.mpy" in remote and "/flash/lib/umqtt/simple.mpy" in remote
+    assert "/flash/board.mpy" in remote and "/flash/main.py" in remote
+    assert "/flash/provision.mpy" not in remote        # board.json lists what goes
+    assert device_sha256(port, sorted(remote)) == remote
+    site = json.loads(mpremote(port, "fs", "cat", ":/flash/site.json"))
+    with open(deployed.site_path) as f:
+        assert site == json.load(f)
+    manifest = json.loads(mpremote(port, "fs", "cat", ":/flash/deploy.json"))
+    assert manifest["board"] == "unix-sim"
+    assert {"/flash/" + k: v for k, v in manifest["files"].items()} == remote
+    # What runs in the rebooted board is what was deployed, from the flash.
+    where = mpremote(port, "exec", "import os, board, parkgate.journal as j\n"
+                                   "print(os.getcwd(), board.__file__, j.__file__)")
+    assert where.split() == ["/flash", "board.mpy", "parkgate/journal.mpy"]
+
+
+def test_status_reports_the_journal_the_gate_wrote(deployed):
+    proc = parkgate("board", "status", "--port", deployed.port, "--resume", "--json",
+                    "--events", "3")
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(proc.stdout)
+    assert st["board"] == "unix-sim" and st["root"] == "/flash"
+    assert st["site"] == {"lot": LOT, "gate": "g-in", "direction": "in", "broker": "127.0.0.1"}
+    files = fieldtool.firmware_files(fieldtool.load_board("unix-sim"))
+    assert st["firmware"]["changed"] == [] and st["firmware"]["files"] == len(files)
+    with open(DEFAULT_TARIFF, "rb") as f:
+        default = tariff.loads(f.read())
+    assert st["tariff"]["version"] == default.version
+    journal = st["journal"]
+    assert journal["next_seq"] == 5 and journal["acked"] == 2 and journal["pending"] == 2
+    assert not journal["full"] and journal["free_blocks"] > 0
+    events = deployed.events
+    assert [(e["s"], e["p"], e["t"], e["acked"]) for e in st["events"]] == [
+        (e["seq"], e["plate"], e["t"], e["seq"] <= 2) for e in events[1:]]
+    assert st["clock"]["quality"] == "unset" and not st["clock"]["valid"]
+    assert st["heap_free"] > 10000 and st["flash_free"] > 100000
+    text = parkgate("board", "status", "--port", deployed.port, "--resume")
+    assert text.returncode == 0
+    assert "backlog 2" in text.stdout and "粤C30003" in text.stdout
+    assert "journal   id %08x" % journal["id"] in text.stdout
+
+
+def test_journal_csv_rows_match_the_events(deployed, tmp_path):
+    out = tmp_path / "journal.csv"
+    proc = parkgate("board", "journal", "--port", deployed.port, "--resume", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "4 records, next seq 5, acked 2, backlog 2" in proc.stderr
+    with open(out, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["seq"]), r["kind"], r["plate"], int(r["time"]), int(r["quality"]),
+             int(r["acked"])) for r in rows] == [
+        (e["seq"], "in", e["plate"], e["t"], e["q"], int(e["seq"] <= 2))
+        for e in deployed.events]
+    assert all(r["time_utc"].endswith("Z") and r["error"] == "" for r in rows)
+    as_json = parkgate("board", "journal", "--port", deployed.port, "--resume",
+                       "--format", "json")
+    doc = json.loads(as_json.stdout)
+    assert doc["journal"]["next_seq"] == 5
+    assert [r["p"] for r in doc["records"]] == PLATES
+
+
+def test_push_tariff_refuses_a_bad_table_and_installs_a_good_one(deployed, tmp_path):
+    port = deployed.port
+    with open(DEFAULT_TARIFF, encoding="utf-8") as f:
+        bad = json.load(f)
+    bad["grace_seconds"] = -5
+    bad_path = tmp_path / "bad.json"
+    bad_path.write_text(json.dumps(bad))
+    proc = parkgate("board", "push-tariff", str(bad_path), "--port", port, "--resume")
+    assert proc.returncode == 1
+    assert "tariff refused: grace_seconds:" in proc.stderr
+    assert device_sha256(port, ["/flash/tariff.json"]) == {
+        "/flash/tariff.json": sha_file(DEFAULT_TARIFF)}, "the old tariff is kept"
+    good = os.path.join(TARIFFS, "airport.json")
+    proc = parkgate("board", "push-tariff", good, "--port", port, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert device_sha256(port, ["/flash/tariff.json"]) == {"/flash/tariff.json": sha_file(good)}
+    listing = mpremote(port, "fs", "ls", ":/flash")
+    assert "tariff.json.new" not in listing
+
+
+def test_push_members_validates_and_installs(deployed, tmp_path):
+    port = deployed.port
+    bad = tmp_path / "bad-members.json"
+    bad.write_text(json.dumps({"version": 1, "members": [{"plate": "京A10001", "until": None},
+                                                         {"plate": "", "until": None}]}))
+    proc = parkgate("board", "push-members", str(bad), "--port", port, "--resume")
+    assert proc.returncode == 1 and "members refused: members[1].plate:" in proc.stderr
+    good = tmp_path / "members.json"
+    good.write_text(json.dumps({"version": 3, "members": [
+        {"plate": "京A10001", "until": None}, {"plate": "沪B20002", "until": START + 86400}]},
+        ensure_ascii=False))
+    proc = parkgate("board", "push-members", str(good), "--port", port, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert device_sha256(port, ["/flash/members.json"]) == {
+        "/flash/members.json": sha_file(str(good))}
+    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    assert st["members"] == {"version": 3, "count": 2}
+
+
+def test_set_clock_reads_back_what_was_set(deployed):
+    port = deployed.port
+    target = START + 12345
+    proc = parkgate("board", "set-clock", "--time", str(target), "--port", port, "--resume")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reads back %d" % target in proc.stdout
+    # Read independently of the tool: the board's clock source, in unix time.
+    now = int(mpremote(port, "exec", "import board\nfrom parkgate.clock import EPOCH_OFFSET\n"
+                                     "print(int(board.ClockSource().seconds()) + EPOCH_OFFSET)"))
+    assert target <= now <= target + 5
+    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    assert st["clock"]["valid"] and target <= st["clock"]["time"] <= target + 5
+    refused = parkgate("board", "set-clock", "--time", "12", "--port", port, "--resume")
+    assert refused.returncode == 1 and "clock refused: --time" in refused.stderr
+
+
+def test_test_relay_pulses_the_relay_in_gpio_log(deployed):
+    before = gpio_edges(deployed.dir)
+    started = time.time()
+    proc = parkgate("board", "test-relay", "--ms", "300", "--port", deployed.port, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    new = gpio_edges(deployed.dir)[len(before):]
+    assert [level for _, level in new] == [1, 0]
+    assert started <= new[0][0] and 0.29 <= new[1][0] - new[0][0] < 1.0
+
+
+def test_config_get_and_set(deployed):
+    port = deployed.port
+    proc = parkgate("board", "config", "get", "gate", "--port", port, "--resume")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == "g-in"
+    proc = parkgate("board", "config", "set", "relay_pulse_ms", "650", "--port", port, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    proc = parkgate("board", "config", "set", "direction", "sideways", "--port", port, "--resume")
+    assert proc.returncode == 1 and "site refused: direction:" in proc.stderr
+    site = fieldtool.config_get(fieldtool.Device(port, resume=True))
+    assert site["relay_pulse_ms"] == 650 and site["direction"] == "in"
+
+
+def test_the_deployed_flash_boots_as_a_gate(deployed):
+    """The last test: the REPL is powered off and the same flash boots the
+    deployed main.py with the pushed tariff, journal and site."""
+    deployed.stop()
+    gate = FlashGate(os.path.dirname(deployed.dir), "g-in", SimClock(START + 7200, 1))
+    try:
+        gate.start()
+        boot = gate.lines(r" BOOT ")[0]
+        with open(os.path.join(TARIFFS, "airport.json"), "rb") as f:
+            airport = tariff.loads(f.read())
+        assert "next_seq=5 acked=2" in boot and "tariff=%d" % airport.version in boot
+        gate.send_plate("浙E50005")
+        gate.wait_line(r"EVENT in seq=5 plate=浙E50005", 5)
+    finally:
+        gate.stop()
+    deployed.start()
+
+
+def test_unreachable_port_is_a_clear_error(tmp_path):
+    proc = parkgate("board", "status", "--port", str(tmp_path / "ttyUSB9"))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot open %s" % (tmp_path / "ttyUSB9"))
+
+
+def test_device_errors_are_worded_for_the_field():
+    err = fieldtool.DeviceError("journal", "OSError",
+                                "no journal partition: flash boards/esp32-devkitc/partitions.csv")
+    assert str(err) == ("device: journal: no journal partition: flash "
+                        "boards/esp32-devkitc/partitions.csv")
+    assert "run `parkgate board deploy" in str(
+        fieldtool.DeviceError("board", "ImportError", "no module named 'board'"))
+
+
+def test_every_board_program_compiles_with_mpy_cross(tmp_path):
+    files = []
+    for name in fieldtool.PROGRAMS:
+        path = tmp_path / (name + ".py")
+        path.write_text(fieldtool.program(name, {"x": "粤B", "n": [1, None, True]}),
+                        encoding="utf-8")
+        files.append(str(path))
+    files.append(REPL_BOOT)
+    assert lint.check(files) == []
+
+
+def test_board_definitions_and_site_examples():
+    names = fieldtool.board_names()
+    assert {"unix-sim", "esp32-devkitc", "wt32-eth01"} <= set(names)
+    for name in names:
+        board = fieldtool.load_board(name)
+        for module in board.modules:
+            assert os.path.exists(os.path.join(board.folder, module)), (name, module)
+        with open(os.path.join(board.folder, "site.example.json")) as f:
+            assert fieldtool.check_site(json.load(f), board) == [], name
+        if board.doc.get("port") == "esp32":
+            assert board.umqtt_frozen and board.fs_root == "/" and board.reset == "machine"
+
+
+def test_sim_boot_geometry_is_the_board_adapters():
+    """repl_boot.py mounts the flash with board.json's geometry; board.py
+    uses its own constants: they must agree."""
+    board = fieldtool.load_board("unix-sim")
+    with open(os.path.join(board.folder, "board.py")) as f:
+        source = f.read()
+    constants = {name: value for name, value in re.findall(
+        r'^([A-Z_]+) = ("[^"]*"|\d+)', source, re.M)}
+    geo = board.doc["flash"]
+    assert int(constants["BLOCK_SIZE"]) == geo["block_size"]
+    assert int(constants["BLOCK_COUNT"]) == geo["block_count"]
+    assert int(constants["FS_BLOCKS"]) == geo["fs_blocks"]
+    assert constants["FS_PATH"] == '"%s"' % geo["fs_path"] == '"%s"' % board.fs_root
+    assert '"/flash.img"' in source and geo["image"] == "flash.img"
+
+
+def _partitions(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, kind, subtype, offset, size = [c.strip() for c in line.split(",")][:5]
+                rows.append((name, kind, subtype, int(offset, 0), int(size, 0)))
+    return rows
+
+
+@pytest.mark.parametrize("board", ["esp32-devkitc", "wt32-eth01"])
+def test_partition_table_fits_a_4_mib_module(board):
+    rows = _partitions(os.path.join(fieldtool.load_board(board).folder, "partitions.csv"))
+    by_name = {r[0]: r for r in rows}
+    end = 0x9000                            # after the bootloader and the table itself
+    for name, kind, subtype, offset, size in sorted(rows, key=lambda r: r[3]):
+        assert offset >= end, "%s overlaps the partition before it" % name
+        assert offset % 0x1000 == 0 and size % 0x1000 == 0, name
+        if kind == "app":
+            assert offset % 0x10000 == 0, "%s: app partitions are 64 KiB aligned" % name
+        end = offset + size
+    assert end <= 4 * 1024 * 1024
+    assert by_name["factory"][1] == "app" and by_name["vfs"][1] == "data"
+    journal = by_name["journal"]
+    assert journal[1] == "data" and journal[4] // 4096 >= 3   # parkgate.journal.MIN_BLOCKS
+
+
+def test_members_and_site_checks():
+    ok = {"version": 1, "members": [{"plate": "京A10001", "until": 1795564800},
+                                    {"plate": "沪B20002", "until": None}]}
+    assert fieldtool.check_members(ok) == 2
+    cases = [
+        ({"version": 0, "members": []}, "version"),
+        ({"version": 1}, "members"),
+        ({"version": 1, "members": [{"plate": "A", "until": "soon"}]}, "members[0].until"),
+        ({"version": 1, "members": [{"plate": "A"}]}, "members[0].until"),
+        ({"version": 1, "members": [{"plate": "A", "until": None, "x": 1}]}, "members[0].x"),
+        ({"version": 1, "members": [{"plate": "A", "until": None}] * 2}, "members[1].plate"),
+        ({"version": 1, "members": [{"plate": "X" * 17, "until": None}]}, "members[0].plate"),
+    ]
+    for doc, field in cases:
+        with pytest.raises(fieldtool.Refused) as caught:
+            fieldtool.check_members(doc)
+        assert caught.value.field == field, doc
+    site = {"lot": "l1", "gate": "g/1", "direction": "in", "broker": "10.0.0.2"}
+    with pytest.raises(fieldtool.Refused) as caught:
+        fieldtool.check_site(site)
+    assert caught.value.field == "gate"
+    devkit = fieldtool.load_board("esp32-devkitc")
+    with pytest.raises(fieldtool.Refused) as caught:
+        fieldtool.check_site(dict(site, gate="g1"), devkit)
+    assert caught.value.field == "wifi_ssid"
+    assert fieldtool.check_site(dict(site, gate="g1", colour="red")) == [
+        "site: colour: not a key the firmware knows (kept)"]
