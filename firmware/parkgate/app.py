@@ -12,10 +12,10 @@ import binascii
 import gc
 import json
 import os
-import sys
 
 from parkgate import frame, lane, record, sign
 from parkgate import tariff as tariff_engine
+from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
 from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.journal import Journal, JournalFull
@@ -52,8 +52,7 @@ class Gate:
         self.key = binascii.unhexlify(site["key"]) if site.get("key") else None
         self.lot = site["lot"]
         # The large fixed allocations come first, while the heap is in one
-        # piece: the table of cars inside, then the tariff (validating it
-        # imports code that is dropped again afterwards).
+        # piece: the table of cars inside, then the tariff.
         gc.collect()
         self.lane = lane.Lane(site["direction"], site["repeat_window_ms"], site["inside_max"])
         self.fs = board.mount_flash()
@@ -115,20 +114,6 @@ class Gate:
                      self.tariff.version if self.tariff else "none",
                      QUALITY_NAMES[self.clock.quality]))
 
-    def _parse_tariff(self, text):
-        """A validated Tariff from text. The modules only validation needs
-        are dropped again afterwards, to give their heap back."""
-        imported = set(sys.modules)
-        try:
-            return tariff_engine.loads(text)
-        finally:
-            for name in set(sys.modules) - imported:
-                del sys.modules[name]
-                package, _, leaf = name.rpartition(".")
-                if package in sys.modules and hasattr(sys.modules[package], leaf):
-                    delattr(sys.modules[package], leaf)
-            gc.collect()
-
     def _load_tariff(self):
         path = self.fs + "/tariff.json"
         try:
@@ -137,7 +122,7 @@ class Gate:
             pass
         try:
             with open(path) as f:
-                return self._parse_tariff(f.read())
+                return tariff_engine.loads(f.read())
         except OSError:
             self.log("TARIFF missing: exits are charged only online")
         except tariff_engine.TariffError as exc:
@@ -152,11 +137,11 @@ class Gate:
             if not self.key:
                 raise sign.SignatureError("no downlink key configured")
             body = sign.verify(self.key, envelope, "tariff", self.gate_id, applied)
-            table = self._parse_tariff(body)
+            table = tariff_engine.loads(body)
             if table.version != envelope["v"]:
                 raise sign.SignatureError("table version %d, envelope %d" % (
                     table.version, envelope["v"]))
-        except (sign.SignatureError, tariff_engine.TariffError) as exc:
+        except (sign.SignatureError, tariff_engine.TariffError, MemoryError) as exc:
             self._refuse("tariff", envelope, exc)
             return
         path = self.fs + "/tariff.json"
@@ -290,6 +275,9 @@ class Gate:
             message = json.loads(payload)
         except ValueError:
             self.log("DOWNLINK refused: not JSON on %s" % topic)
+            return
+        except MemoryError:
+            self.log("DOWNLINK dropped: %d bytes do not fit the heap" % len(payload))
             return
         if topic == self._topic_ack:
             if self.uplink.on_ack(message):
