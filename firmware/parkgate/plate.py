@@ -1,0 +1,207 @@
+# Plate text: normalisation, recognising mainland Chinese plates, and GBK
+# decoding of the characters a plate can carry (MicroPython decodes only
+# UTF-8). See firmware/docs/lane.md.
+#
+# Normalised form: no separators, Latin letters upper-case, full-width ASCII
+# made half-width; only A-Z, 0-9 and the characters of _CHARS remain. On a
+# plate that starts with a province character, confusables are fixed by
+# position: GA 36 never uses the letters I and O in the serial (so O->0,
+# I->1 there), and the city code is always a letter (so 0->O there: O is a
+# city code of provincial organs, a digit never is).
+from parkgate.compat import const
+
+
+class PlateError(ValueError):
+    pass
+
+
+MAX_PLATE = const(10)       # characters, normalised ("京A12345应急" is 9)
+_MAX_INPUT = const(32)      # characters, before separators are removed
+
+# Characters a plate can carry beyond A-Z and 0-9, in GBK table order:
+# 0..30 province abbreviations, 31..41 special characters, 42 "无" (a
+# Vzenith camera's license for "no plate"; decodable but not a plate char).
+_CHARS = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼学警港澳挂使领民航应急无"
+_PROVINCES = const(31)
+_PLATE_CHARS = const(42)
+# GBK code of each character of _CHARS, 2 bytes each (lead, trail), the
+# same order; tests/test_plate_gbk.py checks it against CPython's codec.
+_GBK = (b"\xbe\xa9\xbd\xf2\xbb\xa6\xd3\xe5\xbc\xbd\xd4\xa5\xd4\xc6\xc1\xc9"
+        b"\xba\xda\xcf\xe6\xcd\xee\xc2\xb3\xd0\xc2\xcb\xd5\xd5\xe3\xb8\xd3"
+        b"\xb6\xf5\xb9\xf0\xb8\xca\xbd\xfa\xc3\xc9\xc9\xc2\xbc\xaa\xc3\xf6"
+        b"\xb9\xf3\xd4\xc1\xc7\xe0\xb2\xd8\xb4\xa8\xc4\xfe\xc7\xed\xd1\xa7"
+        b"\xbe\xaf\xb8\xdb\xb0\xc4\xb9\xd2\xca\xb9\xc1\xec\xc3\xf1\xba\xbd"
+        b"\xd3\xa6\xbc\xb1\xce\xde")
+_UTF8 = _CHARS.encode()     # 3 UTF-8 bytes per character, the same order
+_REPLACEMENT = b"\xef\xbf\xbd"   # U+FFFD, for unknown codes when not strict
+
+_SEPARATORS = " \t\u3000\u00b7\u2022\u30fb\u2027.-"
+# suffix characters after province + city letter + 4 serial characters
+_SUFFIXES = "学警港澳挂领"
+
+
+def _index(ch):
+    # position of ch in _CHARS, -1 if absent
+    return _CHARS.find(ch)
+
+
+def normalise(text):
+    """The plate in its normalised form; PlateError if text is not a plate."""
+    if not isinstance(text, str):
+        raise PlateError("plate must be a str")
+    if len(text) > _MAX_INPUT:
+        raise PlateError("plate too long: %r" % text)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xFF01 <= code <= 0xFF5E:        # full-width ASCII
+            code -= 0xFEE0
+            ch = chr(code)
+        if ch in _SEPARATORS:
+            continue
+        if 0x61 <= code <= 0x7A:            # a..z
+            ch = chr(code - 0x20)
+        elif not (0x41 <= code <= 0x5A or 0x30 <= code <= 0x39):
+            i = _index(ch)
+            if i < 0 or i >= _PLATE_CHARS:
+                raise PlateError("not a plate character %r in %r" % (ch, text))
+        out.append(ch)
+    n = len(out)
+    if n == 0:
+        raise PlateError("empty plate")
+    if n > MAX_PLATE:
+        raise PlateError("plate too long: %r" % text)
+    serial = 0
+    if 0 <= _index(out[0]) < _PROVINCES and n >= 2:
+        if out[1] == "0":
+            out[1] = "O"
+        serial = 2
+    elif out[0] == "使":
+        serial = 1
+    elif n >= 2 and out[0] == "民" and out[1] == "航":
+        serial = 2
+    if serial:
+        for k in range(serial, n):
+            if out[k] == "O":
+                out[k] = "0"
+            elif out[k] == "I":
+                out[k] = "1"
+    return "".join(out)
+
+
+def _serial(text, start, end):
+    # A-Z without I and O, or 0-9, for every character in text[start:end]
+    for k in range(start, end):
+        c = text[k]
+        if not ("0" <= c <= "9" or ("A" <= c <= "Z" and c != "I" and c != "O")):
+            return False
+    return True
+
+
+def is_chinese_plate(text):
+    """True if the normalised text has a mainland plate's form: province,
+    city letter and 5 characters (6 on new-energy plates); province, letter,
+    4 characters and one of 学警港澳挂领, or 4 or 5 and 应急; 使 and 6
+    digits; 民航 and 5 characters."""
+    n = len(text)
+    if n < 7 or n > 9:
+        return False
+    first = _index(text[0])
+    if 0 <= first < _PROVINCES:
+        city = text[1]
+        if not ("A" <= city <= "Z") or city == "I":
+            return False
+        if n == 7 and text[6] in _SUFFIXES:
+            return _serial(text, 2, 6)
+        if text[n - 2:] == "应急":
+            return n in (8, 9) and _serial(text, 2, n - 2)
+        return n in (7, 8) and _serial(text, 2, n)
+    if text[0] == "使":
+        return n == 7 and _serial(text, 1, 7) and text[1:].isdigit()
+    if text[:2] == "民航":
+        return n == 7 and _serial(text, 2, 7)
+    return False
+
+
+def _trail(b):
+    # a GBK trail byte: 0x40..0xFE except 0x7F
+    return 0x40 <= b <= 0xFE and b != 0x7F
+
+
+def decode_gbk(data, start=0, end=-1, strict=True):
+    """data[start:end] (GBK bytes) as str. ASCII passes as is; two-byte
+    codes must be in the plate table: otherwise PlateError naming the bytes,
+    or U+FFFD when strict is False."""
+    if end < 0:
+        end = len(data)
+    table = _GBK
+    # first pass: the UTF-8 length; second: fill
+    size = 0
+    i = start
+    while i < end:
+        b = data[i]
+        if b < 0x80:
+            size += 1
+            i += 1
+        elif 0x81 <= b <= 0xFE and i + 1 < end and _trail(data[i + 1]):
+            size += 3
+            i += 2
+        else:
+            if strict:
+                raise PlateError("bad GBK byte 0x%02x at %d" % (b, i))
+            size += 3
+            i += 1
+    out = bytearray(size)
+    o = 0
+    i = start
+    while i < end:
+        b = data[i]
+        if b < 0x80:
+            out[o] = b
+            o += 1
+            i += 1
+            continue
+        k = -1
+        if 0x81 <= b <= 0xFE and i + 1 < end and _trail(data[i + 1]):
+            lo = data[i + 1]
+            j = 0
+            while j < len(table):
+                if table[j] == b and table[j + 1] == lo:
+                    k = j // 2
+                    break
+                j += 2
+            if k < 0 and strict:
+                raise PlateError("unknown GBK code 0x%02x%02x at %d" % (b, lo, i))
+            i += 2
+        else:
+            i += 1
+        src = _UTF8 if k >= 0 else _REPLACEMENT
+        at = 3 * k if k >= 0 else 0
+        out[o] = src[at]
+        out[o + 1] = src[at + 1]
+        out[o + 2] = src[at + 2]
+        o += 3
+    return str(out, "utf-8")
+
+
+def encode_gbk(text):
+    """text as GBK bytes through the plate table (works on MicroPython);
+    PlateError for a character outside ASCII and the table."""
+    size = 0
+    for ch in text:
+        size += 1 if ord(ch) < 0x80 else 2
+    out = bytearray(size)
+    o = 0
+    for ch in text:
+        code = ord(ch)
+        if code < 0x80:
+            out[o] = code
+            o += 1
+            continue
+        k = _index(ch)
+        if k < 0:
+            raise PlateError("no GBK code for %r" % ch)
+        out[o] = _GBK[2 * k]
+        out[o + 1] = _GBK[2 * k + 1]
+        o += 2
+    return bytes(out)
