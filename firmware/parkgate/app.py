@@ -13,10 +13,10 @@ import gc
 import json
 import os
 
-from parkgate import frame, lane, record, sign
+from parkgate import camera, lane, members, plate, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
-from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, QUALITY_NAMES
+from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, Q_UNSET, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.journal import Journal, JournalFull
 from parkgate.link import Link
@@ -37,6 +37,8 @@ DEFAULTS = {
     "backoff_max_ms": 30000,
     "inside_max": 1024,   # cars remembered (at most 3/4 of this): 12 bytes each
     "uplink_batch": 16,
+    "camera": "pg",       # "pg": the project's frame; "vz": Vzenith VZ frames
+    "utc_offset_minutes": 480,   # for member time windows when no tariff is loaded
 }
 
 
@@ -70,7 +72,8 @@ class Gate:
         self.uart = board.Uart()
         self.relay = board.Relay()
         self.watchdog = board.Watchdog()
-        self.parser = frame.FrameParser(self._on_plate, self._on_reject)
+        self.parser = camera.make_parser(site["camera"], self._on_plate, self._on_reject)
+        self.members = self._open_members()
         self._uart_buf = bytearray(128)
         self._uart_mv = memoryview(self._uart_buf)
         self._last_rx = board.ticks_ms()
@@ -160,7 +163,28 @@ class Gate:
 
     # --- camera to relay -------------------------------------------------
     def _on_reject(self, reason, count):
-        self.log("REJECT %s n=%d" % (frame.REJECT_NAMES[reason], count))
+        self.log("REJECT %s n=%d" % (camera.REJECT_NAMES[reason], count))
+
+    def _open_members(self):
+        path = self.fs + "/members.bin"
+        try:
+            os.stat(path)
+        except OSError:
+            return None
+        try:
+            member_list = members.MemberList(path)
+            member_list.verify()
+            return member_list
+        except (OSError, members.MemberError) as exc:
+            self.log("ALARM member list unusable: %s" % exc)
+            return None
+
+    def _member_status(self, read, time, quality):
+        """The member list's verdict, or UNKNOWN without a list or a clock."""
+        if self.members is None or quality == Q_UNSET:
+            return members.UNKNOWN
+        offset = self.tariff.utc_offset_minutes if self.tariff else self.site["utc_offset_minutes"]
+        return self.members.lookup(read.plate, time, offset)[0]
 
     def _event_time(self, read):
         if not self.clock.valid() and read.camera_time >= EARLIEST_VALID:
@@ -169,16 +193,36 @@ class Gate:
 
     def _on_plate(self, read):
         now_ms = self.board.ticks_ms()
+        try:
+            read.plate = plate.normalise(read.plate)
+        except plate.PlateError as exc:
+            self.log("REJECT bad_plate %s" % exc)
+            return
         if self.lane.is_repeat(read.plate, now_ms):
             self.log("REPEAT plate=%s" % read.plate)
             return
         time, quality = self._event_time(read)
+        status = self._member_status(read, time, quality)
         if self.lane.direction == lane.DIRECTION_IN:
-            self._pass(self.lane.entry(read, time, quality))
+            if status == members.BLACKLISTED:
+                self.log("DENIED plate=%s blacklisted" % read.plate)
+                return
+            event = self.lane.entry(read, time, quality)
+            if status == members.MEMBER:
+                event.flags |= record.FLAG_MEMBER
+            self._pass(event)
             return
         if self._pending_exit is not None:
             self._charge_offline("superseded")
         pending = self.lane.start_exit(read, time, quality)
+        if status == members.MEMBER:
+            # Members leave at once, online or not: no fee to ask for.
+            event = self.lane.finish_exit(pending, 0, record.FEE_OFFLINE,
+                                          self.tariff.version if self.tariff else 0,
+                                          pending.entry_time)
+            event.flags |= record.FLAG_MEMBER
+            self._pass(event)
+            return
         if self.link.up:
             # The seq this exit will be journaled under, with the plate: an
             # answer to an earlier car cannot match (a seq handed out but
@@ -265,7 +309,8 @@ class Gate:
                   "acked": self.journal.acked, "backlog": stats["pending"],
                   "heap": self.board.free_heap(), "flash": self.board.free_flash(self.fs),
                   "clock": self.clock.quality,
-                  "tv": self.tariff.version if self.tariff else None}
+                  "tv": self.tariff.version if self.tariff else None,
+                  "mv": self.members.version if self.members else None}
         self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))

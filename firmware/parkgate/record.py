@@ -17,6 +17,7 @@ _FEE_SOURCE_BY_NAME = {None: FEE_NONE, "on": FEE_ONLINE, "off": FEE_OFFLINE}
 
 FLAG_NO_ENTRY = const(1)  # exit without a matching entry record
 FLAG_REENTRY = const(2)   # entry closed a session that was still open
+FLAG_MEMBER = const(4)    # the plate was on the member list (no fee)
 
 MAX_PLATE_BYTES = const(16)
 

@@ -1,5 +1,5 @@
 # The cars a lane believes are inside: plate -> entry time, in a table
-# preallocated at boot (in segments of at most 2 KB, which a fragmented heap
+# preallocated at boot (in segments of about 500 bytes, which a fragmented heap
 # can still give) so that it costs the same heap with 5 cars as with 500 and
 # never asks the heap for anything while the gate runs.
 #
@@ -20,7 +20,7 @@ from parkgate.compat import const
 
 _SLOT = const(12)
 _SEED = const(0x5A5A5A5A)
-_SEGMENT_SLOTS = const(170)   # 2040 bytes per segment
+_SEGMENT_SLOTS = const(42)    # 504 bytes per segment
 _EVICTION_SAMPLE = const(32)
 
 

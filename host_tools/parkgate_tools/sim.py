@@ -71,14 +71,17 @@ class SimGate:
             env.pop("PARKGATE_SIM_CLOCK", None)
         return env
 
-    def provision(self):
-        """Write site.json and the tariff onto the gate's flash."""
+    def provision(self, extra_files=None):
+        """Write site.json, the tariff and extra_files ({name on flash: host
+        path}) onto the gate's flash."""
         site_path = os.path.join(self.dir, "site.json")
         with open(site_path, "w") as f:
             json.dump(self.site, f)
         files = ["site.json=" + site_path]
         if self.tariff_path:
             files.append("tariff.json=" + self.tariff_path)
+        for name, path in sorted((extra_files or {}).items()):
+            files.append("%s=%s" % (name, path))
         subprocess.run(runtime.micropython_argv(PROVISION_SCRIPT, *files), env=self.env(),
                        check=True, capture_output=True, timeout=60)
 
