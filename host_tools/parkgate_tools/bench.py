@@ -3,7 +3,7 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ("bench_journal", "bench_tariff", "bench_bridge", "bench_sync")
+BENCHES = ("bench_journal", "bench_tariff", "bench_bridge", "bench_sync", "bench_members")
 
 
 def main(names=None):
