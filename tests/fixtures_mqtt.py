@@ -1,6 +1,9 @@
-"""Shared MQTT test fixtures: a real mosquitto on a free port (Broker), a lot
-bridge on it, and fake gates (raw paho clients). Import the fixtures into a
-test module explicitly: ``from fixtures_mqtt import broker, bridge, gates``."""
+"""Shared test fixtures: a real mosquitto on a free port (Broker), a lot
+bridge on it, fake gates (raw paho clients), and the lot's database on
+either backend: ``db_path`` is parametrized over SQLite and PostgreSQL (a
+throwaway cluster started once per session by parkgate_tools.pgserver, a
+fresh database per test). Import the fixtures into a test module
+explicitly: ``from fixtures_mqtt import broker, bridge, gates``."""
 import json
 import os
 import threading
@@ -14,10 +17,13 @@ from parkgate import record
 from parkgate_tools import runtime
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
+from parkgate_tools.pgserver import PgServer
+from parkgate_tools.store import PgStore, Store
 
 LOT = "lot1"
 TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
 WAIT_S = 10
+BACKENDS = ("sqlite", "postgresql")
 
 
 def wait_for(predicate, timeout=WAIT_S, what="condition"):
@@ -44,14 +50,19 @@ class FakeGate:
     """A raw paho client speaking for gate `gate`: publishes at QoS 0 like
     umqtt.simple and records every message on its own down/ topics."""
 
-    def __init__(self, broker, lot, gate):
+    def __init__(self, broker, lot, gate, credentials=None, tls_ca=None, wait=True):
         self.prefix = "pg/%s/%s/" % (lot, gate)
         self.gate = gate
         self._messages = []   # (leaf, payload bytes), in arrival order
+        self.topics = []      # the full topic of every message received
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id="fake-%s-%s" % (gate, uuid.uuid4().hex[:8]))
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
+        if tls_ca is not None:
+            self.client.tls_set(ca_certs=tls_ca)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self.prefix + "down/#", 0)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
@@ -59,12 +70,14 @@ class FakeGate:
         self.client.on_message = self._on_message
         self.client.connect_async(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
-        self.wait_connected()
+        if wait:
+            self.wait_connected()
 
     def wait_connected(self, timeout=WAIT_S):
         assert self._subscribed.wait(timeout), "fake gate %s did not subscribe" % self.gate
 
     def _on_message(self, client, userdata, message):
+        self.topics.append(message.topic)
         with self._cond:
             self._messages.append((message.topic[len(self.prefix):], message.payload))
             self._cond.notify_all()
@@ -119,9 +132,67 @@ def broker(tmp_path):
         yield running
 
 
+_PG = {}
+
+
+def shared_pg_server():
+    """The session's PostgreSQL cluster, started on first use."""
+    if "server" not in _PG:
+        _PG["server"] = PgServer().start()
+    return _PG["server"]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL cluster for the whole session (the same one
+    whichever module imports this fixture)."""
+    yield shared_pg_server()
+    server = _PG.pop("server", None)
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each test that uses it runs once per store backend."""
+    return request.param
+
+
 @pytest.fixture
-def db_path(tmp_path):
-    return str(tmp_path / "lot.sqlite")
+def db_path(backend, tmp_path, request):
+    """The lot database: a SQLite file, or the URL of a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield str(tmp_path / "lot.sqlite")
+        return
+    server = request.getfixturevalue("pg_server")
+    name = "t_" + uuid.uuid4().hex[:16]
+    url = server.create_database(name)
+    yield url
+    server.drop_database(name)
+
+
+def is_pg(db):
+    """True if db is a PostgreSQL URL."""
+    return db.startswith("postgresql://")
+
+
+def store_class(db):
+    """Store or PgStore, whichever opens db."""
+    return PgStore if is_pg(db) else Store
+
+
+def fetch_all(db, sql, params=()):
+    """Rows of a query (?-placeholders) run on its own connection to db."""
+    if is_pg(db):
+        import psycopg
+        with psycopg.connect(db) as con:
+            return [tuple(r) for r in con.execute(sql.replace("?", "%s"), params).fetchall()]
+    import sqlite3
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
 
 
 @pytest.fixture

@@ -1,21 +1,21 @@
 """The lot bridge against a real mosquitto and fake gates: exactly-once
 storage, acks only after commit, refusal of bad input, fee answers, broker
-crashes, the broker's backlog, the summary and the `parkgate bridge` command."""
+crashes, the broker's backlog, the summary and the `parkgate bridge` command.
+Every test that stores runs on SQLite and on PostgreSQL (fixture db_path)."""
 import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from fixtures_mqtt import broker, bridge, db_path, gates, make_bridge  # noqa: F401 (fixtures)
-from fixtures_mqtt import LOT, TARIFF, WAIT_S, entry, exit_, wait_for
+from fixtures_mqtt import (backend, broker, bridge, db_path, gates, make_bridge,  # noqa: F401
+                           pg_server)
+from fixtures_mqtt import LOT, TARIFF, WAIT_S, entry, exit_, fetch_all, store_class, wait_for
 from parkgate import record, tariff
 from parkgate_tools.bridge import Bridge, load_tariff
-from parkgate_tools.store import Store
 
 T0 = 1795564800          # 2026-11-25 08:00 at UTC+8
 PLATE_A = "京A12345"
@@ -38,15 +38,10 @@ def three_events():
             exit_(3, PLATE_A, T0 + 3600, 200, entry_time=T0)]
 
 
-def stored_rows(path):
-    con = sqlite3.connect(path)
-    try:
-        return con.execute(
-            "SELECT gate, jid, seq, kind, time, quality, plate, colour, confidence, flags, fee,"
-            " fee_source, tariff_version, entry_time FROM events ORDER BY gate, jid, seq"
-        ).fetchall()
-    finally:
-        con.close()
+def stored_rows(db):
+    return fetch_all(
+        db, "SELECT gate, jid, seq, kind, time, quality, plate, colour, confidence, flags, fee,"
+            " fee_source, tariff_version, entry_time FROM events ORDER BY gate, jid, seq")
 
 
 def test_batch_is_stored_and_acked(bridge, gates, db_path):
@@ -76,21 +71,22 @@ def test_retransmitted_batch_is_stored_once_and_acked_each_time(bridge, gates, d
     assert bridge.store.summary()["rows"] == 3
 
 
-class FailingCommitStore(Store):
-    """A Store whose next `fail` commits raise, as a full disk would."""
+def failing_commit_store(db):
+    """A Store (or PgStore) whose next `fail` commits raise, as a full disk would."""
+    class FailingCommitStore(store_class(db)):
+        fail = 0
 
-    fail = 0
-
-    def _commit(self):
-        if self.fail:
-            self.fail -= 1
-            raise sqlite3.OperationalError("disk I/O error (injected)")
-        super()._commit()
+        def _commit(self):
+            if self.fail:
+                self.fail -= 1
+                raise OSError("disk I/O error (injected)")
+            super()._commit()
+    return FailingCommitStore(db)
 
 
 def test_no_ack_before_commit(make_bridge, gates, db_path, caplog):
     caplog.set_level(logging.ERROR, logger="parkgate.bridge")
-    store = FailingCommitStore(db_path)
+    store = failing_commit_store(db_path)
     store.fail = 1
     bridge = make_bridge(store=store)
     gate = gates("in-1")
@@ -226,8 +222,8 @@ def test_status_is_kept(bridge, gates):
     wait_for(lambda: bridge.store.statuses()["in-1"][0] == {"on": 0}, what="the last will")
 
 
-def test_summary_counts_and_gaps(tmp_path):
-    store = Store(str(tmp_path / "s.sqlite"))
+def test_summary_counts_and_gaps(db_path):
+    store = store_class(db_path)(db_path)
     ev = record.from_wire
     assert store.ingest("in-1", 1, [ev(entry(s, "A%d" % s, T0 + s)) for s in (1, 2, 3)]) \
         == (1, 3, 3)

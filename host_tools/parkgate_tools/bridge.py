@@ -1,16 +1,22 @@
 """The lot bridge: stores the events of a lot's gates exactly once,
 acknowledges them only after commit, and answers fee queries with the
-gates' own tariff engine. The MQTT contract: firmware/docs/mqtt.md."""
+gates' own tariff engine. The MQTT contract: firmware/docs/mqtt.md; the
+upstream link: firmware/docs/upstream.md; scaling and security:
+firmware/docs/lot-server.md."""
 import json
 import logging
+import queue
 import re
 import threading
 import uuid
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from parkgate import record, tariff
-from parkgate_tools.store import Store
+from parkgate_tools.forwarder import Forwarder
+from parkgate_tools.store import open_store
 
 log = logging.getLogger("parkgate.bridge")
 
@@ -21,6 +27,11 @@ RECONNECT_MAX_DELAY_S = 8
 SYNC_LEVEL = "_bridge"
 _ID = re.compile(r"[A-Za-z0-9-]+\Z")
 _U32 = 0xFFFFFFFF
+# One commit takes every batch waiting, up to these many (group commit).
+GROUP_BATCHES = 512
+GROUP_EVENTS = 8192
+SESSION_EXPIRY_S = 7 * 86400   # MQTT 5 workers: as long as the broker's queue is sized for
+_STOP = object()
 
 
 class BadMessage(ValueError):
@@ -58,9 +69,25 @@ def _u32(message, key, allow_none=False):
 
 
 class Bridge:
-    """Subscribes to a lot's gate topics, stores events exactly once, acks after commit, answers fees.
+    """Stores a lot's gate events exactly once, acks after commit, answers fee queries.
 
+    db_path: a SQLite file or a ``postgresql://`` URL (store.open_store).
     store: a Store to use instead of opening db_path (tests inject one).
+    username/password: MQTT credentials (security.provision_bridge_credentials);
+    tls_ca: CA certificate file to connect with TLS.
+    share_group: run as one of several workers of the lot sharing the load
+    through the MQTT 5 shared subscription ``$share/<group>/pg/<lot>/+/up/#``
+    (each message goes to one worker; the store's primary key keeps every
+    event once whichever worker stores it).
+    upstream: base URL of the central server; new events then also go into
+    the outbox and a Forwarder sends them there (upstream_token: its bearer
+    token; forwarder_options: keyword arguments for Forwarder).
+    group_batches: at most this many batches per transaction (1: one
+    commit per batch, the benchmark's baseline).
+
+    Messages are handled in arrival order by one writer thread, which
+    stores all the event batches waiting in ONE transaction (group commit)
+    and acknowledges each only after that commit.
     Fee queries that were queued by the broker while the bridge was away are
     not answered (their gates have long since charged offline, and request
     ids restart when a gate reboots): after each connect the bridge sends
@@ -68,39 +95,99 @@ class Bridge:
     """
 
     def __init__(self, lot, broker_host, broker_port, db_path, tariff_path, client_id=None,
-                 store=None):
+                 store=None, username=None, password=None, tls_ca=None, share_group=None,
+                 upstream=None, upstream_token=None, forwarder_options=None,
+                 group_batches=GROUP_BATCHES):
         if not _ID.match(lot):
             raise ValueError("lot: %r is not letters, digits and -" % lot)
+        if share_group is not None and not _ID.match(share_group):
+            raise ValueError("share_group: %r is not letters, digits and -" % share_group)
         self.lot = lot
         self.broker_host = broker_host
         self.broker_port = broker_port
         self.client_id = client_id or "parkgate-bridge-" + lot
         self.tariff = load_tariff(tariff_path)
         self._own_store = store is None
-        self.store = Store(db_path) if store is None else store
+        self.store = open_store(db_path) if store is None else store
+        self._use_stored_tariff()
+        self.username, self.password, self.tls_ca = username, password, tls_ca
+        self.share_group = share_group
         self._prefix = "pg/%s/" % lot
-        self._sync_topic = self._prefix + SYNC_LEVEL + "/up/sync"
+        if share_group is None:
+            self._sync_topic = self._prefix + SYNC_LEVEL + "/up/sync"
+            self._filters = [self._prefix + "+/up/#", self._prefix + "+/status"]
+        else:
+            self._sync_topic = "%s%s/sync/%s" % (self._prefix, SYNC_LEVEL, uuid.uuid4().hex)
+            self._filters = ["$share/%s/%s" % (share_group, f)
+                             for f in (self._prefix + "+/up/#", self._prefix + "+/status")]
+            self._filters.append(self._sync_topic)
+        self.forwarder = None
+        if upstream:
+            self.forwarder = Forwarder(self.store, lot, upstream, token=upstream_token,
+                                       on_tariff=self._set_tariff,
+                                       **(forwarder_options or {}))
         self._client = None
         self._sync_token = None
         self._live = threading.Event()
+        self._queue = queue.Queue()
+        self._writer = None
+        self.group_batches = group_batches
         self.batches = 0       # batches committed (and acknowledged)
+        self.events = 0        # events in those batches
+        self.commits = 0       # transactions that stored them
         self.refused = 0       # messages refused as malformed
         self.failed = 0        # batches not stored because the store failed
+
+    def _use_stored_tariff(self):
+        """A tariff taken from the central server earlier wins over the file
+        if its version is higher."""
+        text = self.store.setting("tariff")
+        if text:
+            try:
+                stored = tariff.loads(text)
+            except tariff.TariffError:
+                return
+            if stored.version > self.tariff.version:
+                self.tariff = stored
+
+    def _set_tariff(self, table):
+        self.tariff = table
+        log.info("fees now from tariff version %s", table.version)
 
     # ---- life cycle ----
 
     def start(self):
         """Connect in the background; reconnects by itself until stop()."""
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=False)
+        self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                        name="bridge-writer-" + self.client_id)
+        self._writer.start()
+        v5 = self.share_group is not None
+        if v5:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 clean_session=False)
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls_ca:
+            client.tls_set(ca_certs=self.tls_ca)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
-        client.connect_async(self.broker_host, self.broker_port, keepalive=KEEPALIVE_S)
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            client.connect_async(self.broker_host, self.broker_port, keepalive=KEEPALIVE_S,
+                                 clean_start=False, properties=properties)
+        else:
+            client.connect_async(self.broker_host, self.broker_port, keepalive=KEEPALIVE_S)
         client.loop_start()
+        if self.forwarder is not None:
+            self.forwarder.start()
 
     def wait_live(self, timeout=10):
         """Wait until connected, subscribed and past the broker's backlog;
@@ -113,12 +200,20 @@ class Bridge:
         return self._live.is_set()
 
     def stop(self):
-        """Disconnect, stop the network thread and close the store it opened."""
+        """Disconnect, stop the network, writer and forwarder threads and
+        close the store it opened. Batches not yet committed are not
+        acknowledged: their gates send them again."""
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
         self._live.clear()
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(30)
+            self._writer = None
+        if self.forwarder is not None:
+            self.forwarder.stop()
         if self._own_store:
             self.store.close()
 
@@ -131,7 +226,7 @@ class Bridge:
             return
         log.info("connected to %s:%d (session present: %s)", self.broker_host,
                  self.broker_port, flags.session_present)
-        client.subscribe([(self._prefix + "+/up/#", 1), (self._prefix + "+/status", 1)])
+        client.subscribe([(f, 1) for f in self._filters])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if any(code.is_failure for code in reason_codes):
@@ -155,7 +250,7 @@ class Bridge:
         except Exception:  # never let one message stop the network thread
             log.exception("failed on %s", message.topic)
 
-    # ---- messages ----
+    # ---- messages (network thread: validate, then queue for the writer) ----
 
     def _dispatch(self, topic, payload):
         levels = topic.split("/")
@@ -165,6 +260,8 @@ class Bridge:
                 log.info("live: broker backlog delivered")
             return
         gate, kind = levels[2], "/".join(levels[3:])
+        if gate == SYNC_LEVEL:
+            return   # another worker's sync
         handler = {"up/events": self._on_events, "up/fee": self._on_fee,
                    "status": self._on_status}.get(kind)
         if handler is None:
@@ -195,19 +292,7 @@ class Bridge:
                 events.append(record.from_wire(wire))
             except record.RecordError as exc:
                 raise BadMessage("e[%d]: %s" % (index, exc))
-        try:
-            first, last, inserted = self.store.ingest(gate, jid, events)
-        except Exception:
-            self.failed += 1
-            log.exception("batch gate=%s j=%d not stored, not acknowledged", gate, jid)
-            return
-        self.batches += 1
-        # Only the seqs of the batch are committed: a batch with a hole gets
-        # one ack per run, so an ack never covers an event not stored.
-        for run_first, run_last in _runs(event.seq for event in events):
-            self._publish(gate, "down/ack", {"j": jid, "f": run_first, "l": run_last})
-        log.debug("batch gate=%s j=%d seq %d..%d: %d new, %d already stored",
-                  gate, jid, first, last, inserted, len(events) - inserted)
+        self._queue.put(("events", gate, jid, events))
 
     def _on_fee(self, gate, message):
         request = message.get("r")
@@ -221,7 +306,85 @@ class Bridge:
             raise BadMessage("c: %r is not a colour code" % (colour,))
         exit_time = _u32(message, "t")
         gate_entry = _u32(message, "et", allow_none=True) or None
-        if not self._live.is_set():
+        # Whether it was queued by the broker is known only now, in order
+        # with the sync message.
+        self._queue.put(("fee", gate, (request, plate, colour, exit_time, gate_entry),
+                         self._live.is_set()))
+
+    def _on_status(self, gate, message):
+        self._queue.put(("status", gate, message))
+
+    # ---- the writer thread ----
+
+    def _write_loop(self):
+        while True:
+            items = [self._queue.get()]
+            events = len(items[0][3]) if items[0] is not _STOP and items[0][0] == "events" else 0
+            while len(items) < self.group_batches and events < GROUP_EVENTS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+                if item is not _STOP and item[0] == "events":
+                    events += len(item[3])
+            batches, statuses = [], []
+            for item in items:
+                if item is _STOP:
+                    self._commit(batches, statuses)
+                    return
+                if item[0] == "events":
+                    batches.append(item[1:])
+                elif item[0] == "status":
+                    statuses.append(item[1:])
+                else:
+                    self._commit(batches, statuses)
+                    batches, statuses = [], []
+                    try:
+                        self._answer_fee(item[1], *item[2], live=item[3])
+                    except BadMessage as exc:
+                        self.refused += 1
+                        log.warning("refused fee query of %s: %s", item[1], exc)
+                    except Exception:
+                        log.exception("fee query of %s failed", item[1])
+            self._commit(batches, statuses)
+
+    def _commit(self, batches, statuses):
+        """Store batches [(gate, jid, events)] and statuses in one
+        transaction, then ack each batch. If that fails and there were
+        several, each is tried on its own, so one bad batch holds up no other."""
+        if not batches and not statuses:
+            return
+        outbox = self.forwarder is not None
+        try:
+            counts = self.store.ingest_many(batches, statuses, outbox=outbox)
+        except Exception:
+            if len(batches) + len(statuses) > 1:
+                for batch in batches:
+                    self._commit([batch], [])
+                for status in statuses:
+                    self._commit([], [status])
+                return
+            self.failed += len(batches)
+            for gate, jid, _ in batches:
+                log.exception("batch gate=%s j=%d not stored, not acknowledged", gate, jid)
+            if statuses:
+                log.exception("status of %s not stored", statuses[0][0])
+            return
+        self.commits += 1
+        for (gate, jid, events), inserted in zip(batches, counts):
+            self.batches += 1
+            self.events += len(events)
+            # Only the seqs of the batch are committed: a batch with a hole
+            # gets one ack per run, so an ack never covers an event not stored.
+            for run_first, run_last in _runs(event.seq for event in events):
+                self._publish(gate, "down/ack", {"j": jid, "f": run_first, "l": run_last})
+            log.debug("batch gate=%s j=%d: %d events, %d new", gate, jid, len(events), inserted)
+        if outbox and batches:
+            self.forwarder.wake()
+
+    def _answer_fee(self, gate, request, plate, colour, exit_time, gate_entry, live):
+        if not live:
             log.info("fee query gate=%s r=%r not answered: queued while the bridge was away",
                      gate, request)
             return
@@ -231,21 +394,22 @@ class Bridge:
         entry = self.store.open_entry(plate, exit_time)
         known = [t for t in (entry.time if entry else None, gate_entry) if t is not None]
         entry_time = max(known) if known else None
+        table = self.tariff
         try:
             if entry_time is None:
-                quote = tariff.quote_no_entry(self.tariff, exit_time, colour)
+                quote = tariff.quote_no_entry(table, exit_time, colour)
             else:
-                quote = tariff.quote(self.tariff, entry_time, exit_time, colour)
+                member = self.store.is_member(plate, exit_time)
+                quote = tariff.quote(table, entry_time, exit_time, colour, member=member)
         except tariff.TariffError as exc:
             raise BadMessage("no fee: %s" % exc)
         self._publish(gate, "down/fee", {"r": request, "p": plate, "fee": quote.fee,
-                                         "tv": self.tariff.version, "et": entry_time})
+                                         "tv": table.version, "et": entry_time})
         log.debug("fee gate=%s r=%r plate=%s et=%s (stored %s, gate %s) t=%d: %d", gate,
                   request, plate, entry_time, entry.time if entry else None, gate_entry,
                   exit_time, quote.fee)
 
-    def _on_status(self, gate, message):
-        self.store.record_status(gate, message)
-
     def _publish(self, gate, leaf, obj):
-        self._client.publish(self._prefix + gate + "/" + leaf, _compact(obj), qos=0)
+        client = self._client
+        if client is not None:
+            client.publish(self._prefix + gate + "/" + leaf, _compact(obj), qos=0)

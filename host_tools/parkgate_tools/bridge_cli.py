@@ -4,8 +4,9 @@ import logging
 import signal
 import threading
 
-from parkgate import tariff
-from parkgate_tools.bridge import Bridge
+from parkgate_tools import security
+from parkgate_tools.bridge import GROUP_BATCHES, Bridge
+from parkgate_tools.operator_page import OperatorPage
 
 
 def add_parser(subparsers):
@@ -15,9 +16,23 @@ def add_parser(subparsers):
         description=__doc__.splitlines()[0])
     parser.add_argument("--lot", required=True, help="lot id (letters, digits, -)")
     parser.add_argument("--broker", required=True, type=_host_port, metavar="HOST:PORT")
-    parser.add_argument("--db", required=True, metavar="PATH", help="SQLite database")
+    parser.add_argument("--db", required=True, metavar="PATH|URL",
+                        help="SQLite database file, or a postgresql:// URL")
     parser.add_argument("--tariff", required=True, metavar="PATH", help="tariff JSON")
     parser.add_argument("--client-id", help="MQTT client id (default parkgate-bridge-<lot>)")
+    parser.add_argument("--secrets", metavar="LOT_DIR",
+                        help="log in to the broker as the lot bridge, with the password in "
+                             "LOT_DIR/secrets.json (parkgate_tools.security)")
+    parser.add_argument("--tls-ca", metavar="PATH", help="connect with TLS, trusting this CA")
+    parser.add_argument("--share", metavar="GROUP",
+                        help="be one of several workers: MQTT 5 shared subscription $share/GROUP")
+    parser.add_argument("--upstream", metavar="URL", help="central server to forward events to")
+    parser.add_argument("--upstream-token", metavar="TOKEN", help="bearer token for --upstream")
+    parser.add_argument("--http", type=int, metavar="PORT",
+                        help="serve the operator page on 127.0.0.1:PORT (0: a free port)")
+    parser.add_argument("--http-host", default="127.0.0.1", metavar="ADDRESS")
+    parser.add_argument("--group-batches", type=int, default=GROUP_BATCHES, metavar="N",
+                        help="at most N batches per transaction (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every batch")
     parser.set_defaults(run=run)
 
@@ -33,20 +48,34 @@ def run(args):
     """Run the bridge in the foreground; 0 after a clean stop."""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("parkgate.bridge")
+    credentials = {}
     try:
+        if args.secrets:
+            user, password = security.provision_bridge_credentials(args.secrets, args.lot)
+            credentials = {"username": user, "password": password}
         bridge = Bridge(args.lot, args.broker[0], args.broker[1], args.db, args.tariff,
-                        client_id=args.client_id)
-    except (OSError, ValueError, tariff.TariffError) as exc:
-        logging.getLogger("parkgate.bridge").error("cannot start: %s", exc)
+                        client_id=args.client_id, tls_ca=args.tls_ca, share_group=args.share,
+                        upstream=args.upstream, upstream_token=args.upstream_token,
+                        group_batches=args.group_batches, **credentials)
+    except Exception as exc:   # OSError, ValueError, TariffError, a database refusing
+        log.error("cannot start: %s", exc)
         return 2
+    page = None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         bridge.start()
+        if args.http is not None:
+            page = OperatorPage(bridge.store, args.lot, lambda: bridge.tariff,
+                                host=args.http_host, port=args.http).start()
+            log.info("operator page: %s", page.url)
         while not stop.wait(1):
             pass
     finally:
+        if page is not None:
+            page.stop()
         bridge.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -9,6 +9,8 @@ import string
 import subprocess
 import time
 
+from parkgate_tools import security
+
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mosquitto.conf")
 
 
@@ -28,7 +30,26 @@ def free_port(host="127.0.0.1"):
 
 
 class BrokerError(RuntimeError):
-    pass
+    """mosquitto did not start, or did not listen in time."""
+
+
+def make_certificates(folder, host="127.0.0.1", days=30):
+    """A throwaway CA (ca.crt) and a server certificate for host signed by
+    it (server.crt, server.key) in folder, made with openssl unless there."""
+    if os.path.exists(os.path.join(folder, "server.crt")):
+        return
+    os.makedirs(folder, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=folder, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days),
+            "-subj", "/CN=parkgate test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % host,
+            "-keyout", "server.key", "-out", "server.csr")
+    with open(os.path.join(folder, "san.ext"), "w") as f:
+        f.write("subjectAltName=%s:%s\n" % ("IP" if host[0].isdigit() else "DNS", host))
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", str(days), "-extfile", "san.ext", "-out", "server.crt")
 
 
 class Broker:
@@ -36,17 +57,66 @@ class Broker:
 
     The port is chosen once (port=0) and kept across restarts, so clients
     reconnect to the same address. Usable as a context manager: stops on exit.
+
+    Secured (gates is a list, possibly empty, and lot is given): no
+    anonymous clients; each gate and the bridge log in with the random
+    password kept in lot_dir's secrets file (default: workdir), and the ACL
+    limits each gate to its own topics (parkgate_tools.security).
+    tls=True: the listener speaks TLS only, with a CA and server
+    certificate made by openssl in workdir/tls (ca_path for clients).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir, port=0):
+    def __init__(self, workdir, port=0, lot=None, gates=None, lot_dir=None, tls=False):
         self.workdir = os.path.abspath(workdir)
         self.port = port or free_port(self.host)
         self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
         self.log_path = os.path.join(self.workdir, "mosquitto.log")
         self.stderr_path = os.path.join(self.workdir, "mosquitto.stderr")
+        self.secured = gates is not None
+        if self.secured and not lot:
+            raise ValueError("a secured broker needs the lot")
+        self.lot = lot
+        self.lot_dir = os.path.abspath(lot_dir or self.workdir)
+        self.gates = list(gates or ())
+        self.password_path = os.path.join(self.workdir, "passwd")
+        self.acl_path = os.path.join(self.workdir, "acl")
+        self.tls = tls
+        self.ca_path = os.path.join(self.workdir, "tls", "ca.crt")
         self._proc = None
+
+    # ---- credentials ----
+
+    def credentials(self, gate):
+        """(user, password) of a gate of a secured broker's lot."""
+        return security.provision_gate_credentials(self.lot_dir, self.lot, gate)
+
+    def bridge_credentials(self):
+        """(user, password) of the lot bridge of a secured broker."""
+        return security.provision_bridge_credentials(self.lot_dir, self.lot)
+
+    def add_gate(self, gate):
+        """Give a gate credentials; a running broker reloads its password
+        file and ACL (SIGHUP). Returns (user, password)."""
+        if gate not in self.gates:
+            self.gates.append(gate)
+        found = self.credentials(gate)
+        self.reload_auth()
+        return found
+
+    def reload_auth(self):
+        """Regenerate the password file and ACL from the secrets file and
+        make a running mosquitto read them again."""
+        self._write_auth()
+        if self.alive:
+            self._proc.send_signal(signal.SIGHUP)
+
+    def _write_auth(self):
+        self.bridge_credentials()
+        for gate in self.gates:
+            self.credentials(gate)
+        security.write_broker_auth(self.lot_dir, self.password_path, self.acl_path)
 
     @property
     def alive(self):
@@ -58,7 +128,21 @@ class Broker:
         os.makedirs(self.workdir, exist_ok=True)
         with open(TEMPLATE) as f:
             template = string.Template(f.read())
-        text = template.substitute(port=self.port, workdir=self.workdir, user=getpass.getuser())
+        if self.secured:
+            self._write_auth()
+            auth = "allow_anonymous false\npassword_file %s\nacl_file %s" % (
+                self.password_path, self.acl_path)
+        else:
+            auth = "allow_anonymous true"
+        listener_options = ""
+        if self.tls:
+            folder = os.path.dirname(self.ca_path)
+            make_certificates(folder, self.host)
+            listener_options = "cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2" % (
+                self.ca_path, os.path.join(folder, "server.crt"),
+                os.path.join(folder, "server.key"))
+        text = template.substitute(port=self.port, workdir=self.workdir, user=getpass.getuser(),
+                                   auth=auth, listener_options=listener_options)
         with open(self.conf_path, "w") as f:
             f.write(text)
         return self.conf_path

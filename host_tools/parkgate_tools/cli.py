@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("tariff_cli", "demo", "bridge_cli", "board_cli")
+SUBCOMMANDS = ("tariff_cli", "demo", "bridge_cli", "board_cli", "central")
 
 
 def main(argv=None):

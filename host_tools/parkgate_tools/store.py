@@ -1,12 +1,18 @@
-"""The lot bridge's durable store: every gate event once, and each gate's
-last status. All SQL lives in Store; the statements are plain SQL that
-PostgreSQL accepts too (ON CONFLICT DO NOTHING, window functions), so a
-PostgreSQL store needs only another connection and placeholder style."""
+"""The lot bridge's durable store: every gate event once, each gate's last
+status, the outbox of rows still to forward to the central server, the
+operator's corrections, and the members and tariff taken from upstream.
+
+All SQL lives here and is written once: plain SQL that SQLite and
+PostgreSQL both accept (ON CONFLICT DO NOTHING, RETURNING, window
+functions). ``Store`` is SQLite; ``PgStore`` is PostgreSQL with the same
+schema and methods; ``open_store`` picks one from a path or a
+``postgresql://`` URL."""
 import collections
 import json
 import sqlite3
 import threading
 import time
+import uuid
 
 from parkgate import record
 
@@ -32,16 +38,51 @@ SCHEMA = (
         received_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (gate, jid, seq))""",
     "CREATE INDEX IF NOT EXISTS events_by_plate ON events (plate, kind, time)",
+    "CREATE INDEX IF NOT EXISTS events_by_time ON events (time)",
     """CREATE TABLE IF NOT EXISTS gates (
         gate TEXT PRIMARY KEY,
         status TEXT NOT NULL,          -- the last status message, JSON
         received_at DOUBLE PRECISION NOT NULL)""",
+    # Events still to forward upstream, written in the ingest transaction.
+    """CREATE TABLE IF NOT EXISTS outbox (
+        gate TEXT NOT NULL,
+        jid BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        queued_at DOUBLE PRECISION NOT NULL,
+        forwarded_at DOUBLE PRECISION, -- set after the central server's 2xx
+        PRIMARY KEY (gate, jid, seq))""",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (queued_at) WHERE forwarded_at IS NULL",
+    # Corrections never edit an event: each is a row of its own, and its
+    # own outbox entry (forwarded_at).
+    """CREATE TABLE IF NOT EXISTS corrections (
+        id TEXT PRIMARY KEY,
+        gate TEXT NOT NULL,
+        jid BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        action TEXT NOT NULL,          -- see CORRECTION_ACTIONS
+        amount BIGINT NOT NULL,        -- fen
+        note TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        forwarded_at DOUBLE PRECISION)""",
+    "CREATE INDEX IF NOT EXISTS corrections_by_event ON corrections (gate, jid, seq)",
+    """CREATE TABLE IF NOT EXISTS members (
+        plate TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        valid_from BIGINT NOT NULL,
+        valid_until BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL)""",
 )
 
-_INSERT_EVENT = """INSERT INTO events (gate, jid, seq, kind, time, quality, plate, colour,
-        confidence, flags, fee, fee_source, tariff_version, entry_time, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (gate, jid, seq) DO NOTHING"""
+# What a correction does to the day's revenue: collected adds its amount,
+# refunded takes it off, waived and reviewed only close the flag.
+CORRECTION_ACTIONS = {"collected": 1, "refunded": -1, "waived": 0, "reviewed": 0}
+
+_EVENT_COLUMNS = ("gate, jid, seq, kind, time, quality, plate, colour, confidence, flags, fee,"
+                  " fee_source, tariff_version, entry_time, received_at")
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROWS_PER_INSERT = 500   # 15 parameters a row, well under SQLite's 32,766
 
 # The latest entry of the plate at or before the time with no exit of the
 # same plate at or after it.
@@ -69,20 +110,75 @@ _GAPS = """SELECT gate, jid, seq, next_seq FROM (
     WHERE next_seq > seq + 1 ORDER BY gate, jid, seq"""
 _STATUSES = "SELECT gate, status, received_at FROM gates ORDER BY gate"
 
+_OUTBOX_PENDING = """SELECT e.gate, e.jid, e.seq, e.kind, e.time, e.quality, e.plate, e.colour,
+        e.confidence, e.flags, e.fee, e.fee_source, e.tariff_version, e.entry_time
+    FROM outbox o JOIN events e ON e.gate = o.gate AND e.jid = o.jid AND e.seq = o.seq
+    WHERE o.forwarded_at IS NULL ORDER BY o.queued_at, o.gate, o.jid, o.seq LIMIT ?"""
+_OUTBOX_MARK = """UPDATE outbox SET forwarded_at = ?
+    WHERE gate = ? AND jid = ? AND seq = ? AND forwarded_at IS NULL"""
+_OUTBOX_COUNT = "SELECT COUNT(*) FROM outbox WHERE forwarded_at IS NULL"
+_CORRECTIONS_PENDING = """SELECT id, gate, jid, seq, action, amount, note, created_at
+    FROM corrections WHERE forwarded_at IS NULL ORDER BY created_at, id LIMIT ?"""
+_CORRECTION_MARK = "UPDATE corrections SET forwarded_at = ? WHERE id = ? AND forwarded_at IS NULL"
+_CORRECTIONS = """SELECT id, gate, jid, seq, action, amount, note, created_at, forwarded_at
+    FROM corrections ORDER BY created_at, id"""
+
+_DAY_EVENTS = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
+        flags FROM events WHERE time >= ? AND time < ? ORDER BY time, gate, jid, seq"""
+# Plates inside at a moment: an entry before it with no exit of the plate
+# between that entry and the moment.
+_INSIDE_AT = """SELECT DISTINCT e.plate FROM events e
+    WHERE e.kind = 'in' AND e.time < ?
+      AND NOT EXISTS (SELECT 1 FROM events x WHERE x.kind = 'out' AND x.plate = e.plate
+                      AND x.time >= e.time AND x.time < ?)"""
+# Exits in a period with the stored entry of their stay (NULL: none stored).
+_EXITS_WITH_ENTRY = """SELECT x.gate, x.jid, x.seq, x.plate, x.colour, x.time, x.fee,
+        x.fee_source, x.entry_time, x.flags,
+        (SELECT MAX(e.time) FROM events e
+         WHERE e.kind = 'in' AND e.plate = x.plate AND e.time <= x.time
+           AND NOT EXISTS (SELECT 1 FROM events y WHERE y.kind = 'out' AND y.plate = x.plate
+                           AND y.time >= e.time AND y.time < x.time)) AS stored_entry
+    FROM events x WHERE x.kind = 'out' AND x.time >= ? AND x.time < ?
+    ORDER BY x.time, x.gate, x.jid, x.seq"""
+# Flag bits 0 (exit without entry) and 1 (re-entry) want an operator's look;
+# bit 2 (member, no fee) does not.
+_FLAGGED = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
+        flags FROM events WHERE (flags & 3) <> 0 ORDER BY time DESC LIMIT ?"""
+_EVENT = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
+        flags FROM events WHERE gate = ? AND jid = ? AND seq = ?"""
+_INSERT_CORRECTION = """INSERT INTO corrections (id, gate, jid, seq, action, amount, note,
+        created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_IS_MEMBER = """SELECT 1 FROM members WHERE plate = ? AND valid_from <= ? AND ? < valid_until"""
+_UPSERT_SETTING = """INSERT INTO settings (key, value) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
+
+EVENT_FIELDS = ("gate", "jid", "seq", "kind", "time", "plate", "colour", "fee", "fee_source",
+                "entry_time", "flags")
+
 
 class Store:
     """SQLite (WAL, synchronous=FULL) behind the lot bridge. Thread-safe: one
-    connection guarded by a lock, so any thread may call any method."""
+    connection guarded by a lock, so any thread may call any method; several
+    processes may share the file (each write transaction is BEGIN
+    IMMEDIATE, waiting up to busy_timeout for the others)."""
+
+    backend = "sqlite"
+    _BEGIN = "BEGIN IMMEDIATE"
 
     def __init__(self, path):
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._sql_cache = {}
+        self._db = self._connect()
         with self._lock:
-            self._transaction(_create_schema)
+            self._transaction(self._create_schema)
+
+    def _connect(self):
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
 
     def close(self):
         """Close the connection; the store is unusable afterwards."""
@@ -91,49 +187,189 @@ class Store:
 
     # ---- writing ----
 
-    def ingest(self, gate, jid, events):
+    def ingest(self, gate, jid, events, outbox=False):
         """Store a batch of record.Event of one journal in one transaction,
         each identity (gate, jid, seq) at most once. Returns (first, last,
         inserted): the batch's lowest and highest seq and how many rows were
         new. Returns only after COMMIT; raises (having rolled back) if any
-        part failed, in which case nothing of the batch is stored."""
+        part failed, in which case nothing of the batch is stored.
+        outbox: also queue the new rows for forwarding upstream."""
         if not events:
             raise ValueError("ingest: empty batch")
-        now = time.time()
-        rows = [_event_row(gate, jid, event, now) for event in events]
+        inserted = self.ingest_many([(gate, jid, events)], outbox=outbox)[0]
         seqs = [event.seq for event in events]
+        return min(seqs), max(seqs), inserted
 
-        def insert(cur):
-            inserted = 0
-            for row in rows:
-                cur.execute(_INSERT_EVENT, row)
-                inserted += cur.rowcount
-            return inserted
+    def ingest_many(self, batches, statuses=(), outbox=False):
+        """Store several batches [(gate, jid, [record.Event])] and gate
+        statuses [(gate, dict)] in ONE transaction (one commit, one fsync
+        for all of them). Returns the number of new rows of each batch.
+        All or nothing: raises, having rolled back, if any part failed."""
+        now = time.time()
+        rows = {}
+        for gate, jid, events in batches:
+            for event in events:
+                rows.setdefault((gate, jid, event.seq), _event_row(gate, jid, event, now))
+        status_rows = {gate: (gate, json.dumps(status, sort_keys=True), now)
+                       for gate, status in statuses}
+
+        def write(cur):
+            new = self._insert_events(cur, list(rows.values()))
+            if outbox and new:
+                self._insert_outbox(cur, new, now)
+            for row in status_rows.values():
+                cur.execute(self._sql(_UPSERT_STATUS), row)
+            return new
 
         with self._lock:
-            inserted = self._transaction(insert)
-        return min(seqs), max(seqs), inserted
+            new = set(self._transaction(write))
+        counts = []
+        for gate, jid, events in batches:
+            seqs = {event.seq for event in events}
+            counts.append(sum(1 for seq in seqs if (gate, jid, seq) in new))
+            new.difference_update((gate, jid, seq) for seq in seqs)
+        return counts
+
+    def _insert_events(self, cur, rows):
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING the new identities."""
+        new = []
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            values = ", ".join([_EVENT_VALUES] * len(chunk))
+            sql = "INSERT INTO events (%s) VALUES %s ON CONFLICT (gate, jid, seq) DO NOTHING " \
+                  "RETURNING gate, jid, seq" % (_EVENT_COLUMNS, values)
+            cur.execute(self._sql(sql), [value for row in chunk for value in row])
+            new.extend(tuple(found) for found in cur.fetchall())
+        return new
+
+    def _insert_outbox(self, cur, identities, now):
+        for start in range(0, len(identities), _ROWS_PER_INSERT):
+            chunk = identities[start:start + _ROWS_PER_INSERT]
+            values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            sql = "INSERT INTO outbox (gate, jid, seq, queued_at) VALUES %s " \
+                  "ON CONFLICT (gate, jid, seq) DO NOTHING" % values
+            cur.execute(self._sql(sql), [v for ident in chunk for v in ident + (now,)])
 
     def record_status(self, gate, status):
         """Keep the gate's last status message (a dict)."""
+        self.ingest_many([], statuses=[(gate, status)])
+
+    def add_correction(self, gate, jid, seq, action, amount, note):
+        """Record an operator's correction of the stored event (gate, jid,
+        seq) as a row of its own (the event is never edited); it is
+        forwarded upstream like an event. Returns its id. ValueError if the
+        event is not stored or the action or amount is not valid."""
+        if action not in CORRECTION_ACTIONS:
+            raise ValueError("action: %r is not one of %s" % (action, sorted(CORRECTION_ACTIONS)))
+        if type(amount) is not int or not 0 <= amount <= 0xFFFFFFFF:
+            raise ValueError("amount: %r is not a fen amount" % (amount,))
+        correction_id = uuid.uuid4().hex
+
+        def write(cur):
+            cur.execute(self._sql(_EVENT), (gate, jid, seq))
+            if cur.fetchone() is None:
+                raise ValueError("no stored event %s/%s/%s" % (gate, jid, seq))
+            cur.execute(self._sql(_INSERT_CORRECTION), (correction_id, gate, jid, seq, action,
+                                                        amount, str(note)[:500], time.time()))
         with self._lock:
-            self._transaction(lambda cur: cur.execute(
-                _UPSERT_STATUS, (gate, json.dumps(status, sort_keys=True), time.time())))
+            self._transaction(write)
+        return correction_id
+
+    def replace_members(self, members):
+        """Replace the member list with [{"p": plate, "name", "from", "until"}]."""
+        def write(cur):
+            cur.execute("DELETE FROM members")
+            for m in members:
+                cur.execute(self._sql("INSERT INTO members (plate, name, valid_from, valid_until)"
+                                      " VALUES (?, ?, ?, ?) ON CONFLICT (plate) DO NOTHING"),
+                            (m["p"], m.get("name", ""), m.get("from", 0),
+                             m.get("until", 0xFFFFFFFF)))
+        with self._lock:
+            self._transaction(write)
+
+    def set_setting(self, key, value):
+        """Keep a text value under key (e.g. the tariff taken from upstream)."""
+        with self._lock:
+            self._transaction(lambda cur: cur.execute(self._sql(_UPSERT_SETTING), (key, value)))
+
+    def mark_forwarded(self, identities=(), corrections=()):
+        """Mark outbox rows [(gate, jid, seq)] and correction ids as
+        forwarded, in one transaction: call only after the central server's 2xx."""
+        now = time.time()
+
+        def write(cur):
+            for ident in identities:
+                cur.execute(self._sql(_OUTBOX_MARK), (now,) + tuple(ident))
+            for correction_id in corrections:
+                cur.execute(self._sql(_CORRECTION_MARK), (now, correction_id))
+        with self._lock:
+            self._transaction(write)
 
     # ---- reading ----
+
+    def _query(self, sql, params=()):
+        with self._lock:
+            return self._db.execute(self._sql(sql), params).fetchall()
 
     def open_entry(self, plate, before_time):
         """The latest entry of plate at any gate of the lot at or before
         before_time that no exit has closed, as an Entry, else None."""
-        with self._lock:
-            row = self._db.execute(_OPEN_ENTRY, (plate, before_time)).fetchone()
-        return Entry(*row) if row else None
+        rows = self._query(_OPEN_ENTRY, (plate, before_time))
+        return Entry(*rows[0]) if rows else None
 
     def statuses(self):
         """{gate: (last status dict, received_at unix seconds)}."""
-        with self._lock:
-            rows = self._db.execute(_STATUSES).fetchall()
-        return {gate: (json.loads(status), at) for gate, status, at in rows}
+        return {gate: (json.loads(status), at) for gate, status, at in self._query(_STATUSES)}
+
+    def is_member(self, plate, at):
+        """True if plate is a member (parks free) at unix time at."""
+        return bool(self._query(_IS_MEMBER, (plate, at, at)))
+
+    def setting(self, key, default=None):
+        """The text kept under key, else default."""
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def outbox_pending(self, limit=500):
+        """Up to limit events not yet forwarded, oldest first, as dicts
+        (EVENT_FIELDS less received_at, plus quality and confidence)."""
+        keys = ("gate", "jid", "seq", "kind", "time", "quality", "plate", "colour",
+                "confidence", "flags", "fee", "fee_source", "tariff_version", "entry_time")
+        return [dict(zip(keys, row)) for row in self._query(_OUTBOX_PENDING, (limit,))]
+
+    def outbox_backlog(self):
+        """How many events wait to be forwarded."""
+        return self._query(_OUTBOX_COUNT)[0][0]
+
+    def corrections_pending(self, limit=500):
+        """Corrections not yet forwarded, oldest first, as dicts."""
+        keys = ("id", "gate", "jid", "seq", "action", "amount", "note", "created_at")
+        return [dict(zip(keys, row)) for row in self._query(_CORRECTIONS_PENDING, (limit,))]
+
+    def corrections(self):
+        """Every correction, oldest first, as dicts."""
+        keys = ("id", "gate", "jid", "seq", "action", "amount", "note", "created_at",
+                "forwarded_at")
+        return [dict(zip(keys, row)) for row in self._query(_CORRECTIONS)]
+
+    def events_between(self, start, end):
+        """Events with start <= time < end, in time order, as dicts of EVENT_FIELDS."""
+        return [dict(zip(EVENT_FIELDS, row)) for row in self._query(_DAY_EVENTS, (start, end))]
+
+    def inside_at(self, moment):
+        """The plates inside at unix time moment (entered, not yet out)."""
+        return {row[0] for row in self._query(_INSIDE_AT, (moment, moment))}
+
+    def exits_with_entries(self, start, end):
+        """Exits with start <= time < end as dicts, each with stored_entry:
+        the time of the stored entry of its stay, or None."""
+        keys = ("gate", "jid", "seq", "plate", "colour", "time", "fee", "fee_source",
+                "entry_time", "flags", "stored_entry")
+        return [dict(zip(keys, row)) for row in self._query(_EXITS_WITH_ENTRY, (start, end))]
+
+    def flagged(self, limit=200):
+        """The most recent events flagged no-entry or re-entry, as dicts."""
+        return [dict(zip(EVENT_FIELDS, row)) for row in self._query(_FLAGGED, (limit,))]
 
     def summary(self):
         """Counts that show whether anything was lost or duplicated:
@@ -141,18 +377,15 @@ class Store:
         online ("on") and offline ("off") with their fee sums, and per
         journal (gate, jid) its count, max seq and the seqs missing below
         it (``gaps`` as [first, last] ranges, ``missing`` their total)."""
-        with self._lock:
-            counts = self._db.execute(_COUNTS).fetchall()
-            identities = self._db.execute(_IDENTITIES).fetchone()[0]
-            exits = self._db.execute(_EXITS).fetchall()
-            journals = self._db.execute(_JOURNALS).fetchall()
-            gap_rows = self._db.execute(_GAPS).fetchall()
+        counts, identities, exits, journals, gap_rows = [
+            self._query(sql) for sql in (_COUNTS, _IDENTITIES, _EXITS, _JOURNALS, _GAPS)]
+        identities = identities[0][0]
         per_gate = {}
         for gate, kind, n in counts:
             per_gate.setdefault(gate, {"in": 0, "out": 0})[kind] = n
         charged = {"on": {"count": 0, "fees": 0}, "off": {"count": 0, "fees": 0}}
         for source, n, fees in exits:
-            charged[source or "none"] = {"count": n, "fees": fees}
+            charged[source or "none"] = {"count": n, "fees": int(fees)}
         gaps = {}
         for gate, jid, seq, next_seq in gap_rows:
             gaps.setdefault((gate, jid), []).append([seq + 1, next_seq - 1])
@@ -166,33 +399,91 @@ class Store:
 
     # ---- transactions ----
 
+    def _sql(self, statement):
+        """The statement in this backend's placeholder style."""
+        return statement
+
+    def _create_schema(self, cur):
+        for statement in SCHEMA:
+            cur.execute(statement)
+
     def _transaction(self, work):
-        """Run work(cursor) between BEGIN IMMEDIATE and COMMIT; roll back
-        and re-raise on any error. Call with the lock held."""
+        """Run work(cursor) between BEGIN and COMMIT; roll back and re-raise
+        on any error. Call with the lock held."""
         cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
         try:
+            cur.execute(self._BEGIN)
             result = work(cur)
             self._commit()
         except BaseException:
-            if self._db.in_transaction:
-                self._db.rollback()
+            self._rollback()
             raise
         finally:
             cur.close()
         return result
+
+    def _rollback(self):
+        if self._db.in_transaction:
+            self._db.rollback()
 
     def _commit(self):
         """COMMIT; its own method so that tests can make it fail."""
         self._db.execute("COMMIT")
 
 
-_FEE_SOURCES = {record.FEE_ONLINE: "on", record.FEE_OFFLINE: "off"}
+class PgStore(Store):
+    """The same store on PostgreSQL: url is a libpq connection string
+    (``postgresql://user@/db?host=/socket/dir&port=5432``). One connection
+    in autocommit mode with explicit BEGIN/COMMIT, guarded by a lock; it is
+    opened again after the server dropped it. Needs psycopg 3."""
+
+    backend = "postgresql"
+    _BEGIN = "BEGIN"
+
+    def _connect(self):
+        import psycopg
+        return psycopg.connect(self.path, autocommit=True)
+
+    def _sql(self, statement):
+        converted = self._sql_cache.get(statement)
+        if converted is None:
+            converted = self._sql_cache[statement] = statement.replace("?", "%s")
+        return converted
+
+    def _create_schema(self, cur):
+        # Several workers may start together: one creates, the others wait.
+        cur.execute("SELECT pg_advisory_xact_lock(7240517)")
+        for statement in SCHEMA:
+            cur.execute(statement)
+
+    def _reconnect_if_lost(self):
+        if self._db.closed or self._db.broken:
+            self._db.close()
+            self._db = self._connect()
+
+    def _transaction(self, work):
+        self._reconnect_if_lost()
+        return super()._transaction(work)
+
+    def _query(self, sql, params=()):
+        with self._lock:
+            self._reconnect_if_lost()
+            return self._db.execute(self._sql(sql), params).fetchall()
+
+    def _rollback(self):
+        if not self._db.closed:
+            try:
+                self._db.execute("ROLLBACK")
+            except Exception:
+                self._db.close()   # broken: reconnect at the next call
 
 
-def _create_schema(cur):
-    for statement in SCHEMA:
-        cur.execute(statement)
+def open_store(location):
+    """A PgStore for a ``postgresql://`` or ``postgres://`` URL, else a
+    SQLite Store at the path."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PgStore(location)
+    return Store(location)
 
 
 def _event_row(gate, jid, event, received_at):
@@ -202,3 +493,6 @@ def _event_row(gate, jid, event, received_at):
         return row + (event.fee, _FEE_SOURCES.get(event.fee_source), event.tariff_version,
                       event.entry_time or None, received_at)
     return row + (None, None, None, None, received_at)
+
+
+_FEE_SOURCES = {record.FEE_ONLINE: "on", record.FEE_OFFLINE: "off"}

@@ -1,0 +1,191 @@
+"""Store and forward from the lot bridge to the central server.
+
+The bridge writes every new event into the store's outbox in the same
+transaction that stores it; the Forwarder thread POSTs the outbox, oldest
+first, in batches, and marks rows forwarded only after the central server
+answered 2xx. A request that fails or times out is tried again after a
+backoff that doubles up to a bound, so a link down for hours costs nothing
+but the wait: the outbox is on disk and survives restarts, and the far side
+stores each (lot, gate, jid, seq) once however often it is sent. The same
+thread takes the lot's tariff and member list from the central server.
+Protocol: firmware/docs/upstream.md."""
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from parkgate import record, tariff
+
+log = logging.getLogger("parkgate.forwarder")
+
+_KINDS = {"in": record.KIND_ENTRY, "out": record.KIND_EXIT}
+_SOURCES = {"on": record.FEE_ONLINE, "off": record.FEE_OFFLINE, None: record.FEE_NONE}
+
+
+class LinkError(RuntimeError):
+    """The central server could not be reached or did not answer 2xx."""
+
+
+def wire_event(row):
+    """The upstream form of an outbox row: the gate's wire form plus g and j."""
+    event = record.Event(_KINDS[row["kind"]], row["time"], row["quality"], row["plate"],
+                         row["colour"], row["confidence"], row["flags"], row["fee"] or 0,
+                         _SOURCES[row["fee_source"]], row["tariff_version"] or 0,
+                         row["entry_time"] or 0, seq=row["seq"])
+    wire = record.to_wire(event)
+    wire["g"], wire["j"] = row["gate"], row["jid"]
+    return wire
+
+
+class Forwarder:
+    """Forwards a Store's outbox and corrections to the central server at
+    url for the lot, and polls its tariff and members every sync_every
+    seconds. on_tariff(Tariff) and on_members(version) are called, from this
+    thread, when a new tariff or member list has been stored.
+
+    timeout: seconds for each HTTP request; backoff_min/backoff_max: the
+    retry delay after a failure, doubling, with up to 20 % jitter."""
+
+    def __init__(self, store, lot, url, token=None, batch=500, timeout=5.0, backoff_min=0.5,
+                 backoff_max=30.0, sync_every=30.0, on_tariff=None, on_members=None):
+        self.store = store
+        self.lot = lot
+        self.base = "%s/v1/lots/%s/" % (url.rstrip("/"), lot)
+        self.token = token
+        self.batch = batch
+        self.timeout = timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.sync_every = sync_every
+        self.on_tariff = on_tariff
+        self.on_members = on_members
+        self.forwarded = 0       # events the central server answered 2xx for
+        self.failures = 0        # requests that failed
+        self.last_error = None
+        self.linked = False      # the last request succeeded
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+
+    # ---- life cycle ----
+
+    def start(self):
+        """Start the forwarding thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="forwarder-" + self.lot,
+                                         daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=10):
+        """Stop the thread (an HTTP request in progress ends by its timeout)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self):
+        """New rows are in the outbox: forward without waiting for the poll."""
+        self._wake.set()
+
+    # ---- the loop ----
+
+    def _run(self):
+        delay = self.backoff_min
+        next_sync = 0.0
+        clock = time.monotonic
+        while not self._stop.is_set():
+            try:
+                if clock() >= next_sync:
+                    self.sync()
+                    next_sync = clock() + self.sync_every
+                sent = self.forward_once()
+            except LinkError as exc:
+                self.failures += 1
+                if self.linked or self.last_error != str(exc):
+                    log.warning("central server %s: %s; retrying in %.1f s", self.base, exc,
+                                delay)
+                self.linked, self.last_error = False, str(exc)
+                self._stop.wait(delay * (1 + 0.2 * random.random()))
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            except Exception:   # a store error: keep the thread, try again later
+                log.exception("forwarding failed")
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            if not self.linked:
+                log.info("central server %s reachable", self.base)
+            self.linked, delay = True, self.backoff_min
+            if not sent:
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+    def forward_once(self):
+        """Send one batch of events and one of corrections, if any; returns
+        how many rows were forwarded. Raises LinkError."""
+        sent = 0
+        rows = self.store.outbox_pending(self.batch)
+        if rows:
+            self._request("POST", "events", {"events": [wire_event(r) for r in rows]})
+            self.store.mark_forwarded(identities=[(r["gate"], r["jid"], r["seq"]) for r in rows])
+            self.forwarded += len(rows)
+            sent += len(rows)
+        corrections = self.store.corrections_pending(self.batch)
+        if corrections:
+            self._request("POST", "corrections", {"corrections": [
+                {"id": c["id"], "g": c["gate"], "j": c["jid"], "s": c["seq"],
+                 "action": c["action"], "amount": c["amount"], "note": c["note"],
+                 "at": c["created_at"]} for c in corrections]})
+            self.store.mark_forwarded(corrections=[c["id"] for c in corrections])
+            sent += len(corrections)
+        return sent
+
+    def sync(self):
+        """Take the tariff and the member list from the central server when
+        their version differs from the stored one. Raises LinkError."""
+        text = self._request("GET", "tariff", missing_ok=True)
+        if text is not None:
+            try:
+                table = tariff.loads(text)
+            except tariff.TariffError as exc:
+                log.error("central tariff refused: %s", exc)
+                table = None
+            if table is not None and str(table.version) != self.store.setting("tariff_version"):
+                self.store.set_setting("tariff", text)
+                self.store.set_setting("tariff_version", str(table.version))
+                log.info("tariff version %s taken from the central server", table.version)
+                if self.on_tariff:
+                    self.on_tariff(table)
+        text = self._request("GET", "members", missing_ok=True)
+        if text is not None:
+            doc = json.loads(text)
+            version = str(doc.get("version"))
+            if version != self.store.setting("members_version"):
+                self.store.replace_members(doc.get("members", []))
+                self.store.set_setting("members_version", version)
+                log.info("member list version %s: %d members", version,
+                         len(doc.get("members", [])))
+                if self.on_members:
+                    self.on_members(version)
+
+    def _request(self, method, leaf, body=None, missing_ok=False):
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        request = urllib.request.Request(self.base + leaf, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and missing_ok:
+                return None
+            raise LinkError("%s %s: HTTP %d %s" % (method, leaf, exc.code,
+                                                   exc.read()[:200].decode(errors="replace")))
+        except (OSError, ValueError) as exc:   # URLError, timeouts, resets
+            raise LinkError("%s %s: %s" % (method, leaf, exc))
