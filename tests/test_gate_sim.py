@@ -20,14 +20,14 @@ def lot(tmp_path):
     broker = Broker(str(tmp_path / "broker"))
     broker.start()
     db = str(tmp_path / "lot.sqlite")
-    bridge = Bridge(LOT, broker.host, broker.port, db, DEFAULT_TARIFF)
+    lot_clock = SimClock(START, 60)    # the lot server's and every gate's
+    bridge = Bridge(LOT, broker.host, broker.port, db, DEFAULT_TARIFF, clock=lot_clock.now)
     bridge.start()
     gates = []
 
-    def make_gate(name, direction, clock=None, **kwargs):
-        gate = SimGate(str(tmp_path), name, LOT, direction, broker.port,
-                       clock or SimClock(START, 60), site_extra={"backoff_max_ms": 1000},
-                       **kwargs)
+    def make_gate(name, direction, clock=lot_clock, **kwargs):
+        gate = SimGate(str(tmp_path), name, LOT, direction, broker.port, clock,
+                       site_extra={"backoff_max_ms": 1000}, **kwargs)
         gate.provision()
         gates.append(gate)
         return gate.start()
@@ -36,6 +36,7 @@ def lot(tmp_path):
         pass
     lot = Lot()
     lot.broker, lot.bridge, lot.db, lot.gate = broker, bridge, db, make_gate
+    lot.clock = lot_clock
     yield lot
     for gate in gates:
         gate.stop()
@@ -108,9 +109,8 @@ def test_power_cut_at_random_moments_loses_nothing(lot):
 
 
 def test_broker_down_gate_still_opens_on_time_and_charges_offline(lot):
-    clock = SimClock(START, 60)
-    entry = lot.gate("g-in", "in", clock)
-    exit_gate = lot.gate("g-out", "out", clock)
+    entry = lot.gate("g-in", "in")
+    exit_gate = lot.gate("g-out", "out")
     exit_gate.wait_line(r"LINK up", 10)
     entry.send_plate("粤B00001")
     entry.wait_line(r"EVENT in seq=1", 5)
@@ -138,3 +138,17 @@ def test_broker_down_gate_still_opens_on_time_and_charges_offline(lot):
     lot.broker.start()
     wait_stored(lot.bridge, "g-in", 5)
     wait_stored(lot.bridge, "g-out", 1)
+
+
+def test_a_gate_without_a_clock_takes_the_lot_servers_time(lot):
+    """Booted with no battery clock (time at the 2000 epoch, quality unset),
+    the gate asks the lot server on connecting and stamps events with it."""
+    lot.bridge.wait_live()
+    gate = lot.gate("g-clock", "in", clock=None)
+    assert "clock=unset" in gate.lines(r" BOOT ")[-1]
+    gate.wait_line(r"CLOCK set from lot server", 10)
+    gate.send_plate("京A00001")
+    gate.wait_line(r"EVENT in seq=1", 5)
+    event = gate.events()[0]
+    assert event["q"] == 5
+    assert abs(event["t"] - lot.clock.now()) < 120     # within two simulated minutes

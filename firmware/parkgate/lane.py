@@ -84,6 +84,9 @@ class Lane:
         if pending.entry_time is None:
             quote = tariff_engine.quote_no_entry(tariff, pending.time, colour)
         else:
-            quote = tariff_engine.quote(tariff, pending.entry_time, pending.time, colour)
+            # A clock stepped back between entry and exit (a resync, another
+            # lane's clock) must not stop the car: charge the shortest stay.
+            exit_time = max(pending.time, pending.entry_time)
+            quote = tariff_engine.quote(tariff, pending.entry_time, exit_time, colour)
         return self.finish_exit(pending, quote.fee, record.FEE_OFFLINE, tariff.version,
                                 pending.entry_time)

@@ -117,9 +117,10 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         central = CentralServer(os.path.join(workdir, "central.sqlite")).start()
         bridge_options = {"upstream": central.url, "forwarder_options": {
             "backoff_max": 2.0, "timeout": 2.0, "sync_every": 5.0}}
-    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, **bridge_options)
-    bridge.start()
     clock = SimClock(DEMO_START, rate)
+    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, clock=clock.now,
+                    **bridge_options)
+    bridge.start()
     page = None
     if http_port is not None:
         page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port,

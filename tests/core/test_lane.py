@@ -85,3 +85,14 @@ def test_cars_inside_are_bounded_forgetting_the_oldest():
     assert [l.inside.get(p) for p in ("P0", "P2", "P3")] == [500, 300, 400]
     l.note(record.Event(record.KIND_ENTRY, 600, 5, "P2"))    # known plate: updated
     assert l.inside.get("P2") == 600 and len(l.inside) == 3
+
+
+def test_an_exit_timed_before_its_entry_is_charged_as_the_shortest_stay():
+    from parkgate import tariff
+    table = tariff.loads(open("firmware/tariffs/default.json").read())
+    l = lane.Lane("out")
+    l.note(record.Event(record.KIND_ENTRY, 5000, 5, "P1"))
+    pending = l.start_exit(Read("P1"), 4000, 5)      # the exit lane's clock is behind
+    event = l.offline_exit(pending, table)
+    assert event.fee == tariff.quote(table, 5000, 5000).fee == 0
+    assert event.entry_time == 5000 and event.time == 4000
