@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from parkgate import sign
+from parkgate import members, sign
 from parkgate_tools import downlink
 from parkgate_tools.broker import Broker
 from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
@@ -131,6 +131,47 @@ def test_a_gate_without_a_key_refuses_every_downlink(tmp_path):
         operator.wait(lambda: operator.refused, "the refusal")
         assert operator.refused[0]["why"] == "no downlink key configured"
         assert operator.status["tv"] == 1 and gate.lines(r"TARIFF installed") == []
+        operator.close()
+    finally:
+        gate.stop()
+        broker.stop()
+
+
+def test_member_lists_come_signed_whole_or_as_deltas(tmp_path):
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    gate = SimGate(str(tmp_path), "g1", LOT, "in", broker.port, SimClock(START, 60),
+                   site_extra={"key": binascii.hexlify(KEY).decode()})
+    gate.provision()
+    first = members.build([{"plate": "粤B12345", "from": None, "until": None,
+                            "window": None, "blacklist": False}], version=1)
+    removal = members.make_delta(first, [{"plate": "粤B12345", "remove": True},
+                                         {"plate": "粤B99999", "from": None, "until": None,
+                                          "window": None, "blacklist": True}], 2)
+    try:
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        operator = Operator(broker)
+        operator.wait(lambda: operator.status.get("tv") == 1, "the gate's status")
+        whole = downlink.members_envelope(KEY, "g1", first)
+        operator.push("g1", "members", dict(whole, b=whole["b"][:-4] + "AAA="))   # tampered
+        operator.push("g1", "members", whole)
+        gate.wait_line(r"MEMBERS installed version=1 count=1", 5)
+        operator.wait(lambda: operator.status.get("mv") == 1, "status with members 1")
+        gate.send_plate("粤B12345")
+        gate.wait_line(r"EVENT in seq=1 plate=粤B12345 .* fl=4$", 5)
+        operator.push("g1", "members", whole)                  # replayed
+        operator.push("g1", "members", downlink.members_envelope(KEY, "g1", removal))
+        gate.wait_line(r"MEMBERS installed version=2 count=1", 5)
+        gate.send_plate("粤B99999")
+        gate.wait_line(r"DENIED plate=粤B99999 blacklisted", 5)
+        operator.wait(lambda: len(operator.refused) == 2, "two refusals")
+        assert operator.refused[0]["why"] == "bad signature"
+        assert operator.refused[1]["why"].startswith("stale")
+        gate.kill()
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        operator.wait(lambda: operator.status.get("mv") == 2, "members 2 after a reboot")
         operator.close()
     finally:
         gate.stop()

@@ -89,6 +89,7 @@ class Gate:
         self._topic_fee_answer = (prefix + "down/fee").encode()
         self._topic_tariff = (prefix + "down/tariff").encode()
         self._topic_clock = (prefix + "down/clock").encode()
+        self._topic_members = (prefix + "down/members").encode()
         self._topic_clock_ask = prefix + "up/clock"
         self._clock_request = 0
         self._clock_asked_at = None
@@ -153,6 +154,52 @@ class Gate:
         os.rename(path + ".new", path)
         self.tariff = table
         self.log("TARIFF installed version=%d" % table.version)
+        self._publish_status()
+
+    def _install_members(self, envelope):
+        """A signed member list (a whole file, or a delta to the current
+        one), base64 in the envelope's body. Either is written beside the
+        list and renamed over it: a power cut leaves the old list or the new."""
+        applied = self.members.version if self.members else 0
+        path = self.fs + "/members.bin"
+        try:
+            if not self.key:
+                raise sign.SignatureError("no downlink key configured")
+            data = binascii.a2b_base64(
+                sign.verify(self.key, envelope, "members", self.gate_id, applied))
+            if data[:4] == members.DELTA_MAGIC:
+                if self.members is None:
+                    raise members.MemberError("a delta needs a list to apply to")
+                self.members.close()
+                self.members = None
+                try:
+                    members.apply_delta_file(path, data)
+                finally:
+                    self.members = self._open_members()
+            else:
+                with open(path + ".new", "wb") as f:
+                    f.write(data)
+                fresh = members.MemberList(path + ".new")
+                try:
+                    fresh.verify()
+                    if fresh.version != envelope["v"]:
+                        raise members.MemberError("list version %d, envelope %d" % (
+                            fresh.version, envelope["v"]))
+                finally:
+                    fresh.close()
+                if self.members is not None:
+                    self.members.close()
+                os.rename(path + ".new", path)
+                self.members = self._open_members()
+        except (sign.SignatureError, members.MemberError, ValueError, MemoryError) as exc:
+            try:
+                os.remove(path + ".new")
+            except OSError:
+                pass
+            self._refuse("members", envelope, exc)
+            return
+        self.log("MEMBERS installed version=%d count=%d" % (
+            self.members.version, self.members.count))
         self._publish_status()
 
     def _refuse(self, kind, envelope, why):
@@ -335,6 +382,8 @@ class Gate:
             self._install_tariff(message)
         elif topic == self._topic_clock:
             self._on_clock(message)
+        elif topic == self._topic_members:
+            self._install_members(message)
 
     def _on_fee_answer(self, message):
         pending = self._pending_exit

@@ -62,6 +62,7 @@ OP_REMOVE = const(0)
 OP_PUT = const(1)
 _MAGIC = b"PGML"
 _DELTA_MAGIC = b"PGMD"
+DELTA_MAGIC = _DELTA_MAGIC   # the first bytes of a delta, as against a whole list
 
 
 class MemberError(ValueError):
@@ -203,6 +204,13 @@ def _parse_header(head, magic):
         if struct.unpack_from(">I", head, 20)[0] != crc32(memoryview(head)[0:20]) & 0xFFFFFFFF:
             raise MemberError("header CRC mismatch")
     return version, count, crc
+
+
+def version_of(data):
+    """The list version a whole member file or a delta brings."""
+    if bytes(data[0:4]) == _DELTA_MAGIC:
+        return _parse_header(data, _DELTA_MAGIC)[1]
+    return _parse_header(data, _MAGIC)[0]
 
 
 class MemberList:

@@ -1,8 +1,9 @@
 """Signed messages from the lot server to one gate (firmware/docs/mqtt.md):
-tariff tables now; member lists and commands use the same envelope."""
+tariff tables and member lists; commands will use the same envelope."""
+import base64
 import json
 
-from parkgate import sign, tariff
+from parkgate import members, sign, tariff
 
 
 def tariff_envelope(key, gate, table_text):
@@ -11,6 +12,14 @@ def tariff_envelope(key, gate, table_text):
     is the envelope's version, so a gate refuses anything not newer."""
     table = tariff.loads(table_text)
     return sign.sign(key, "tariff", gate, table.version, table_text)
+
+
+def members_envelope(key, gate, data):
+    """The signed envelope carrying a member list file or a delta (bytes
+    from parkgate.members.build / make_delta), base64 in the body; its
+    version is the list's (a delta's new version)."""
+    version = members.version_of(data)
+    return sign.sign(key, "members", gate, version, base64.b64encode(data).decode())
 
 
 def topic(lot, gate, kind):
