@@ -37,6 +37,8 @@ class SimClock:
 class SimGate:
     """One simulated gate: its folder, its camera line, its process."""
 
+    script = GATE_SCRIPT   # what the micropython process runs
+
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
                  heap=None):
@@ -112,7 +114,7 @@ class SimGate:
         with self._lines_lock:
             boots_before = self.boots
         self.proc = subprocess.Popen(
-            runtime.micropython_argv(GATE_SCRIPT, heap=self.heap), env=self.env(),
+            runtime.micropython_argv(self.script, heap=self.heap), env=self.env(),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
         self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
                                         daemon=True)

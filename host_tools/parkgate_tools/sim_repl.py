@@ -21,7 +21,6 @@ same folder at once: both would write the same flash.
 import os
 import signal
 import subprocess
-import threading
 import time
 
 from parkgate_tools import runtime
@@ -178,6 +177,7 @@ class FlashGate(SimGate):
     # from 140-148 KiB from the build tree and needed 146-166 KiB from the
     # flash. On an ESP32 the firmware is meant to be frozen into the image.
     FLASH_IMPORT_EXTRA_KB = 32
+    script = REPL_BOOT   # boots /flash/main.py (PARKGATE_SIM_MAIN)
 
     def __init__(self, workdir, gate, clock=None, heap=None):
         if heap is None:
@@ -194,18 +194,3 @@ class FlashGate(SimGate):
         env["MICROPYPATH"] = board_only_path()
         env["PARKGATE_SIM_MAIN"] = "1"
         return env
-
-    def start(self):
-        """Power on (or reboot) the gate from its flash; returns once it has booted."""
-        if self._socat is None:
-            self._start_camera_line()
-        with self._lines_lock:
-            boots_before = self.boots
-        self.proc = subprocess.Popen(
-            runtime.micropython_argv(REPL_BOOT, heap=self.heap), env=self.env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
-        self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
-                                        daemon=True)
-        self._reader.start()
-        self.wait_for(lambda: self.boots > boots_before, 20, "gate %s boot" % self.gate)
-        return self
