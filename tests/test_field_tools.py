@@ -8,6 +8,7 @@ push-members, set-clock, test-relay, config. Their effects are checked
 inside the gate, through mpremote's own commands where possible."""
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from parkgate import tariff
+from parkgate import members, tariff
 from parkgate_tools import fieldtool, lint
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
@@ -225,10 +226,14 @@ def test_push_members_validates_and_installs(deployed, tmp_path):
         ensure_ascii=False))
     proc = parkgate("board", "push-members", str(good), "--port", port, "--resume")
     assert proc.returncode == 0, proc.stderr
-    assert device_sha256(port, ["/flash/members.json"]) == {
-        "/flash/members.json": sha_file(str(good))}
+    built = fieldtool.members_file(json.loads(good.read_text()))
+    assert device_sha256(port, ["/flash/members.bin"]) == {
+        "/flash/members.bin": hashlib.sha256(built).hexdigest()}
     st = fieldtool.status(fieldtool.Device(port, resume=True))
     assert st["members"] == {"version": 3, "count": 2}
+    listed = members.MemberList(io.BytesIO(built))
+    assert listed.lookup("京A10001", START, 480)[0] == members.MEMBER
+    assert listed.lookup("沪B20002", START + 2 * 86400, 480)[0] == members.EXPIRED
 
 
 def test_set_clock_reads_back_what_was_set(deployed):

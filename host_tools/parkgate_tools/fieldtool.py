@@ -31,14 +31,14 @@ import tempfile
 import threading
 import time
 
-from parkgate import record, tariff
+from parkgate import members, plate, record, tariff
 from parkgate.clock import EARLIEST_VALID
 from parkgate_tools import runtime
 
 OUT = "PG>"
 ERR = "PG!"
 MANIFEST = "deploy.json"
-MAX_MEMBERS = 2000      # the member list is read on a board with ~65 KB of heap
+MAX_MEMBERS = 50000     # members.bin: 16 bytes a member, looked up on flash
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")   # lot and gate ids go into MQTT topics
 
 
@@ -203,7 +203,9 @@ def check_tariff(data):
 
 def check_members(doc):
     """Validate a member list: {"version": N, "members": [{"plate": str,
-    "until": unix seconds or null}, ...]}. Returns the member count."""
+    "until": unix seconds or null, optional "from": unix seconds or null,
+    "window": [start, end] minutes of the local day or null, "blacklist":
+    bool}, ...]}. Returns the member count."""
     def refuse(field, message):
         raise Refused("members", field, message)
     if not isinstance(doc, dict):
@@ -225,7 +227,7 @@ def check_members(doc):
         if not isinstance(member, dict):
             refuse(where, "expected an object")
         for key in member:
-            if key not in ("plate", "until"):
+            if key not in ("plate", "from", "until", "window", "blacklist"):
                 refuse("%s.%s" % (where, key), "unknown field")
         plate = member.get("plate")
         if not isinstance(plate, str) or not 0 < len(plate.encode()) <= record.MAX_PLATE_BYTES:
@@ -236,9 +238,17 @@ def check_members(doc):
         seen.add(plate)
         if "until" not in member:
             refuse(where + ".until", "missing (unix seconds, or null for no end)")
-        until = member["until"]
-        if until is not None and (type(until) is not int or not 0 <= until < 2 ** 32):
-            refuse(where + ".until", "%r is not unix seconds or null" % (until,))
+        for key in ("from", "until"):
+            value = member.get(key)
+            if value is not None and (type(value) is not int or not 0 <= value < 2 ** 32):
+                refuse("%s.%s" % (where, key), "%r is not unix seconds or null" % (value,))
+        window = member.get("window")
+        if window is not None and not (
+                isinstance(window, list) and len(window) == 2
+                and all(type(m) is int and 0 <= m < 1440 for m in window)):
+            refuse(where + ".window", "%r is not [start, end] minutes of the day" % (window,))
+        if type(member.get("blacklist", False)) is not bool:
+            refuse(where + ".blacklist", "expected true or false")
     return len(members)
 
 
@@ -405,21 +415,26 @@ try:
                    "direction": site.get("direction"), "broker": site.get("broker")}
 except OSError:
     res["site"] = None
-for name, keys in (("tariff", ("version", "name")), ("members", ("version",))):
-    stage[0] = name
-    try:
-        with open(join(root, name + ".json")) as f:
-            doc = json.load(f)
-        res[name] = {}
-        for key in keys:
-            res[name][key] = doc.get(key)
-        if name == "members":
-            res[name]["count"] = len(doc.get("members", ()))
-    except OSError:
-        res[name] = None
-    except ValueError:
-        res[name] = {"error": "not valid JSON"}
-    doc = None
+stage[0] = "tariff"
+try:
+    with open(join(root, "tariff.json")) as f:
+        doc = json.load(f)
+    res["tariff"] = {"version": doc.get("version"), "name": doc.get("name")}
+except OSError:
+    res["tariff"] = None
+except ValueError:
+    res["tariff"] = {"error": "not valid JSON"}
+doc = None
+stage[0] = "members"
+try:
+    from parkgate import members
+    listed = members.MemberList(join(root, "members.bin"))
+    res["members"] = {"version": listed.version, "count": listed.count}
+    listed.close()
+except OSError:
+    res["members"] = None
+except ValueError as exc:
+    res["members"] = {"error": str(exc)}
 stage[0] = "journal"
 dev = board.journal_device()
 if has_journal(dev):
@@ -880,9 +895,20 @@ def push_tariff(device, path):
     return {"version": table.version, "digest": table.digest, "sha256": digest}
 
 
+def members_file(doc):
+    """The gate's binary member list (parkgate.members) for a checked doc."""
+    entries = [{"plate": plate.normalise(m["plate"]), "from": m.get("from"),
+                "until": m["until"], "window": m.get("window"),
+                "blacklist": m.get("blacklist", False)} for m in doc["members"]]
+    try:
+        return members.build(entries, doc["version"])
+    except ValueError as exc:
+        raise Refused("members", "members", str(exc)) from None
+
+
 def push_members(device, path):
-    """Validate a member list (check_members), then put it on the board as
-    members.json atomically."""
+    """Validate a JSON member list (check_members), build the gate's binary
+    list from it and put it on the board as members.bin atomically."""
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -890,7 +916,7 @@ def push_members(device, path):
     except ValueError as exc:
         raise Refused("members", os.path.basename(path), "not valid JSON (%s)" % exc) from None
     count = check_members(doc)
-    digest = device.push_file(data, "members.json")
+    digest = device.push_file(members_file(doc), "members.bin")
     return {"version": doc["version"], "members": count, "sha256": digest}
 
 
