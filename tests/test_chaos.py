@@ -101,7 +101,10 @@ def test_every_event_stored_exactly_once_through_chaos(tmp_path, seed):
             proxies[name] = NetProxy(broker.host, broker.port)
             gate = SimGate(work, name, LOT, "in" if name.startswith("in") else "out",
                            proxies[name].port, clock,
-                           site_extra={"backoff_max_ms": 2000, "keepalive_s": 6})
+                           # exits open at once (fees owed): this test is about
+                           # sync, and its camera reads each car only once
+                           site_extra={"backoff_max_ms": 2000, "keepalive_s": 6,
+                                       "exit_policy": "owed"})
             gate.provision()
             gates[name] = gate.start()
         for gate in gates.values():

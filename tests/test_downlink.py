@@ -176,3 +176,39 @@ def test_member_lists_come_signed_whole_or_as_deltas(tmp_path):
     finally:
         gate.stop()
         broker.stop()
+
+
+def test_remote_open_runs_once_and_never_late(tmp_path):
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    clock = SimClock(START, 1)                 # real time: expiries are seconds
+    gate = SimGate(str(tmp_path), "g1", LOT, "out", broker.port, clock,
+                   site_extra={"key": binascii.hexlify(KEY).decode()})
+    gate.provision()
+    try:
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        operator = Operator(broker)
+        operator.wait(lambda: operator.status.get("tv") == 1, "the gate's status")
+        now = int(clock.now())
+        late = sign.sign(KEY, "open", "g1", 1, "{}", expiry=now - 5)
+        far = sign.sign(KEY, "open", "g1", 2, "{}", expiry=now + 3600)
+        forever = sign.sign(KEY, "open", "g1", 3, "{}")
+        good = sign.sign(KEY, "open", "g1", 4, "{}", expiry=now + 30)
+        for envelope in (late, far, forever):
+            operator.push("g1", "open", envelope)
+        operator.wait(lambda: len(operator.refused) == 3, "three refusals")
+        assert operator.refused[0]["why"].startswith("expired")
+        assert "at most 60 allowed" in operator.refused[1]["why"]
+        assert operator.refused[2]["why"] == "a command must carry an expiry"
+        assert gate.relay_openings() == 0
+        operator.push("g1", "open", good)
+        gate.wait_line(r"OPEN remote command v=4", 5)
+        operator.push("g1", "open", good)                      # replayed
+        operator.wait(lambda: len(operator.refused) == 4, "the replay refusal")
+        assert operator.refused[3]["why"].startswith("stale")
+        assert gate.relay_openings() == 1
+        operator.close()
+    finally:
+        gate.stop()
+        broker.stop()

@@ -80,3 +80,78 @@ def test_plates_are_normalised_before_anything_else(tmp_path):
         assert len(gate.events()) == 1
     finally:
         gate.stop()
+
+
+def test_offline_exit_waits_for_the_attendant_and_records_the_fee(tmp_path):
+    gate = SimGate(str(tmp_path), "out", "lane", "out", free_port(), SimClock(START, 60),
+                   attendant=False)
+    gate.provision()
+    gate.start()
+    try:
+        gate.send_plate("粤B00077")                 # no entry known: the no-entry fee
+        gate.wait_line(r"AWAIT payment plate=粤B00077 fee=2000 src=off", 5)
+        gate.send_plate("粤B00078")                 # the next car waits its turn
+        gate.wait_line(r"WAIT plate=粤B00078: 粤B00077 is paying", 5)
+        assert gate.events() == [] and gate.relay_openings() == 0
+        assert gate.display_lines()[-1] == "粤B00077 20.00 yuan please pay"
+        gate.press_confirm()
+        gate.wait_line(r"PAID plate=粤B00077 fee=2000 by attendant", 5)
+        gate.wait_line(r"EVENT out seq=1 plate=粤B00077 .* fee=2000 src=off .* fl=1$", 5)
+        assert gate.relay_openings() == 1
+        assert "粤B00077 paid, thank you" in gate.display_lines()
+        # the car that waited behind moves up and is asked to pay in turn
+        gate.wait_line(r"AWAIT payment plate=粤B00078 fee=2000 src=off", 5)
+        assert gate.display_lines()[-1] == "粤B00078 20.00 yuan please pay"
+    finally:
+        gate.stop()
+
+
+def test_owed_policy_opens_at_once_and_flags_the_fee(tmp_path):
+    gate = offline_gate(tmp_path, "out", "out", exit_policy="owed")
+    try:
+        gate.send_plate("粤B00079")
+        gate.wait_line(r"EVENT out seq=1 plate=粤B00079 .* fee=2000 src=off .* fl=9$", 5)
+        assert gate.relay_openings() == 1
+        assert gate.display_lines()[-1] == "粤B00079 20.00 yuan owed"
+    finally:
+        gate.stop()
+
+
+def test_reboot_with_no_clock_bills_from_camera_time_and_never_from_the_epoch(tmp_path):
+    """Both lanes boot with no clock and no lot server (a broker, no bridge):
+    camera timestamps date the events (quality 2) and the fee is the tariff's
+    for that stay; a read without camera time is not billed from 2000."""
+    from parkgate import tariff
+    from parkgate_tools.broker import Broker
+    from parkgate_tools.sim import DEFAULT_TARIFF
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    gates = []
+    try:
+        for name, direction in (("in", "in"), ("out", "out")):
+            gate = SimGate(str(tmp_path), name, "lane", direction, broker.port, clock=None,
+                           site_extra={"fee_timeout_ms": 300})
+            gate.provision()
+            gates.append(gate.start())
+            assert "clock=unset" in gate.lines(r" BOOT ")[-1]
+        entry, exit_gate = gates
+        exit_gate.wait_line(r"LINK up", 10)
+        entry.send_plate("粤B00080", camera_time=START)
+        entry.wait_line(r"EVENT in seq=1 plate=粤B00080 t=%d q=2 " % START, 5)
+        entry.wait_line(r"LINK up", 10)
+        time_out = START + 2 * 3600 + 60
+        exit_gate.wait_for(lambda: exit_gate.lines(r"LINK up"), 10)
+        import time as host_time
+        host_time.sleep(0.5)                       # the exit lane hears the entry
+        exit_gate.send_plate("粤B00080", camera_time=time_out)
+        exit_gate.wait_line(r"EVENT out seq=1 plate=粤B00080 t=%d q=2 " % time_out, 5)
+        table = tariff.loads(open(DEFAULT_TARIFF, encoding="utf-8").read())
+        event = exit_gate.events()[0]
+        assert event["fee"] == tariff.quote(table, START, time_out).fee == 500
+        assert event["et"] == START and event["src"] == "off"
+        exit_gate.send_plate("粤B00081")           # a camera without a clock
+        exit_gate.wait_line(r"EVENT out seq=2 plate=粤B00081 .* q=0 fee=2000 .* fl=17$", 5)
+    finally:
+        for gate in gates:
+            gate.stop()
+        broker.stop()

@@ -26,6 +26,7 @@ RELAY_PIN = 26
 RELAY_ACTIVE_LEVEL = 0     # common opto-isolated relay modules switch on a low input
 FS_PATH = "/"
 WATCHDOG_MS = 8000
+CONFIRM_PIN = 27           # attendant's confirm button to GND (internal pull-up)
 
 BOOT_CLOCK_QUALITY = 0     # no battery-backed clock: time starts at 2000-01-01
 
@@ -79,6 +80,34 @@ class Relay:
     def set(self, on):
         self.on = on
         self._pin.value(RELAY_ACTIVE_LEVEL if on else 1 - RELAY_ACTIVE_LEVEL)
+
+
+class ConfirmButton:
+    """The attendant's confirm button between CONFIRM_PIN and GND."""
+
+    def __init__(self):
+        self._pin = machine.Pin(CONFIRM_PIN, machine.Pin.IN, machine.Pin.PULL_UP)
+        self._was_down = False
+        self._since = time.ticks_ms()
+
+    def pressed(self):
+        """True once per press (debounced: 50 ms down)."""
+        down = self._pin.value() == 0
+        now = time.ticks_ms()
+        if down != self._was_down:
+            if time.ticks_diff(now, self._since) < 50:
+                return False
+            self._was_down = down
+            self._since = now
+            return down
+        return False
+
+
+class Display:
+    """No display on this board: what the lane would show goes to the log."""
+
+    def show(self, text):
+        log("DISPLAY " + text)
 
 
 class Watchdog:

@@ -4,6 +4,8 @@
 #              killing the process is a power cut, restarting it a reboot
 #   uart       a pseudo-terminal (socat pair): the camera's serial line
 #   gpio.log   one line per output change: "<host unix time> <pin> <level>"
+#   confirm.in the attendant's confirm button: one byte per press
+#   display.log what the lane display showed: "<host unix time> <text>"
 # Environment: PARKGATE_SIM_DIR (the folder), PARKGATE_SIM_CLOCK
 # ("base,host_t0,rate": board time = base + (host time - host_t0) * rate;
 # unset: the clock starts at the 2000 epoch like an ESP32 after a power cut).
@@ -176,6 +178,35 @@ class Relay:
         self.on = on
         level = RELAY_ACTIVE_LEVEL if on else 1 - RELAY_ACTIVE_LEVEL
         self._log.write("%.6f relay %d\n" % (time.time(), level))
+        self._log.flush()
+
+
+class ConfirmButton:
+    """The attendant's confirm button: the simulator appends one byte to
+    confirm.in per press."""
+
+    def __init__(self):
+        path = SIM_DIR + "/confirm.in"
+        try:
+            self._file = open(path, "rb")
+        except OSError:
+            open(path, "wb").close()
+            self._file = open(path, "rb")
+        self._file.seek(0, 2)   # presses from before this boot are not for us
+
+    def pressed(self):
+        """True once for each press since the last call."""
+        return bool(self._file.read(1))
+
+
+class Display:
+    """The lane display: every message is appended to display.log."""
+
+    def __init__(self):
+        self._log = open(SIM_DIR + "/display.log", "a")
+
+    def show(self, text):
+        self._log.write("%.6f %s\n" % (time.time(), text))
         self._log.flush()
 
 

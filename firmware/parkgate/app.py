@@ -4,7 +4,8 @@
 # A board module provides:
 #   NAME, load_site() -> dict, mount_flash() -> fs path, journal_device(),
 #   Uart() with readinto(mv) -> n (0 when nothing) and wait(ms),
-#   Relay() with set(on), Clock source with seconds()/set_seconds(),
+#   Relay() with set(on), ConfirmButton() with pressed(), Display() with
+#   show(text), Clock source with seconds()/set_seconds(),
 #   BOOT_CLOCK_QUALITY, start_network(site) (must not block), network_up(),
 #   mqtt(socket_timeout_ms) -> (make_client, sockets),
 #   ticks_ms(), free_heap(), free_flash(path), Watchdog() with feed(), log(line).
@@ -27,6 +28,7 @@ _STATUS_EVERY_MS = const(30000)
 _IDLE_WAIT_MS = const(5)
 _CLOCK_MAX_ROUND_TRIP_MS = const(2000)
 _FAILURES_BEFORE_RESET = const(20)
+_QUEUE_MAX = const(8)          # reads of cars waiting behind one that pays
 
 DEFAULTS = {
     "relay_pulse_ms": 800,
@@ -38,6 +40,11 @@ DEFAULTS = {
     "inside_max": 1024,   # cars remembered (at most 3/4 of this): 12 bytes each
     "uplink_batch": 16,
     "camera": "pg",       # "pg": the project's frame; "vz": Vzenith VZ frames
+    # An exit with a fee: "confirm" waits for payment (the lot server's
+    # down/paid or the attendant's confirm button); "owed" opens at once and
+    # records the fee as owed by the plate.
+    "exit_policy": "confirm",
+    "command_max_s": 60,  # a remote command must expire within this
     "utc_offset_minutes": 480,   # for member time windows when no tariff is loaded
 }
 
@@ -71,6 +78,11 @@ class Gate:
         board.start_network(site)
         self.uart = board.Uart()
         self.relay = board.Relay()
+        self.confirm = board.ConfirmButton()
+        self.display = board.Display()
+        self._awaiting = None       # an exit event waiting for its payment
+        self._queue = []            # reads of the cars behind it
+        self._last_command = 0      # version of the last remote command run
         self.watchdog = board.Watchdog()
         self.parser = camera.make_parser(site["camera"], self._on_plate, self._on_reject)
         self.members = self._open_members()
@@ -90,6 +102,8 @@ class Gate:
         self._topic_tariff = (prefix + "down/tariff").encode()
         self._topic_clock = (prefix + "down/clock").encode()
         self._topic_members = (prefix + "down/members").encode()
+        self._topic_paid = (prefix + "down/paid").encode()
+        self._topic_open = (prefix + "down/open").encode()
         self._topic_clock_ask = prefix + "up/clock"
         self._clock_request = 0
         self._clock_asked_at = None
@@ -245,6 +259,19 @@ class Gate:
         except plate.PlateError as exc:
             self.log("REJECT bad_plate %s" % exc)
             return
+        if self._awaiting is not None:
+            # A car is at the barrier paying: the cars behind it queue (a
+            # few; the camera reads them again anyway as they move up).
+            if read.plate == self._awaiting.plate or \
+                    read.plate in [r.plate for r in self._queue]:
+                return
+            if len(self._queue) >= _QUEUE_MAX:
+                self.log("WAIT full: plate=%s not queued (the camera reads it again)" %
+                         read.plate)
+                return
+            self._queue.append(read)
+            self.log("WAIT plate=%s: %s is paying" % (read.plate, self._awaiting.plate))
+            return
         if self.lane.is_repeat(read.plate, now_ms):
             self.log("REPEAT plate=%s" % read.plate)
             return
@@ -313,7 +340,58 @@ class Gate:
 
     def _finish_exit(self, event):
         self._pending_exit = None
+        if event.fee == 0:
+            self.display.show("%s free" % event.plate)
+        elif self.site["exit_policy"] == "owed":
+            event.flags |= record.FLAG_OWED
+            self.display.show("%s %d.%02d yuan owed" % ((event.plate,) + divmod(event.fee, 100)))
+        else:
+            self._awaiting = event
+            self.display.show("%s %d.%02d yuan please pay" % (
+                (event.plate,) + divmod(event.fee, 100)))
+            self.log("AWAIT payment plate=%s fee=%d src=%s" % (
+                event.plate, event.fee,
+                "on" if event.fee_source == record.FEE_ONLINE else "off"))
+            return
         self._pass(event)
+
+    def _paid(self, how):
+        """The waiting car has paid: record the exit as collected, open."""
+        event = self._awaiting
+        self._awaiting = None
+        self.log("PAID plate=%s fee=%d by %s" % (event.plate, event.fee, how))
+        self.display.show("%s paid, thank you" % event.plate)
+        self._pass(event)
+
+    def _on_paid(self, message):
+        event = self._awaiting
+        if event is not None and message.get("p") == event.plate and \
+                message.get("fee") == event.fee:
+            self._paid("lot server")
+
+    def _on_command(self, envelope):
+        """A signed remote open: run at most once, and never after its
+        expiry (which must be near: an operator does not want a barrier
+        opening minutes after asking)."""
+        try:
+            if not self.key:
+                raise sign.SignatureError("no downlink key configured")
+            if not self.clock.valid():
+                raise sign.SignatureError("no trustworthy time to check the expiry")
+            now = self.clock.now()
+            sign.verify(self.key, envelope, "open", self.gate_id, self._last_command, now)
+            if not envelope["x"]:
+                raise sign.SignatureError("a command must carry an expiry")
+            if envelope["x"] - now > self.site["command_max_s"]:
+                raise sign.SignatureError("expiry %d s away, at most %d allowed" % (
+                    envelope["x"] - now, self.site["command_max_s"]))
+        except sign.SignatureError as exc:
+            self._refuse("open", envelope, exc)
+            return
+        self._last_command = envelope["v"]
+        self.log("OPEN remote command v=%d" % envelope["v"])
+        self.display.show("opened by the lot office")
+        self._open_barrier()
 
     def _charge_offline(self, why):
         pending = self._pending_exit
@@ -384,6 +462,10 @@ class Gate:
             self._on_clock(message)
         elif topic == self._topic_members:
             self._install_members(message)
+        elif topic == self._topic_paid:
+            self._on_paid(message)
+        elif topic == self._topic_open:
+            self._on_command(message)
 
     def _on_fee_answer(self, message):
         pending = self._pending_exit
@@ -420,6 +502,10 @@ class Gate:
         elif ticks_diff(now, self._last_rx) > _UART_QUIET_MS:
             self.parser.idle()
             self._last_rx = now
+        if self._awaiting is not None and self.confirm.pressed():
+            self._paid("attendant")
+        if self._queue and self._awaiting is None and self._pending_exit is None:
+            self._on_plate(self._queue.pop(0))    # the next car moves up
         if self._relay_off_at is not None and ticks_diff(now, self._relay_off_at) >= 0:
             self.relay.set(False)
             self._relay_off_at = None
@@ -430,7 +516,8 @@ class Gate:
             busy = self.link.service(now) or self.uplink.service(now)
             if self.link.up and ticks_diff(now, self._last_status) >= _STATUS_EVERY_MS:
                 self._publish_status()
-        if not busy and self._relay_off_at is None and self._pending_exit is None:
+        if not busy and self._relay_off_at is None and self._pending_exit is None \
+                and self._awaiting is None:
             busy = self.journal.maintain()
         self.watchdog.feed()
         return busy

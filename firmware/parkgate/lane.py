@@ -81,6 +81,14 @@ class Lane:
         """The exit event with the fee computed here from the tariff and the
         entry record this lane knows."""
         colour = pending.read.colour
+        if pending.quality == 0:
+            # No trustworthy time (clock never set, no camera time): a stay
+            # cannot be measured, and the 2000 epoch must never be billed.
+            quote = tariff_engine.quote_no_entry(tariff, pending.time, colour)
+            event = self.finish_exit(pending, quote.fee, record.FEE_OFFLINE, tariff.version,
+                                     pending.entry_time)
+            event.flags |= record.FLAG_NO_CLOCK
+            return event
         if pending.entry_time is None:
             quote = tariff_engine.quote_no_entry(tariff, pending.time, colour)
         else:

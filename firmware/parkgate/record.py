@@ -18,6 +18,8 @@ _FEE_SOURCE_BY_NAME = {None: FEE_NONE, "on": FEE_ONLINE, "off": FEE_OFFLINE}
 FLAG_NO_ENTRY = const(1)  # exit without a matching entry record
 FLAG_REENTRY = const(2)   # entry closed a session that was still open
 FLAG_MEMBER = const(4)    # the plate was on the member list (no fee)
+FLAG_OWED = const(8)      # the barrier opened without payment: the fee is owed
+FLAG_NO_CLOCK = const(16)  # no trustworthy time: charged the no-entry fee
 
 MAX_PLATE_BYTES = const(16)
 

@@ -1,6 +1,7 @@
 # Store and forward: sends the journal's unacknowledged records to the lot
-# bridge in batches, oldest first, and lets the journal forget them only when
-# the bridge acknowledges them after its commit (see firmware/docs/mqtt.md).
+# bridge in batches, oldest first, with up to `window` batches awaiting their
+# acknowledgement, and lets the journal forget records only when the bridge
+# acknowledges them after its commit (see firmware/docs/mqtt.md).
 import json
 
 from parkgate import record
@@ -13,7 +14,7 @@ _PAYLOAD_MAX = const(1024)   # one preallocated buffer; small messages are easy 
 
 class Uplink:
     def __init__(self, journal, link, gate_id, topic, batch=_BATCH,
-                 ack_timeout_ms=3000, ack_timeout_max_ms=30000, log=print):
+                 ack_timeout_ms=3000, ack_timeout_max_ms=30000, log=print, window=2):
         self._journal = journal
         self._link = link
         self._gate_id = gate_id
@@ -23,7 +24,8 @@ class Uplink:
         self._ack_timeout_max_ms = ack_timeout_max_ms
         self._ack_timeout_ms = ack_timeout_ms
         self._log = log
-        self._in_flight = None   # (first seq, last seq, ticks sent)
+        self._window = window
+        self._in_flight = []     # [(first seq, last seq, ticks sent)], oldest first
         self._buf = bytearray(_PAYLOAD_MAX)
         self._mv = memoryview(self._buf)
         self.batches_sent = 0
@@ -31,7 +33,7 @@ class Uplink:
 
     def reset(self):
         """The session changed: whatever was in flight may be lost, send again."""
-        self._in_flight = None
+        self._in_flight = []
 
     def payload(self, records):
         """Write the batch message {"g", "j", "e": [...]} into the
@@ -62,20 +64,22 @@ class Uplink:
         timed out. Returns True if it published."""
         if not self._link.up:
             return False
-        if self._in_flight is not None:
-            if ticks_diff(now, self._in_flight[2]) < self._ack_timeout_ms:
-                return False
+        in_flight = self._in_flight
+        if in_flight and ticks_diff(now, in_flight[0][2]) >= self._ack_timeout_ms:
+            # No acknowledgement in time: send again from the oldest.
             self.retransmits += 1
             self._ack_timeout_ms = min(self._ack_timeout_ms * 2, self._ack_timeout_max_ms)
-        records = self._journal.pending(self._batch)
+            in_flight = self._in_flight = []
+        if len(in_flight) >= self._window:
+            return False
+        records = self._journal.pending(self._batch, in_flight[-1][1] if in_flight else None)
         if not records:
-            self._in_flight = None
             return False
         message, count = self.payload(records)
         if not self._link.publish(self._topic, message):
-            self._in_flight = None
+            self._in_flight = []
             return False
-        self._in_flight = (records[0][0], records[count - 1][0], now)
+        in_flight.append((records[0][0], records[count - 1][0], now))
         self.batches_sent += 1
         return True
 
@@ -93,6 +97,6 @@ class Uplink:
             return False
         journal.ack(last)
         self._ack_timeout_ms = self._ack_timeout_min_ms
-        if self._in_flight is not None and last >= self._in_flight[1]:
-            self._in_flight = None
+        while self._in_flight and self._in_flight[0][1] <= last:
+            self._in_flight.pop(0)
         return True

@@ -41,13 +41,16 @@ class SimGate:
 
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
-                 heap=None):
+                 heap=None, attendant=True):
         self.dir = os.path.join(workdir, gate)
         self.gate = gate
         self.lot = lot
         self.direction = direction
         self.clock = clock
         self.heap = heap or runtime.gate_heap("unix-sim")
+        # An attendant who presses the confirm button as soon as the lane
+        # asks for payment (False: the test presses it with press_confirm()).
+        self.attendant = attendant
         self.site = {"lot": lot, "gate": gate, "direction": direction,
                      "broker": broker_host, "port": broker_port}
         self.site.update(site_extra or {})
@@ -129,6 +132,8 @@ class SimGate:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log.write(line + "\n")
                 log.flush()
+                if self.attendant and " AWAIT payment " in line:
+                    self.press_confirm()
                 with self._lines_lock:
                     self._lines.append(line)
                     if " BOOT " in line:
@@ -163,6 +168,19 @@ class SimGate:
         """Write one camera frame; returns the host time it was written."""
         self._seq = (self._seq + 1) & 0xFF
         return self.write_raw(frame.encode(self._seq, plate, colour, confidence, camera_time))
+
+    def press_confirm(self):
+        """The attendant presses the lane's confirm button once."""
+        with open(os.path.join(self.dir, "confirm.in"), "ab") as f:
+            f.write(b"C")
+
+    def display_lines(self):
+        """What the lane display showed, oldest first."""
+        path = os.path.join(self.dir, "display.log")
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n").split(" ", 1)[1] for line in f]
 
     def write_raw(self, data):
         sent_at = time.time()

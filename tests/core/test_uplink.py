@@ -15,7 +15,8 @@ class FakeJournal:
         self.next_seq = len(self.records) + 1
 
     def pending(self, limit, after=None):
-        return [r for r in self.records if r[0] > self.acked][:limit]
+        after = max(self.acked, after or 0)
+        return [r for r in self.records if r[0] > after][:limit]
 
     def ack(self, upto):
         self.acked = max(self.acked, upto)
@@ -37,12 +38,12 @@ class FakeLink:
         return True
 
 
-def _setup(n=40):
+def _setup(n=40, window=1):
     events = [record.Event(record.KIND_ENTRY, 1000 + i, 5, "P%d" % i) for i in range(n)]
     journal = FakeJournal(events)
     link = FakeLink()
     return journal, link, Uplink(journal, link, "g1", "pg/l/g1/up/events", batch=8,
-                                 ack_timeout_ms=100, ack_timeout_max_ms=400)
+                                 ack_timeout_ms=100, ack_timeout_max_ms=400, window=window)
 
 
 def test_sends_oldest_first_in_batches_and_waits_for_ack():
@@ -105,7 +106,7 @@ def test_a_batch_is_cut_to_what_fits_the_buffer():
     events = [record.Event(record.KIND_ENTRY, 1000 + i, 5, "粤B%05d" % i) for i in range(80)]
     journal = FakeJournal(events)
     link = FakeLink()
-    uplink = Uplink(journal, link, "g1", "t", batch=80, ack_timeout_ms=100)
+    uplink = Uplink(journal, link, "g1", "t", batch=80, ack_timeout_ms=100, window=1)
     uplink.service(0)
     seqs = [e["s"] for e in link.sent[0][1]["e"]]
     assert 4 < len(seqs) < 80 and seqs == list(range(1, len(seqs) + 1))
@@ -113,3 +114,19 @@ def test_a_batch_is_cut_to_what_fits_the_buffer():
     assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": len(seqs)})
     assert uplink.service(1)                  # the rest follows at once
     assert link.sent[1][1]["e"][0]["s"] == len(seqs) + 1
+
+
+def test_two_batches_in_flight_then_a_retransmit_starts_from_the_oldest():
+    journal, link, uplink = _setup(window=2)
+    assert uplink.service(0) and uplink.service(1)
+    assert not uplink.service(2)                 # window full
+    assert [e["s"] for e in link.sent[1][1]["e"]] == list(range(9, 17))
+    assert uplink.on_ack({"j": 0xABCD, "f": 1, "l": 8})
+    assert uplink.service(3)                     # a slot is free again
+    assert [e["s"] for e in link.sent[2][1]["e"]] == list(range(17, 25))
+    assert not uplink.service(100)               # oldest in flight was sent at 1
+    assert uplink.service(101)                   # timed out: resend from 9
+    assert [e["s"] for e in link.sent[3][1]["e"]] == list(range(9, 17))
+    assert uplink.retransmits == 1
+    assert uplink.on_ack({"j": 0xABCD, "f": 9, "l": 24})   # the bridge had them all
+    assert journal.acked == 24
