@@ -212,3 +212,29 @@ def test_remote_open_runs_once_and_never_late(tmp_path):
     finally:
         gate.stop()
         broker.stop()
+
+
+def test_the_lot_server_confirms_a_payment(tmp_path):
+    broker = Broker(str(tmp_path / "broker"))
+    broker.start()
+    gate = SimGate(str(tmp_path), "g1", LOT, "out", broker.port, SimClock(START, 60),
+                   site_extra={"fee_timeout_ms": 300}, attendant=False)
+    gate.provision()
+    try:
+        gate.start()
+        gate.wait_line(r"LINK up", 10)
+        operator = Operator(broker)
+        gate.send_plate("鄂A00042")                  # no bridge: charged offline, 20 yuan
+        gate.wait_line(r"AWAIT payment plate=鄂A00042 fee=2000 src=off", 5)
+        paid = "pg/%s/g1/down/paid" % LOT
+        operator.client.publish(paid, json.dumps({"p": "鄂A00042", "fee": 1000}), qos=1)
+        operator.client.publish(paid, json.dumps({"p": "鄂A00043", "fee": 2000}), qos=1)
+        operator.client.publish(paid, json.dumps({"p": "鄂A00042", "fee": 2000}),
+                                qos=1).wait_for_publish(5)
+        gate.wait_line(r"PAID plate=鄂A00042 fee=2000 by lot server", 5)
+        gate.wait_line(r"EVENT out seq=1 plate=鄂A00042 .* fee=2000 src=off", 5)
+        assert len(gate.lines(r" PAID ")) == 1 and gate.relay_openings() == 1
+        operator.close()
+    finally:
+        gate.stop()
+        broker.stop()
