@@ -39,6 +39,7 @@ DEFAULTS = {
     "backoff_max_ms": 30000,
     "inside_max": 1024,   # cars remembered (at most 3/4 of this): 12 bytes each
     "uplink_batch": 16,
+    "uplink_window": 2,   # batches sent ahead of their acknowledgement
     "camera": "pg",       # "pg": the project's frame; "vz": Vzenith VZ frames
     # An exit with a fee: "confirm" waits for payment (the lot server's
     # down/paid or the attendant's confirm button); "owed" opens at once and
@@ -123,7 +124,8 @@ class Gate:
         self.link.on_message = self._on_message
         self.link.on_up = self._on_link_up
         self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
-                             batch=site["uplink_batch"], log=self.log)
+                             batch=site["uplink_batch"], window=site["uplink_window"],
+                             log=self.log)
         self.log("BOOT gate=%s dir=%s jid=%08x next_seq=%d acked=%d formatted=%d replayed=%d "
                  "inside=%d tariff=%s clock=%s" % (
                      self.gate_id, self.lane.direction, self.journal.journal_id,

@@ -70,7 +70,8 @@ def drain(workdir, name, count, site_extra):
 def main():
     with tempfile.TemporaryDirectory() as workdir:
         batched = drain(workdir, "batched", EVENTS, {})
-        single = drain(workdir, "single", BASELINE_EVENTS, {"uplink_batch": 1})
+        single = drain(workdir, "single", BASELINE_EVENTS,
+                       {"uplink_batch": 1, "uplink_window": 1})
     rate = EVENTS / batched
     base_rate = BASELINE_EVENTS / single
     print("backlog drain, %d events queued offline: %.2f s, %.0f events/s" % (
