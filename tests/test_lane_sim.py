@@ -91,7 +91,7 @@ def test_offline_exit_waits_for_the_attendant_and_records_the_fee(tmp_path):
         gate.send_plate("粤B00077")                 # no entry known: the no-entry fee
         gate.wait_line(r"AWAIT payment plate=粤B00077 fee=2000 src=off", 5)
         gate.send_plate("粤B00078")                 # the next car waits its turn
-        gate.wait_line(r"WAIT plate=粤B00078: 粤B00077 is at the barrier", 5)
+        gate.wait_line(r"WAIT plate=粤B00078: 粤B00077 is paying", 5)
         assert gate.events() == [] and gate.relay_openings() == 0
         assert gate.display_lines()[-1] == "粤B00077 20.00 yuan please pay"
         gate.press_confirm()

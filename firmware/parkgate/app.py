@@ -261,19 +261,18 @@ class Gate:
         except plate.PlateError as exc:
             self.log("REJECT bad_plate %s" % exc)
             return
-        at_barrier = self._awaiting or (self._pending_exit and self._pending_exit.read)
-        if at_barrier:
-            # A car is at the barrier (its fee asked for, or being paid): the
-            # cars behind it queue (a few; the camera reads them again anyway
-            # as they move up).
-            if read.plate == at_barrier.plate or read.plate in [r.plate for r in self._queue]:
+        if self._awaiting is not None:
+            # A car is at the barrier paying: the cars behind it queue (a
+            # few; the camera reads them again anyway as they move up).
+            if read.plate == self._awaiting.plate or \
+                    read.plate in [r.plate for r in self._queue]:
                 return
             if len(self._queue) >= _QUEUE_MAX:
                 self.log("WAIT full: plate=%s not queued (the camera reads it again)" %
                          read.plate)
                 return
             self._queue.append(read)
-            self.log("WAIT plate=%s: %s is at the barrier" % (read.plate, at_barrier.plate))
+            self.log("WAIT plate=%s: %s is paying" % (read.plate, self._awaiting.plate))
             return
         if self.lane.is_repeat(read.plate, now_ms):
             self.log("REPEAT plate=%s" % read.plate)
@@ -289,6 +288,8 @@ class Gate:
                 event.flags |= record.FLAG_MEMBER
             self._pass(event)
             return
+        if self._pending_exit is not None:
+            self._charge_offline("superseded")
         pending = self.lane.start_exit(read, time, quality)
         if status == members.MEMBER:
             # Members leave at once, online or not: no fee to ask for.
