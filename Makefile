@@ -5,10 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UMQTT  := build/lib/umqtt/simple.py
 SYSTEM := build/.system
+# The board `make firmware` builds; unix-sim is the simulator's 32-bit image
+# (build/firmware/unix-sim/micropython), which every simulated gate runs.
+BOARD  ?= unix-sim
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup firmware sim-image demo test lint bench clean
 
 setup: $(STAMP) $(UMQTT) $(SYSTEM)
 
@@ -25,16 +28,23 @@ $(SYSTEM): host_tools/setup_system.sh
 	host_tools/setup_system.sh
 	mkdir -p build && touch $@
 
-demo: setup
+firmware: setup
+	$(BIN)/python host_tools/build_firmware.py $(BOARD)
+
+# Cached: returns at once when no frozen file, board file or manifest changed.
+sim-image: setup
+	@$(BIN)/python host_tools/build_firmware.py unix-sim >/dev/null
+
+demo: setup sim-image
 	$(BIN)/parkgate demo
 
 lint: setup
 	$(BIN)/python -m parkgate_tools.lint
 
-test: setup
+test: setup sim-image
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: setup sim-image
 	$(BIN)/python -m parkgate_tools.bench
 
 clean:

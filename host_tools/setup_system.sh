@@ -2,7 +2,8 @@
 # Install the Debian packages the simulator and tests run: mosquitto, socat,
 # PostgreSQL (the tests start throwaway clusters of their own with initdb and
 # pg_ctl, parkgate_tools/pgserver.py) and Chromium with its WebDriver (the
-# operator page's browser test). Only what is missing is installed.
+# operator page's browser test), and gcc-multilib to build the gate's 32-bit
+# image. Only what is missing is installed.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
@@ -10,6 +11,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# The simulator's 32-bit MicroPython image (make firmware BOARD=unix-sim).
+dpkg -s gcc-multilib >/dev/null 2>&1 || missing+=(gcc-multilib)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "parkgate needs these Debian packages: ${missing[*]}" >&2

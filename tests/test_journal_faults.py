@@ -112,7 +112,7 @@ def test_killing_the_process_is_a_power_cut(tmp_path):
     script.write_text(_WRITER)
     for round_ in range(3):
         proc = subprocess.Popen(runtime.micropython_argv(str(script), img),
-                                env=runtime.micropython_env(board="unix-sim"),
+                                env=runtime.micropython_env(),
                                 stdout=subprocess.PIPE, text=True)
         seen = [int(proc.stdout.readline()) for _ in range(400 + 97 * round_)]
         os.kill(proc.pid, signal.SIGKILL)

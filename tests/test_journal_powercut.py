@@ -44,7 +44,7 @@ def _summary(out):
 def test_power_cuts_under_micropython(mode):
     print("power-cut campaign: mode=%s seed=%d points=%s" % (mode, SEED, SAMPLE or "all"))
     proc = subprocess.run(runtime.micropython_argv(SCRIPT, mode, str(SAMPLE), str(SEED)),
-                          env=runtime.micropython_env(board="unix-sim"),
+                          env=runtime.micropython_env(),
                           capture_output=True, text=True, timeout=1800)
     out = proc.stdout + proc.stderr
     print(out[-4000:])

@@ -91,8 +91,8 @@ def run_mp(tmp_path, source, *args):
     script = tmp_path / "script.py"
     script.write_text(source)
     proc = subprocess.run(
-        runtime.micropython_argv(str(script), *args, heap=runtime.gate_heap("unix-sim")),
-        env=runtime.micropython_env(board="unix-sim"), capture_output=True, text=True,
+        runtime.micropython_argv(str(script), *args, heap=runtime.GATE_HEAP),
+        env=runtime.micropython_env(), capture_output=True, text=True,
         timeout=600, cwd=runtime.ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.splitlines()

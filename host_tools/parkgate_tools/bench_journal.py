@@ -130,7 +130,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.run(
             runtime.micropython_argv(os.path.abspath(__file__), os.path.join(tmp, "flash.img")),
-            env=runtime.micropython_env(board="unix-sim"), timeout=1800)
+            env=runtime.micropython_env(), timeout=1800)
     if proc.returncode:
         raise RuntimeError("bench_journal failed (exit %d)" % proc.returncode)
     return 0

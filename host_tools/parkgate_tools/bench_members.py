@@ -1,6 +1,5 @@
-# Benchmark: member lookups in a 50,000-member list under the MicroPython
-# unix port with the gate's heap (runtime.gate_heap: 64 KiB for data plus
-# the firmware's code).
+# Benchmark: member lookups in a 50,000-member list on the gate's own
+# 32-bit image (the firmware frozen in) in its 64 KiB heap.
 #
 # `python -m parkgate_tools.bench_members` (or `make bench`) runs main() on
 # CPython, which builds members.bin (parkgate.members.build) and the same
@@ -163,8 +162,8 @@ def main():
         sys.stdout.flush()
         proc = subprocess.run(
             runtime.micropython_argv(os.path.abspath(__file__), *paths,
-                                     heap=runtime.gate_heap("unix-sim")),
-            env=runtime.micropython_env(board="unix-sim"), timeout=1800)
+                                     heap=runtime.GATE_HEAP),
+            env=runtime.micropython_env(), timeout=1800)
     if proc.returncode:
         raise RuntimeError("bench_members failed (exit %d)" % proc.returncode)
     return 0

@@ -1,10 +1,11 @@
-"""Where things are, and how to start the MicroPython unix port on them.
+"""Where things are, and how to start the gate's own MicroPython.
 
-The firmware runs from .mpy files compiled by mpy-cross, as on a board: the
-unix port then needs no heap to compile it, and gets the heap an ESP32 has."""
-import functools
+Every simulated gate, and every test or bench that runs firmware code under
+MicroPython, runs the 32-bit unix-port image that `make firmware
+BOARD=unix-sim` builds (host_tools/build_firmware.py): the firmware, the
+board's adapters and umqtt.simple frozen in, as an ESP32 image holds them,
+in a literal 64 KiB heap. The image is built on first use and cached."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,24 +14,30 @@ FIRMWARE = os.path.join(ROOT, "firmware")
 BOARDS = os.path.join(ROOT, "boards")
 BUILD_LIB = os.path.join(ROOT, "build", "lib")
 BUILD_MPY = os.path.join(ROOT, "build", "mpy")
-# The heap an ESP32 without PSRAM leaves for data once WiFi and MQTT are up.
+# The heap an ESP32 without PSRAM leaves for Python once WiFi and MQTT are
+# up, given to every simulated gate as it is: its code is frozen.
 GATE_HEAP = "64k"
-GATE_DATA_HEAP = 64 * 1024
+SIM_BOARD = "unix-sim"
+
+sys.path.insert(0, os.path.join(ROOT, "host_tools"))
+import build_firmware  # noqa: E402  (host_tools/build_firmware.py, stdlib only)
+
+sys.path.pop(0)
 
 
-def _tool(name):
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.exists(here):
-        return here
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError("%s not found: run `make setup`" % name)
-    return found
+def gate_image(board=SIM_BOARD):
+    """Path of the board's frozen 32-bit interpreter, built if stale."""
+    return build_firmware.build_unix(board)
 
 
 def micropython_binary():
-    """The `micropython` of this virtualenv, else the one on PATH."""
-    return _tool("micropython")
+    """The gate's interpreter: the frozen 32-bit unix-sim image."""
+    return gate_image()
+
+
+def mpy_cross():
+    """mpy-cross from the same MicroPython source as the image."""
+    return build_firmware.mpy_cross_path()
 
 
 def sources(board=None):
@@ -54,7 +61,7 @@ def compile_mpy(source, target):
     """Compile one file with mpy-cross; raises CalledProcessError with its message."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     part = "%s.%d.part" % (target, os.getpid())
-    subprocess.run([_tool("mpy-cross"), "-o", part, source], check=True,
+    subprocess.run([mpy_cross(), "-o", part, source], check=True,
                    capture_output=True, text=True)
     os.replace(part, target)
 
@@ -81,51 +88,14 @@ def build_mpy(board=None):
 
 
 def micropython_argv(script, *args, heap=GATE_HEAP):
-    """argv running script under micropython with the gate's heap."""
-    return [micropython_binary(), "-X", "heapsize=" + heap, script] + list(args)
+    """argv running a script (or ["-m", module]) on the gate's image."""
+    head = list(script) if isinstance(script, (list, tuple)) else [script]
+    return [micropython_binary(), "-X", "heapsize=" + heap] + head + list(args)
 
 
-def micropython_env(board=None, extra_paths=()):
-    """Environment whose MICROPYPATH holds the compiled firmware, umqtt and a board."""
-    paths = list(extra_paths) + build_mpy(board)
+def micropython_env(extra_paths=()):
+    """Environment for the gate's image: MICROPYPATH is extra_paths, then the
+    frozen modules (".frozen"), so the image's own code is what runs."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join(paths + [".frozen"])
+    env["MICROPYPATH"] = os.pathsep.join(list(extra_paths) + [".frozen"])
     return env
-
-
-_PROBE = """
-import gc
-gc.collect()
-before = gc.mem_alloc()
-for name in %r:
-    __import__(name)
-gc.collect()
-print(gc.mem_alloc() - before)
-"""
-
-
-def code_heap(board):
-    """Bytes of heap that loading every module of the board's firmware takes
-    on this port (what freezing the firmware into flash saves on an ESP32)."""
-    modules = []
-    for _, relative, _ in sources(board):
-        name = relative[:-3].replace(os.sep, ".")
-        if name.endswith(".__init__"):
-            name = name[:-9]
-        if name not in ("provision",):
-            modules.append(name)
-    env = micropython_env(board)
-    proc = subprocess.run([micropython_binary(), "-X", "heapsize=4m", "-c", _PROBE % (modules,)],
-                          env=env, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError("measuring the firmware's code heap failed:\n" + proc.stderr)
-    return int(proc.stdout.split()[-1])
-
-
-@functools.lru_cache(maxsize=None)
-def gate_heap(board="unix-sim"):
-    """The -X heapsize for a simulated gate: GATE_DATA_HEAP for data, as an
-    ESP32 leaves with the firmware frozen into flash, plus the heap the code
-    itself takes on this port, where it has to be loaded from .mpy files."""
-    total = GATE_DATA_HEAP + code_heap(board)
-    return "%dk" % ((total + 1023) // 1024)

@@ -1,6 +1,7 @@
-"""The car park simulator: runs the gate firmware on the MicroPython unix port
-(board ``unix-sim``) with a camera on a pseudo-terminal, a relay whose every
-change is logged with a timestamp, and an emulated flash in a host file."""
+"""The car park simulator: runs the gate firmware as it ships, frozen into the
+32-bit MicroPython image of board ``unix-sim`` (runtime.gate_image) in a
+64 KiB heap, with a camera on a pseudo-terminal, a relay whose every change is
+logged with a timestamp, and an emulated flash in a host file."""
 import json
 import os
 import re
@@ -12,8 +13,8 @@ import time
 from parkgate import frame
 from parkgate_tools import runtime
 
-GATE_SCRIPT = os.path.join(runtime.FIRMWARE, "main.py")
-PROVISION_SCRIPT = os.path.join(runtime.BOARDS, "unix-sim", "provision.py")
+# The image's boot module; with PARKGATE_SIM_MAIN=1 it runs the image's main.
+BOOT = ["-m", "simboot"]
 DEFAULT_TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
 
 
@@ -37,8 +38,6 @@ class SimClock:
 class SimGate:
     """One simulated gate: its folder, its camera line, its process."""
 
-    script = GATE_SCRIPT   # what the micropython process runs
-
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
                  heap=None, attendant=True):
@@ -47,7 +46,7 @@ class SimGate:
         self.lot = lot
         self.direction = direction
         self.clock = clock
-        self.heap = heap or runtime.gate_heap("unix-sim")
+        self.heap = heap or runtime.GATE_HEAP
         # An attendant who presses the confirm button as soon as the lane
         # asks for payment (False: the test presses it with press_confirm()).
         self.attendant = attendant
@@ -68,8 +67,9 @@ class SimGate:
 
     # --- set-up --------------------------------------------------------
     def env(self):
-        env = runtime.micropython_env(board="unix-sim")
+        env = runtime.micropython_env()
         env["PARKGATE_SIM_DIR"] = self.dir
+        env["PARKGATE_SIM_MAIN"] = "1"
         if self.clock is not None:
             env["PARKGATE_SIM_CLOCK"] = self.clock.spec()
         else:
@@ -87,7 +87,9 @@ class SimGate:
             files.append("tariff.json=" + self.tariff_path)
         for name, path in sorted((extra_files or {}).items()):
             files.append("%s=%s" % (name, path))
-        subprocess.run(runtime.micropython_argv(PROVISION_SCRIPT, *files), env=self.env(),
+        env = self.env()
+        del env["PARKGATE_SIM_MAIN"]
+        subprocess.run(runtime.micropython_argv(["-m", "provision"], *files), env=env,
                        check=True, capture_output=True, timeout=60)
 
     def _start_camera_line(self):
@@ -117,7 +119,7 @@ class SimGate:
         with self._lines_lock:
             boots_before = self.boots
         self.proc = subprocess.Popen(
-            runtime.micropython_argv(self.script, heap=self.heap), env=self.env(),
+            runtime.micropython_argv(BOOT, heap=self.heap), env=self.env(),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
         self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
                                         daemon=True)

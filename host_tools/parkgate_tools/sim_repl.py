@@ -1,18 +1,21 @@
 """The simulated gate as a board on a serial line.
 
-``SimRepl`` starts the unix-sim firmware's REPL (``micropython -i
-boards/unix-sim/port/repl_boot.py``) with its stdin and stdout on one end of a
+``SimRepl`` starts the REPL of the unix-sim image (``micropython -X
+heapsize=64k -i -m simboot``, boards/unix-sim/port/simboot.py frozen in the
+image, runtime.gate_image) with its stdin and stdout on one end of a
 socat pseudo-terminal pair; the other end, ``SimRepl.port``, is a serial
 device that ``mpremote connect PORT resume ...`` and ``parkgate board ...
 --port PORT --resume`` drive as they drive a USB-connected ESP32. Always
 ``resume``: mpremote's soft reset ends the unix port's process.
 
-The boot script mounts the littlefs region of the gate's ``flash.img`` at
-``/flash``, makes it the current folder and the only import path (plus
-``/flash/lib``), so what ``parkgate board deploy`` copied is what runs.
+The boot module mounts the littlefs region of the gate's ``flash.img`` at
+``/flash`` and makes it the current folder: sys.path is ``""`` (the flash),
+``.frozen`` (the image), ``/flash/lib``, as on an ESP32. Code copied to the
+flash therefore shadows the frozen code, as it would on a board.
 
-``FlashGate`` is a ``SimGate`` that boots from the same flash contents
-(``/flash/main.py``) instead of the build tree. The folder layout is
+``FlashGate`` is a ``SimGate`` that boots with what a field tool put on its
+flash (site.json, tariff, members) instead of being provisioned by the
+simulator. The folder layout is
 SimGate's (``flash.img``, ``gpio.log``, ``uart``, ``camera``, ``gate.log``)
 plus ``repl`` and ``repl-board`` (the pty pair), ``repl.log`` (the REPL
 process's stderr) and ``repl.ready``. Never run a SimRepl and a gate on the
@@ -26,20 +29,7 @@ import time
 from parkgate_tools import runtime
 from parkgate_tools.sim import SimGate
 
-REPL_BOOT = os.path.join(runtime.BOARDS, "unix-sim", "port", "repl_boot.py")
-
-
-def board_only_path():
-    """MICROPYPATH for the boot script: a folder with nothing but the compiled
-    flashdev (the simulator's flash chip); everything else comes from the
-    flash."""
-    runtime.build_mpy("unix-sim")
-    folder = os.path.join(runtime.BUILD_MPY, "port", "unix-sim")
-    source = os.path.join(runtime.BOARDS, "unix-sim", "flashdev.py")
-    target = os.path.join(folder, "flashdev.mpy")
-    if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
-        runtime.compile_mpy(source, target)
-    return folder
+BOOT = ["-m", "simboot"]
 
 
 class SimRepl:
@@ -48,7 +38,7 @@ class SimRepl:
     workdir: the folder of the gate (or, with gate, its parent, as SimGate
     takes it). clock: a sim.SimClock for the board's clock (else it starts
     at the 2000 epoch, as an ESP32 after a power cut). heap: -X heapsize
-    (default: the simulated gate's, runtime.gate_heap())."""
+    (default: the gate's, runtime.GATE_HEAP)."""
 
     def __init__(self, workdir, gate=None, clock=None, heap=None):
         self.dir = os.path.abspath(os.path.join(workdir, gate) if gate else workdir)
@@ -66,8 +56,7 @@ class SimRepl:
 
     def env(self):
         """The REPL process's environment."""
-        env = dict(os.environ)
-        env["MICROPYPATH"] = board_only_path()
+        env = runtime.micropython_env()
         env["PARKGATE_SIM_DIR"] = self.dir
         env.pop("PARKGATE_SIM_MAIN", None)
         if self.clock is not None:
@@ -106,12 +95,12 @@ class SimRepl:
             self._start_line()
         if os.path.exists(self.ready_path):
             os.unlink(self.ready_path)
-        heap = self.heap or runtime.gate_heap("unix-sim")
+        heap = self.heap or runtime.GATE_HEAP
         fd = os.open(self.board_end, os.O_RDWR | os.O_NOCTTY)
         try:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(
-                    [runtime.micropython_binary(), "-X", "heapsize=" + heap, "-i", REPL_BOOT],
+                    [runtime.micropython_binary(), "-X", "heapsize=" + heap, "-i"] + BOOT,
                     stdin=fd, stdout=fd, stderr=log, cwd=self.dir, env=self.env())
         finally:
             os.close(fd)
@@ -165,32 +154,15 @@ class SimRepl:
 
 
 class FlashGate(SimGate):
-    """A simulated gate that boots what is on its flash (main.py, board and
-    parkgate modules, site.json, tariff.json as a field tool put them there),
-    not the build tree: SimGate's camera line, log and relay observation, with
-    the deployed firmware. provision() is not for it: deploy instead."""
-
-    # Importing the firmware's .mpy files from littlefs leaves the heap more
-    # fragmented than importing them from the host's folder (about the same
-    # bytes stay allocated, but the large blocks the tariff validation and
-    # the lane want are harder to find): the same gate and tariff booted
-    # from 140-148 KiB from the build tree and needed 146-166 KiB from the
-    # flash. On an ESP32 the firmware is meant to be frozen into the image.
-    FLASH_IMPORT_EXTRA_KB = 32
-    script = REPL_BOOT   # boots /flash/main.py (PARKGATE_SIM_MAIN)
+    """A simulated gate that boots with what a field tool deployed to its
+    flash (site.json, tariff.json, members.bin, any code copied there), not
+    provisioned by the simulator: SimGate's camera line, log and relay
+    observation. provision() is not for it: deploy instead."""
 
     def __init__(self, workdir, gate, clock=None, heap=None):
-        if heap is None:
-            heap = "%dk" % (int(runtime.gate_heap("unix-sim")[:-1]) + self.FLASH_IMPORT_EXTRA_KB)
         super().__init__(workdir, gate, lot=None, direction=None, broker_port=None,
                          clock=clock, tariff_path=None, heap=heap)
 
     def provision(self):
         raise RuntimeError("a FlashGate boots what was deployed to its flash: "
                            "use `parkgate board deploy` through a SimRepl")
-
-    def env(self):
-        env = super().env()
-        env["MICROPYPATH"] = board_only_path()
-        env["PARKGATE_SIM_MAIN"] = "1"
-        return env
