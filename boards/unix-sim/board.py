@@ -6,9 +6,33 @@
 #   gpio.log   one line per output change: "<host unix time> <pin> <level>"
 #   confirm.in the attendant's confirm button: one byte per press
 #   display.log what the lane display showed: "<host unix time> <text>"
-# Environment: PARKGATE_SIM_DIR (the folder), PARKGATE_SIM_CLOCK
-# ("base,host_t0,rate": board time = base + (host time - host_t0) * rate;
-# unset: the clock starts at the 2000 epoch like an ESP32 after a power cut).
+#   watchdog   created when the gate arms its watchdog (the timeout in ms),
+#              then one byte per feed mark; the host resets the gate (kills
+#              and restarts the process) when it stops growing
+#   hang.relay present: the next relay change hangs the adapter (a stuck
+#              driver) until the watchdog resets the gate; removed when taken
+# Environment:
+#   PARKGATE_SIM_DIR    the folder
+#   PARKGATE_SIM_CLOCK  "base,host_t0,rate": board time = base + (host time -
+#                       host_t0) * rate; unset: the clock starts at the 2000
+#                       epoch, like an ESP32 after a power cut
+#   PARKGATE_SIM_TICKS  ms from boot to the wrap of ticks_ms() (default
+#                       30000: every run crosses the 2**30 ms wrap of a
+#                       32-bit port in its first minute)
+#   PARKGATE_SIM_FLASH_STALL "page_us,erase_us": how long the whole gate
+#                       stops per started 256-byte page programmed and per
+#                       4 KiB sector erased (default "700,45000"; "0,0" off).
+#                       Typical SPI NOR figures (Winbond W25Q32JV datasheet:
+#                       page program 0.4 ms typ / 3 ms max, sector erase
+#                       45 ms typ / 400 ms max); an ESP32 stalls its whole
+#                       chip, interrupts included, while its flash is written
+#   PARKGATE_SIM_UART_RXBUF  the UART driver's receive ring (default 512 B).
+#                       While the flash stalls only the 128-byte hardware FIFO
+#                       takes bytes; the rest of what arrives is lost, as on
+#                       an ESP32 (its UART interrupt is not in IRAM)
+#   PARKGATE_SIM_WDT_MS the watchdog timeout (default 8000, as the ESP32 boards)
+#   PARKGATE_SIM_PROBE  "heap": sample the heap after every pass and measure
+#                       what each car allocates from frame to relay (bench only)
 import gc
 import json
 import os
@@ -20,7 +44,7 @@ import time
 import vfs
 
 import flashdev
-from flashdev import FlashDevice, Partition
+from flashdev import STALL_ERASE, FlashDevice, Partition
 
 NAME = "unix-sim"
 BLOCK_SIZE = 4096
@@ -32,25 +56,70 @@ _TERMIOS_VTIME = 5         # indices into termios cc on Linux
 _TERMIOS_VMIN = 6
 _ESP32_EPOCH = 946684800   # 2000-01-01 in unix seconds
 
+_UART_FIFO = 128           # the ESP32 UART's hardware receive FIFO
+_PAGE = 256                # NOR program page
+_FEED_MARK_MS = 250        # how often a feed is written out for the host
+
 SIM_DIR = os.getenv("PARKGATE_SIM_DIR") or "."
+
+
+def _env_int(name, default):
+    value = os.getenv(name)
+    return int(value) if value else default
+
+
+_STALL = (os.getenv("PARKGATE_SIM_FLASH_STALL") or "700,45000").split(",")
+_STALL_PAGE_US = int(_STALL[0])
+_STALL_ERASE_US = int(_STALL[1])
+UART_RXBUF = _env_int("PARKGATE_SIM_UART_RXBUF", 512)
+WATCHDOG_MS = _env_int("PARKGATE_SIM_WDT_MS", 8000)
+_PROBE = os.getenv("PARKGATE_SIM_PROBE") == "heap"
+
+# ticks_ms() as on a 32-bit port, started PARKGATE_SIM_TICKS before its wrap.
+_TICKS_MAX = time.ticks_add(0, -1)      # 2**30 - 1 on a 32-bit build
+_ticks_offset = time.ticks_diff(
+    time.ticks_add(_TICKS_MAX, 1 - _env_int("PARKGATE_SIM_TICKS", 30000)), time.ticks_ms())
+
+
+def ticks_ms():
+    return time.ticks_add(time.ticks_ms(), _ticks_offset)
+
+
 _flash = None
 _mounted = False
+_uart = None               # the camera line, which loses bytes while the flash stalls
+
+
+def _stall(kind, nbytes):
+    # The whole chip stops while its flash is programmed or erased.
+    if kind == STALL_ERASE:
+        us = _STALL_ERASE_US
+        if us:
+            log("STALL erase %d us" % us)
+    else:
+        us = _STALL_PAGE_US * ((nbytes + _PAGE - 1) // _PAGE)
+    if not us:
+        return
+    if _uart is not None:
+        _uart.stall(us)
+    else:
+        time.sleep_us(us)
 
 
 def flash_device():
     global _flash
     if _flash is None:
-        # The flash the port's boot script opened to mount it (repl_boot.py,
+        # The flash the port's boot module opened to mount it (simboot.py,
         # like esp32.Partition on a board), else our own: one per process.
         _flash = getattr(flashdev, "BOOT_DEVICE", None) or \
             FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT)
+        _flash.stall = _stall
     return _flash
 
 
 def _mounted_at(path):
-    # True if a filesystem is mounted at path already: the REPL's boot script
-    # (boards/unix-sim/port/repl_boot.py) mounts the flash before any board
-    # module that a field tool deployed is imported.
+    # True if a filesystem is mounted at path already: the image's boot
+    # module (boards/unix-sim/port/simboot.py) mounts it first.
     for _, where in vfs.mount():
         if where == path:
             return True
@@ -115,13 +184,24 @@ BOOT_CLOCK_QUALITY = 6 if os.getenv("PARKGATE_SIM_CLOCK") else 0
 
 
 class Uart:
-    """The camera line on a pseudo-terminal, read without blocking."""
+    """The camera line on a pseudo-terminal, read without blocking, with the
+    ESP32's receive path: a ring of UART_RXBUF bytes that the UART interrupt
+    fills, and a 128-byte FIFO that alone takes bytes while the flash stalls
+    the chip. Bytes beyond either are lost (counted in lost)."""
 
     def __init__(self):
+        global _uart
         self._file = None
         self._poll = select.poll()
         self._retry_at = 0
+        self._ring = bytearray(UART_RXBUF)
+        self._ring_mv = memoryview(self._ring)
+        self._head = 0
+        self._len = 0
+        self._scratch = bytearray(64)
+        self.lost = 0
         self._open()
+        _uart = self
 
     def _open(self):
         try:
@@ -144,23 +224,72 @@ class Uart:
         except OSError:
             pass
         self._file = None
-        self._retry_at = time.ticks_add(time.ticks_ms(), 1000)
+        self._retry_at = time.ticks_add(ticks_ms(), 1000)
 
-    def readinto(self, buf):
+    def _take(self, limit):
+        # Move up to limit waiting bytes into the ring; drop the rest.
         if self._file is None:
-            if time.ticks_diff(time.ticks_ms(), self._retry_at) >= 0:
-                self._retry_at = time.ticks_add(time.ticks_ms(), 1000)
-                self._open()
             return 0
+        if self._head:
+            self._ring[0:self._len] = self._ring_mv[self._head:self._head + self._len]
+            self._head = 0
+        dropped = 0
         try:
-            return self._file.readinto(buf) or 0
+            while limit > 0 and self._len < UART_RXBUF:
+                end = self._len + min(limit, UART_RXBUF - self._len)
+                n = self._file.readinto(self._ring_mv[self._len:end]) or 0
+                if not n:
+                    return 0
+                self._len += n
+                limit -= n
+            while True:
+                n = self._file.readinto(self._scratch) or 0
+                if not n:
+                    break
+                dropped += n
         except OSError as exc:
             self._lost(exc)
+        self.lost += dropped
+        return dropped
+
+    def stall(self, us):
+        """The chip stops for us: what arrived before was in the ring; of
+        what arrives during the stall, the FIFO keeps 128 bytes."""
+        before = self._take(UART_RXBUF)
+        time.sleep_us(us)
+        during = self._take(_UART_FIFO)
+        if before or during:
+            log("UART overrun: %d bytes lost (ring full %d, FIFO full during a %d us stall %d)"
+                % (before + during, before, us, during))
+
+    def readinto(self, buf):
+        global _probe_mark
+        if self._len:
+            n = min(len(buf), self._len)
+            buf[0:n] = self._ring_mv[self._head:self._head + n]
+            self._head += n
+            self._len -= n
+            if not self._len:
+                self._head = 0
+        elif self._file is None:
+            if time.ticks_diff(ticks_ms(), self._retry_at) >= 0:
+                self._retry_at = time.ticks_add(ticks_ms(), 1000)
+                self._open()
             return 0
+        else:
+            try:
+                n = self._file.readinto(buf) or 0
+            except OSError as exc:
+                self._lost(exc)
+                return 0
+        if _PROBE and n:
+            gc.collect()
+            _probe_mark = gc.mem_alloc()
+        return n
 
     def wait(self, ms):
-        if self._file is None:
-            time.sleep_ms(ms)
+        if self._file is None or self._len:
+            time.sleep_ms(0 if self._len else ms)
             return
         events = self._poll.poll(ms)
         if events and events[0][1] & (select.POLLHUP | select.POLLERR):
@@ -175,6 +304,15 @@ class Relay:
         self.on = False
 
     def set(self, on):
+        if _PROBE and on:
+            # Heap allocated from the camera bytes to this call (no
+            # collection ran in between: one ran just before them).
+            log("PROBE car_alloc=%d" % (gc.mem_alloc() - _probe_mark))
+        if _exists(_HANG_PATH):
+            os.remove(_HANG_PATH)
+            log("HANG relay adapter stuck")
+            while True:
+                time.sleep_ms(100)
         self.on = on
         level = RELAY_ACTIVE_LEVEL if on else 1 - RELAY_ACTIVE_LEVEL
         self._log.write("%.6f relay %d\n" % (time.time(), level))
@@ -210,18 +348,59 @@ class Display:
         self._log.flush()
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+_HANG_PATH = SIM_DIR + "/hang.relay"
+_probe_mark = 0
+_probe_min = 1 << 29
+_probe_feeds = 0
+
+
+def _probe_heap():
+    # After a collection: what the gate holds live at the end of a pass.
+    global _probe_min, _probe_feeds
+    gc.collect()
+    free = gc.mem_free()
+    _probe_feeds += 1
+    if free < _probe_min or _probe_feeds >= 200:
+        if free < _probe_min:
+            _probe_min = free
+        _probe_feeds = 0
+        log("PROBE heap free=%d" % free)
+        import micropython
+        micropython.mem_info()     # its "max free sz" is the largest free block
+
+
 class Watchdog:
+    """The hardware watchdog: the host simulator kills and restarts the gate
+    (a reset) when it is not fed for WATCHDOG_MS."""
+
     def __init__(self):
-        self.feeds = 0
+        self._file = open(SIM_DIR + "/watchdog", "w")
+        self._file.write("%d\n" % WATCHDOG_MS)
+        self._file.flush()
+        self._marked = ticks_ms()
 
     def feed(self):
-        self.feeds += 1
+        now = ticks_ms()
+        if time.ticks_diff(now, self._marked) >= _FEED_MARK_MS:
+            self._file.write(".")
+            self._file.flush()
+            self._marked = now
+        if _PROBE:
+            _probe_heap()
 
 
 def mqtt(socket_timeout_ms):
     """(make_client, sockets) for the gate's Link: umqtt.simple on the port's sockets."""
     from parkgate.link import bind_umqtt
-    return bind_umqtt(socket, socket_timeout_ms / 1000, time.ticks_ms)
+    return bind_umqtt(socket, socket_timeout_ms / 1000, ticks_ms)
 
 
 def start_network(site):
@@ -230,9 +409,6 @@ def start_network(site):
 
 def network_up():
     return True
-
-
-ticks_ms = time.ticks_ms
 
 
 def free_heap():
@@ -245,4 +421,4 @@ def free_flash(path=FS_PATH):
 
 
 def log(line):
-    sys.stdout.write("%d %s\n" % (time.ticks_ms(), line))
+    sys.stdout.write("%d %s\n" % (ticks_ms(), line))

@@ -13,6 +13,9 @@
 # flash), or with path None one bytearray per block in RAM (no large
 # allocation for a small heap; snapshot()/restore() copy the image).
 # Counters: reads, programs, erases, bytes_programmed, erase_counts[block].
+# stall: None, or a callable(kind, nbytes) called before every program
+# (kind STALL_PROGRAM) and erase (STALL_ERASE): a board hangs the gate there
+# for as long as its chip would (boards/unix-sim/board.py).
 #
 # Power cuts: cut_after(n, mode, seed) makes the n-th program/erase from now
 # the last one; every later operation, reads too, raises PowerCut (an
@@ -27,6 +30,8 @@ import os
 
 TORN_NONE = 0
 TORN_PARTIAL = 1
+STALL_PROGRAM = 0
+STALL_ERASE = 1
 _EIO = 5
 _EINVAL = 22
 
@@ -59,6 +64,7 @@ class FlashDevice:
         self.size = bs * block_count
         self._ff = b"\xff" * bs
         self.erase_counts = [0] * block_count
+        self.stall = None
         self.power_on()
         self.reset_counters()
         self._mem = self._file = None
@@ -94,6 +100,8 @@ class FlashDevice:
         n = len(buf)
         addr = self._addr(block, offset, n)
         torn = self._tick()
+        if self.stall:
+            self.stall(STALL_PROGRAM, n)
         self.programs += 1
         self.bytes_programmed += n
         old = self._load(addr, n)
@@ -194,6 +202,8 @@ class FlashDevice:
         bs = self.block_size
         addr = self._addr(block, 0, bs)
         torn = self._tick()
+        if self.stall:
+            self.stall(STALL_ERASE, bs)
         self.erases += 1
         self.erase_counts[block] += 1
         if not torn:

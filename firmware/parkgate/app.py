@@ -29,6 +29,7 @@ _IDLE_WAIT_MS = const(5)
 _CLOCK_MAX_ROUND_TRIP_MS = const(2000)
 _FAILURES_BEFORE_RESET = const(20)
 _QUEUE_MAX = const(8)          # reads of cars waiting behind one that pays
+_EXPIRE_EVERY_MS = const(1000)
 
 DEFAULTS = {
     "relay_pulse_ms": 800,
@@ -89,7 +90,7 @@ class Gate:
         self.members = self._open_members()
         self._uart_buf = bytearray(128)
         self._uart_mv = memoryview(self._uart_buf)
-        self._last_rx = board.ticks_ms()
+        self._last_rx = self._last_expire = board.ticks_ms()
         self._relay_off_at = None
         self._pending_exit = None
         self._last_status = 0
@@ -126,6 +127,12 @@ class Gate:
         self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
                              batch=site["uplink_batch"], window=site["uplink_window"],
                              log=self.log)
+        # The flash work an idle lane would do next (erase the block the
+        # journal opens next, save an ack), done before the lane opens: an
+        # ESP32 is deaf to its camera for a sector erase, beyond the 128 B
+        # of its UART FIFO.
+        while self.journal.maintain():
+            pass
         self.log("BOOT gate=%s dir=%s jid=%08x next_seq=%d acked=%d formatted=%d replayed=%d "
                  "inside=%d tariff=%s clock=%s" % (
                      self.gate_id, self.lane.direction, self.journal.journal_id,
@@ -504,6 +511,9 @@ class Gate:
         elif ticks_diff(now, self._last_rx) > _UART_QUIET_MS:
             self.parser.idle()
             self._last_rx = now
+            if ticks_diff(now, self._last_expire) >= _EXPIRE_EVERY_MS:
+                self.lane.expire(now)     # before a ticks wrap aliases old reads
+                self._last_expire = now
         if self._awaiting is not None and self.confirm.pressed():
             self._paid("attendant")
         if self._queue and self._awaiting is None and self._pending_exit is None:

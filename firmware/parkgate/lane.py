@@ -47,18 +47,27 @@ class Lane:
 
     def is_repeat(self, plate, now_ms):
         """True if plate was accepted at this lane within the repeat window;
-        otherwise remembers this read and returns False."""
+        otherwise remembers this read and returns False. Ticks wrap (every
+        2**30 ms, 12.4 days, on a 32-bit port): a read is recent only if it
+        is less than the window behind now, and expire() drops older ones
+        before a wrap could make them look recent again."""
         last = self._recent.get(plate)
-        if last is not None and ticks_diff(now_ms, last) < self.repeat_window_ms:
+        if last is not None and 0 <= ticks_diff(now_ms, last) < self.repeat_window_ms:
             return True
         if len(self._recent) >= _RECENT_MAX:
-            for old in [p for p, t in self._recent.items()
-                        if ticks_diff(now_ms, t) >= self.repeat_window_ms]:
-                del self._recent[old]
+            self.expire(now_ms)
             if len(self._recent) >= _RECENT_MAX:
                 self._recent.clear()
         self._recent[plate] = now_ms
         return False
+
+    def expire(self, now_ms):
+        """Forget the reads the repeat window no longer covers. The gate
+        calls it while idle, far more often than once per 2**29 ms."""
+        if self._recent:
+            for old in [p for p, t in self._recent.items()
+                        if not 0 <= ticks_diff(now_ms, t) < self.repeat_window_ms]:
+                del self._recent[old]
 
     def entry(self, read, time, quality):
         """The entry event for a plate read at this lane."""

@@ -40,7 +40,7 @@ class SimGate:
 
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
-                 heap=None, attendant=True):
+                 heap=None, attendant=True, board_env=None):
         self.dir = os.path.join(workdir, gate)
         self.gate = gate
         self.lot = lot
@@ -53,6 +53,9 @@ class SimGate:
         self.site = {"lot": lot, "gate": gate, "direction": direction,
                      "broker": broker_host, "port": broker_port}
         self.site.update(site_extra or {})
+        # PARKGATE_SIM_* settings of the board model (boards/unix-sim/board.py):
+        # ticks to the wrap, flash stall times, UART ring, watchdog timeout.
+        self.board_env = dict(board_env or {})
         self.tariff_path = tariff_path
         self.proc = None
         self._socat = None
@@ -63,6 +66,10 @@ class SimGate:
         self._reader = None
         self._seq = 0
         self.boots = 0
+        self.watchdog_resets = 0
+        self._powered = False
+        self._power_lock = threading.RLock()
+        self._watcher = None
         os.makedirs(self.dir, exist_ok=True)
 
     # --- set-up --------------------------------------------------------
@@ -70,6 +77,7 @@ class SimGate:
         env = runtime.micropython_env()
         env["PARKGATE_SIM_DIR"] = self.dir
         env["PARKGATE_SIM_MAIN"] = "1"
+        env.update(self.board_env)
         if self.clock is not None:
             env["PARKGATE_SIM_CLOCK"] = self.clock.spec()
         else:
@@ -118,14 +126,62 @@ class SimGate:
             self._start_camera_line()
         with self._lines_lock:
             boots_before = self.boots
-        self.proc = subprocess.Popen(
-            runtime.micropython_argv(BOOT, heap=self.heap), env=self.env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
-        self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
-                                        daemon=True)
-        self._reader.start()
+        self._power_on()
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, daemon=True)
+            self._watcher.start()
         self.wait_for(lambda: self.boots > boots_before, 20, "gate %s boot" % self.gate)
         return self
+
+    def _power_on(self):
+        with self._power_lock:
+            watchdog = os.path.join(self.dir, "watchdog")
+            if os.path.exists(watchdog):
+                os.unlink(watchdog)     # disarmed until this boot arms it
+            self.proc = subprocess.Popen(
+                runtime.micropython_argv(BOOT, heap=self.heap), env=self.env(),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
+            self._powered = True
+            self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
+                                            daemon=True)
+            self._reader.start()
+
+    # --- the watchdog ----------------------------------------------------
+    def _watch(self):
+        """The board's hardware watchdog: once the gate has armed it (the
+        board adapter writes `watchdog` with its timeout, then a byte per
+        feed mark), a gate that stops feeding it for longer than the timeout
+        (hung, or exited on an error) is reset: killed and started again."""
+        path = os.path.join(self.dir, "watchdog")
+        size, changed, timeout = -1, time.time(), None
+        while self._socat is not None or self._powered:
+            time.sleep(0.1)
+            with self._power_lock:
+                if not self._powered:
+                    size, timeout = -1, None
+                    continue
+                try:
+                    if timeout is None:
+                        with open(path) as f:
+                            timeout = int(f.readline()) / 1000.0
+                    now_size = os.stat(path).st_size
+                except (OSError, ValueError):
+                    size, changed, timeout = -1, time.time(), None
+                    continue
+                if now_size != size:
+                    size, changed = now_size, time.time()
+                elif time.time() - changed > timeout + 0.4:
+                    # 0.4 s: the adapter writes a feed mark every 250 ms at most
+                    self._reset("watchdog not fed for %.1f s" % (time.time() - changed))
+                    size, timeout = -1, None
+
+    def _reset(self, why):
+        with self._lines_lock:
+            self._lines.append("SIM RESET %s" % why)
+            self._lines_lock.notify_all()
+        self.watchdog_resets += 1
+        self._kill_process()
+        self._power_on()
 
     def _read_output(self, proc):
         log_path = os.path.join(self.dir, "gate.log")
@@ -144,6 +200,11 @@ class SimGate:
 
     def kill(self):
         """Cut the power: SIGKILL, nothing is flushed."""
+        with self._power_lock:
+            self._powered = False
+            self._kill_process()
+
+    def _kill_process(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
@@ -160,6 +221,9 @@ class SimGate:
             self._socat.terminate()
             self._socat.wait(10)
             self._socat = None
+        if self._watcher is not None:
+            self._watcher.join(5)
+            self._watcher = None
 
     @property
     def alive(self):

@@ -1,6 +1,7 @@
 from check import raises
 
 from parkgate import lane, record
+from parkgate.compat import ticks_add
 
 
 class Read:
@@ -96,3 +97,29 @@ def test_an_exit_timed_before_its_entry_is_charged_as_the_shortest_stay():
     event = l.offline_exit(pending, table)
     assert event.fee == tariff.quote(table, 5000, 5000).fee == 0
     assert event.entry_time == 5000 and event.time == 4000
+
+
+def test_repeat_window_across_the_ticks_wrap():
+    # On the gate's 32-bit image ticks wrap at 2**30 ms; on CPython they do not.
+    l = lane.Lane("in", repeat_window_ms=30000)
+    t0 = ticks_add(0, -5000)                         # 5 s before the wrap
+    assert not l.is_repeat("P1", t0)
+    assert l.is_repeat("P1", ticks_add(t0, 10000))   # 10 s later, past the wrap
+    assert not l.is_repeat("P1", ticks_add(t0, 31000))
+
+
+def test_a_quiet_lane_opens_for_a_car_seen_again_13_days_later():
+    # The gate's idle loop expires old reads; a plate back after one ticks
+    # period plus 10 s (or 13 days, or half a period) is a new car.
+    day = 24 * 3600 * 1000
+    for gap in (2 ** 30 + 10000, 13 * day, 2 ** 29 + 10000, 7 * day):
+        l = lane.Lane("in", repeat_window_ms=30000)
+        t = ticks_add(0, -5000)
+        assert not l.is_repeat("P1", t)
+        left = gap
+        while left > 0:                                # the quiet loop, once a minute
+            step = min(left, 60000)
+            t = ticks_add(t, step)
+            left -= step
+            l.expire(t)
+        assert not l.is_repeat("P1", t), gap
