@@ -1,11 +1,13 @@
 """The lot bridge against a real mosquitto and fake gates: exactly-once
 storage, acks only after commit, refusal of bad input, fee answers, broker
-crashes, the broker's backlog, the summary and the `parkgate bridge` command.
+crashes, the broker's backlog, the summary and the `parkgate bridge` command
+(which gives up, naming the lock, on a SQLite file locked past --lock-wait).
 Every test that stores runs on SQLite and on PostgreSQL (fixture db_path)."""
 import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -293,3 +295,22 @@ def test_bridge_command_rejects_a_bad_broker_address(db_path):
         capture_output=True, text=True, timeout=WAIT_S)
     assert proc.returncode == 2 and "expected HOST:PORT" in proc.stderr
     assert not os.path.exists(db_path)
+
+
+def test_bridge_command_exits_naming_a_lock_held_past_lock_wait(tmp_path):
+    db = str(tmp_path / "lot.sqlite")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        proc = subprocess.run(
+            BRIDGE_COMMAND + ["--lot", LOT, "--broker", "127.0.0.1:1", "--db", db,
+                              "--tariff", TARIFF, "--lock-wait", "1.5"],
+            capture_output=True, text=True, timeout=WAIT_S)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 2, proc.stderr
+    assert "attempt 1, retrying" in proc.stderr
+    assert ("cannot start: SQLite database %s is locked by another connection (creating the "
+            "schema)" % db) in proc.stderr

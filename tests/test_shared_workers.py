@@ -3,12 +3,18 @@
 (the load generator, each with its own credentials) retransmit often, so the
 same batch reaches both workers; every event is stored exactly once (the
 primary key), nothing is lost, and both workers did part of the work. On
-SQLite and on PostgreSQL."""
-from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
-from fixtures_mqtt import LOT, TARIFF, WAIT_S, fetch_all
+SQLite and on PostgreSQL. A worker started while another holds the SQLite
+write lock waits for it and goes live."""
+import subprocess
+import sys
+import threading
+
+from fixtures_mqtt import backend, broker, db_path, pg_server  # noqa: F401 (fixtures)
+from fixtures_mqtt import LOT, TARIFF, WAIT_S, FakeGate, entry, fetch_all, wait_for
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
 from parkgate_tools.loadgen import LoadGen
+from parkgate_tools.store import Store
 
 GATES = 40
 EVENTS = 60
@@ -48,3 +54,109 @@ def test_two_workers_store_every_event_once(tmp_path, db_path):
         for worker in workers:
             worker.stop()
         broker.stop()
+
+
+class HoldingStore(Store):
+    """A SQLite Store whose commit, once hold is set, waits with its write
+    transaction open (the events inserted) until release is set."""
+
+    def __init__(self, path):
+        self.hold = False
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        super().__init__(path)
+
+    def _commit(self):
+        if self.hold:
+            self.hold = False
+            self.holding.set()
+            self.release.wait(3 * WAIT_S)
+        super()._commit()
+
+
+class WorkerProcess:
+    """`parkgate bridge --share` as its own process, its log lines collected."""
+
+    def __init__(self, broker, db, index, *extra):
+        argv = [sys.executable, "-m", "parkgate_tools.cli", "bridge", "--lot", LOT,
+                "--broker", "%s:%d" % (broker.host, broker.port), "--db", db,
+                "--tariff", TARIFF, "--client-id", "parkgate-bridge-%s-%d" % (LOT, index),
+                "--share", "workers", "-v"] + list(extra)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def logged(self, text):
+        return any(text in line for line in self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(WAIT_S)
+
+
+def test_a_worker_started_during_a_write_waits_for_the_lock(broker, tmp_path):  # noqa: F811
+    """The first worker holds a write transaction open on the SQLite file
+    (a batch inserted, not committed) while a second `parkgate bridge`
+    starts: the second logs the lock and retries instead of exiting, goes
+    live once the first commits, and then both store the load, every event
+    once."""
+    db = str(tmp_path / "lot.sqlite")
+    store = HoldingStore(db)
+    first = Bridge(LOT, broker.host, broker.port, db, TARIFF,
+                   client_id="parkgate-bridge-%s-0" % LOT, share_group="workers", store=store)
+    gate = second = None
+    try:
+        first.start()
+        assert first.wait_live(WAIT_S), "first worker not live"
+        gate = FakeGate(broker, LOT, "in-1")
+        store.hold = True
+        held = [entry(seq, "京A%05d" % seq, 1795564800 + seq) for seq in (1, 2, 3)]
+        gate.publish("up/events", {"g": "in-1", "j": 7, "e": held})
+        assert store.holding.wait(WAIT_S), "the first worker did not start its transaction"
+
+        second = WorkerProcess(broker, db, 1, "--lock-wait", "30")
+        wait_for(lambda: second.logged("is locked (creating the schema): attempt 2")
+                 or second.proc.poll() is not None, what="the second worker to retry the lock")
+        assert second.proc.poll() is None, "".join(second.lines)
+        assert not second.logged("live:")
+        assert gate.received("down/ack") == []
+        store.release.set()
+
+        assert gate.expect("down/ack") == [b'{"j":7,"f":1,"l":3}']
+        wait_for(lambda: second.logged("live:") or second.proc.poll() is not None,
+                 what="the second worker to go live")
+        assert second.logged("live:") and second.proc.poll() is None, "".join(second.lines)
+
+        load = LoadGen(broker.host, broker.port, LOT, gates=10, events_per_gate=30,
+                       ack_timeout=0.2, ack_timeout_max=1.0)
+        report = load.run(timeout=60)
+        assert report["complete"], report
+        summary = store.summary()
+        assert summary["rows"] == summary["identities"] == 3 + 10 * 30
+        assert len(summary["journals"]) == 11
+        assert all(j["missing"] == 0 for j in summary["journals"])
+        assert fetch_all(db, "SELECT seq FROM events WHERE gate = 'in-1' ORDER BY seq") == [
+            (1,), (2,), (3,)]
+        assert first.batches > 0 and first.failed == 0
+        assert second.logged("batch gate="), "the second worker stored nothing"
+        assert not second.logged("not stored"), "".join(second.lines)
+    finally:
+        store.release.set()
+        if second is not None:
+            second.stop()
+        if gate is not None:
+            gate.close()
+        first.stop()
+        store.close()

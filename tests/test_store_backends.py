@@ -1,14 +1,18 @@
 """The store's methods on SQLite and on PostgreSQL, same schema, same
 answers: group commits, the outbox, corrections, members, settings, the
-operator page's queries, and two stores (two workers) writing one database."""
+operator page's queries, and two stores (two workers) writing one database.
+On SQLite only: waiting, logged and bounded, for a lock another connection
+holds."""
+import logging
+import sqlite3
 import threading
 
 import pytest
 
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
-from fixtures_mqtt import entry, exit_, fetch_all, store_class
+from fixtures_mqtt import WAIT_S, entry, exit_, fetch_all, store_class, wait_for
 from parkgate import record
-from parkgate_tools.store import PgStore, Store, open_store
+from parkgate_tools.store import DatabaseLocked, PgStore, Store, open_store
 
 T0 = 1795564800
 
@@ -145,3 +149,68 @@ def test_two_stores_write_one_database_concurrently(db_path):
     finally:
         for store in stores:
             store.close()
+
+
+def hold_write_lock(path):
+    """A plain connection to the SQLite file holding its write lock."""
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    return con
+
+
+def test_opening_a_new_file_waits_for_the_write_lock(tmp_path, caplog):
+    """Two workers starting on a new file: the one that finds the other
+    switching it to WAL fails at once inside SQLite (no busy wait there),
+    so the store retries, logs it, and opens once the lock is free."""
+    caplog.set_level(logging.WARNING, logger="parkgate.store")
+    path = str(tmp_path / "new.sqlite")
+    holder = hold_write_lock(path)
+    opened, errors = [], []
+
+    def open_it():
+        try:
+            opened.append(Store(path, lock_wait=WAIT_S))
+        except Exception as exc:   # noqa: BLE001 (reported below)
+            errors.append(exc)
+    thread = threading.Thread(target=open_it)
+    thread.start()
+    try:
+        wait_for(lambda: "is locked (opening it): attempt 2" in caplog.text or errors,
+                 what="the store to retry")
+        assert errors == [] and opened == []
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(WAIT_S)
+    assert errors == [] and len(opened) == 1
+    store = opened[0]
+    try:
+        assert fetch_all(path, "PRAGMA journal_mode") == [("wal",)]
+        assert store.ingest("in-1", 1, [ev(entry(1, "A1", T0))]) == (1, 1, 1)
+    finally:
+        store.close()
+    assert path in caplog.text
+
+
+def test_a_lock_held_past_lock_wait_is_named(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="parkgate.store")
+    path = str(tmp_path / "lot.sqlite")
+    store = Store(path, lock_wait=1.5)
+    holder = hold_write_lock(path)
+    try:
+        with pytest.raises(DatabaseLocked) as raised:
+            Store(path, lock_wait=1.5)
+        text = str(raised.value)
+        assert path in text and "locked by another connection (creating the schema)" in text
+        with pytest.raises(DatabaseLocked, match="locked by another connection"):
+            store.ingest("in-1", 1, [ev(entry(1, "A1", T0))])
+        assert "(writing): attempt 1, retrying" in caplog.text
+    finally:
+        holder.rollback()
+        holder.close()
+    try:
+        assert store.ingest("in-1", 1, [ev(entry(1, "A1", T0))]) == (1, 1, 1)
+    finally:
+        store.close()
+    with pytest.raises(ValueError):
+        Store(path, lock_wait=-1)

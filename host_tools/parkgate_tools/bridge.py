@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from parkgate import record, tariff
 from parkgate_tools.forwarder import Forwarder
-from parkgate_tools.store import open_store
+from parkgate_tools.store import LOCK_WAIT_S, DatabaseLocked, open_store
 
 log = logging.getLogger("parkgate.bridge")
 
@@ -85,6 +85,10 @@ class Bridge:
     token; forwarder_options: keyword arguments for Forwarder).
     group_batches: at most this many batches per transaction (1: one
     commit per batch, the benchmark's baseline).
+    lock_wait: seconds to wait for a SQLite database another worker or
+    process holds locked, at start and at each commit, retrying and logging
+    each attempt (store.Store); past it the constructor raises
+    store.DatabaseLocked, or the batches waiting are not acknowledged.
 
     Messages are handled in arrival order by one writer thread, which
     stores all the event batches waiting in ONE transaction (group commit)
@@ -98,7 +102,7 @@ class Bridge:
     def __init__(self, lot, broker_host, broker_port, db_path, tariff_path, client_id=None,
                  store=None, username=None, password=None, tls_ca=None, share_group=None,
                  upstream=None, upstream_token=None, forwarder_options=None,
-                 group_batches=GROUP_BATCHES, clock=time.time):
+                 group_batches=GROUP_BATCHES, lock_wait=LOCK_WAIT_S, clock=time.time):
         if not _ID.match(lot):
             raise ValueError("lot: %r is not letters, digits and -" % lot)
         if share_group is not None and not _ID.match(share_group):
@@ -110,7 +114,7 @@ class Bridge:
         self.client_id = client_id or "parkgate-bridge-" + lot
         self.tariff = load_tariff(tariff_path)
         self._own_store = store is None
-        self.store = open_store(db_path) if store is None else store
+        self.store = open_store(db_path, lock_wait) if store is None else store
         self._use_stored_tariff()
         self.username, self.password, self.tls_ca = username, password, tls_ca
         self.share_group = share_group
@@ -369,6 +373,13 @@ class Bridge:
         outbox = self.forwarder is not None
         try:
             counts = self.store.ingest_many(batches, statuses, outbox=outbox)
+        except DatabaseLocked as exc:
+            # The whole lock_wait has passed: one at a time would wait it
+            # again for each. The gates send them again.
+            self.failed += len(batches)
+            log.error("%d batches and %d statuses not stored, not acknowledged: %s",
+                      len(batches), len(statuses), exc)
+            return
         except Exception:
             if len(batches) + len(statuses) > 1:
                 for batch in batches:

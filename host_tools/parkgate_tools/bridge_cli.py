@@ -1,12 +1,14 @@
 """`parkgate bridge`: run a lot bridge until SIGTERM or SIGINT."""
 import argparse
 import logging
+import math
 import signal
 import threading
 
 from parkgate_tools import security
 from parkgate_tools.bridge import GROUP_BATCHES, Bridge
 from parkgate_tools.operator_page import OperatorPage
+from parkgate_tools.store import LOCK_WAIT_S
 
 
 def add_parser(subparsers):
@@ -33,6 +35,10 @@ def add_parser(subparsers):
     parser.add_argument("--http-host", default="127.0.0.1", metavar="ADDRESS")
     parser.add_argument("--group-batches", type=int, default=GROUP_BATCHES, metavar="N",
                         help="at most N batches per transaction (default %(default)s)")
+    parser.add_argument("--lock-wait", type=_seconds, default=LOCK_WAIT_S, metavar="SECONDS",
+                        help="wait up to SECONDS for a SQLite database another worker holds "
+                             "locked, at start and at each commit, logging each retry "
+                             "(default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every batch")
     parser.set_defaults(run=run)
 
@@ -42,6 +48,16 @@ def _host_port(text):
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError("expected HOST:PORT, got %r" % text)
     return host, int(port)
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("expected seconds >= 0, got %r" % text)
+    return value
 
 
 def run(args):
@@ -57,7 +73,8 @@ def run(args):
         bridge = Bridge(args.lot, args.broker[0], args.broker[1], args.db, args.tariff,
                         client_id=args.client_id, tls_ca=args.tls_ca, share_group=args.share,
                         upstream=args.upstream, upstream_token=args.upstream_token,
-                        group_batches=args.group_batches, **credentials)
+                        group_batches=args.group_batches, lock_wait=args.lock_wait,
+                        **credentials)
     except Exception as exc:   # OSError, ValueError, TariffError, a database refusing
         log.error("cannot start: %s", exc)
         return 2

@@ -6,15 +6,46 @@ All SQL lives here and is written once: plain SQL that SQLite and
 PostgreSQL both accept (ON CONFLICT DO NOTHING, RETURNING, window
 functions). ``Store`` is SQLite; ``PgStore`` is PostgreSQL with the same
 schema and methods; ``open_store`` picks one from a path or a
-``postgresql://`` URL."""
+``postgresql://`` URL.
+
+Waiting on SQLite's write lock follows one rule, ``Store._retry_locked``:
+opening the file, creating the schema and every write transaction retry a
+locked database, logging each attempt, for at most ``lock_wait`` seconds,
+then raise DatabaseLocked."""
 import collections
 import json
+import logging
 import sqlite3
 import threading
 import time
 import uuid
 
 from parkgate import record
+
+log = logging.getLogger("parkgate.store")
+
+LOCK_WAIT_S = 10.0       # default bound on waiting for a locked SQLite database
+_BUSY_SLICE_S = 1.0      # SQLite's own busy wait within one attempt
+_RETRY_FIRST_S = 0.05    # pause after the first locked attempt, doubling
+_RETRY_MAX_S = 1.0
+_SQLITE_BUSY = getattr(sqlite3, "SQLITE_BUSY", 5)
+
+
+class DatabaseLocked(sqlite3.OperationalError):
+    """A SQLite database stayed locked by another connection for longer
+    than the store's lock_wait; the text names the file and what was being
+    done."""
+
+
+def _is_busy(exc):
+    """True if exc is SQLite's "database is locked" (SQLITE_BUSY)."""
+    if isinstance(exc, DatabaseLocked) or not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)   # Python 3.11+
+    if code is not None:
+        return code & 0xFF == _SQLITE_BUSY
+    return "database is locked" in str(exc)
+
 
 Entry = collections.namedtuple("Entry", "gate jid seq time colour")
 Entry.__doc__ = "An open entry: the stay a fee is computed from."
@@ -160,24 +191,44 @@ class Store:
     """SQLite (WAL, synchronous=FULL) behind the lot bridge. Thread-safe: one
     connection guarded by a lock, so any thread may call any method; several
     processes may share the file (each write transaction is BEGIN
-    IMMEDIATE, waiting up to busy_timeout for the others)."""
+    IMMEDIATE).
+
+    lock_wait: seconds to wait for a database another connection holds
+    locked, when opening it (journal mode, schema) and at each write
+    transaction: each locked attempt is logged (file, what, attempt, wait)
+    and retried; once lock_wait has passed, DatabaseLocked. 0: give up at
+    the first locked attempt. SQLite only (PostgreSQL waits in the server)."""
 
     backend = "sqlite"
     _BEGIN = "BEGIN IMMEDIATE"
 
-    def __init__(self, path):
+    def __init__(self, path, lock_wait=LOCK_WAIT_S):
+        if type(lock_wait) not in (int, float) or not 0 <= lock_wait < float("inf"):
+            raise ValueError("lock_wait: %r is not a number of seconds >= 0" % (lock_wait,))
         self.path = path
+        self.lock_wait = float(lock_wait)
         self._lock = threading.Lock()
         self._sql_cache = {}
-        self._db = self._connect()
+        self._db = None
+        self._busy_ms = self._busy_ms_for(self.lock_wait)
         with self._lock:
-            self._transaction(self._create_schema)
+            self._retry_locked("opening it", self._open)
+            self._transaction(self._create_schema, "creating the schema")
+
+    def _open(self):
+        self._db = self._connect()
 
     def _connect(self):
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=10000")
+        try:
+            db.execute("PRAGMA busy_timeout=%d" % self._busy_ms)
+            # On a new file this takes the write lock and fails at once,
+            # without SQLite's busy wait, if another connection holds it.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def close(self):
@@ -407,9 +458,58 @@ class Store:
         for statement in SCHEMA:
             cur.execute(statement)
 
-    def _transaction(self, work):
+    def _retry_locked(self, what, work):
+        """work() again while it meets a locked SQLite database, logging
+        each attempt, for at most lock_wait seconds; then DatabaseLocked
+        naming the file and what (e.g. "creating the schema"). Other errors
+        are raised at once. The one rule for waiting on SQLite's lock."""
+        start = time.monotonic()
+        pause, attempt = _RETRY_FIRST_S, 1
+        try:
+            while True:
+                try:
+                    return work()
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+                    waited = time.monotonic() - start
+                    left = self.lock_wait - waited
+                    if left <= 0:
+                        raise DatabaseLocked(
+                            "SQLite database %s is locked by another connection (%s): gave up "
+                            "after %d attempts in %.1f s (lock wait %.1f s)"
+                            % (self.path, what, attempt, waited, self.lock_wait)) from exc
+                    pause = min(pause, left)
+                    log.warning("SQLite database %s is locked (%s): attempt %d, retrying in "
+                                "%.2f s (%.1f s of %.1f s waited)", self.path, what, attempt,
+                                pause, waited, self.lock_wait)
+                    time.sleep(pause)
+                    pause, attempt = min(pause * 2, _RETRY_MAX_S), attempt + 1
+                    # SQLite's own wait in the next attempt ends within the bound.
+                    self._set_busy_ms(self._busy_ms_for(
+                        self.lock_wait - (time.monotonic() - start)))
+        finally:
+            if attempt > 1:
+                self._set_busy_ms(self._busy_ms_for(self.lock_wait))
+
+    @staticmethod
+    def _busy_ms_for(seconds):
+        return int(max(0.0, min(_BUSY_SLICE_S, seconds)) * 1000)
+
+    def _set_busy_ms(self, ms):
+        """SQLite's busy wait for the next attempts, and for connections opened later."""
+        self._busy_ms = ms
+        if isinstance(self._db, sqlite3.Connection):
+            self._db.execute("PRAGMA busy_timeout=%d" % ms)
+
+    def _transaction(self, work, what="writing"):
         """Run work(cursor) between BEGIN and COMMIT; roll back and re-raise
-        on any error. Call with the lock held."""
+        on any error, but run it again (_retry_locked) while the database is
+        locked. Call with the lock held."""
+        return self._retry_locked(what, lambda: self._attempt(work))
+
+    def _attempt(self, work):
+        """One transaction of work(cursor): COMMIT, or ROLLBACK and raise."""
         cur = self._db.cursor()
         try:
             cur.execute(self._BEGIN)
@@ -461,9 +561,9 @@ class PgStore(Store):
             self._db.close()
             self._db = self._connect()
 
-    def _transaction(self, work):
+    def _attempt(self, work):
         self._reconnect_if_lost()
-        return super()._transaction(work)
+        return super()._attempt(work)
 
     def _query(self, sql, params=()):
         with self._lock:
@@ -478,12 +578,12 @@ class PgStore(Store):
                 self._db.close()   # broken: reconnect at the next call
 
 
-def open_store(location):
+def open_store(location, lock_wait=LOCK_WAIT_S):
     """A PgStore for a ``postgresql://`` or ``postgres://`` URL, else a
-    SQLite Store at the path."""
+    SQLite Store at the path (lock_wait: see Store)."""
     if location.startswith(("postgresql://", "postgres://")):
-        return PgStore(location)
-    return Store(location)
+        return PgStore(location, lock_wait)
+    return Store(location, lock_wait)
 
 
 def _event_row(gate, jid, event, received_at):
