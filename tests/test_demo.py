@@ -1,6 +1,9 @@
 """The demo scenario end to end: real mosquitto, the lot bridge, an entry and
 an exit gate running the firmware, the broker killed for part of the run."""
 import io
+import subprocess
+
+import pytest
 
 from parkgate_tools import demo
 
@@ -25,3 +28,12 @@ def test_demo_loses_nothing_and_charges_offline_exits_from_local_records(tmp_pat
     text = out.getvalue()
     assert "broker killed" in text and "broker restarted" in text
     assert "lost 0; duplicated 0" in text
+
+
+def test_a_gate_that_fails_to_boot_leaves_no_process_behind(tmp_path):
+    # 8 KiB cannot hold a gate: its boot fails, and the demo stops the
+    # broker, the bridge and every camera line it had started.
+    with pytest.raises((RuntimeError, TimeoutError)):
+        demo.run(str(tmp_path), cars=2, gate_heap="8k", out=io.StringIO())
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout == "", "still running: " + left.stdout

@@ -112,7 +112,7 @@ def flash_device():
         # The flash the port's boot module opened to mount it (simboot.py,
         # like esp32.Partition on a board), else our own: one per process.
         _flash = getattr(flashdev, "BOOT_DEVICE", None) or \
-            FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT)
+            FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT, count_wear=False)
         _flash.stall = _stall
     return _flash
 
@@ -157,27 +157,51 @@ def _parse_clock():
     return float(base), float(host_t0), float(rate)
 
 
-# The simulated RTC: one per process, like the ESP32's, so a time set through
+# The simulated RTC, one per process like the ESP32's, so a time set through
 # one ClockSource (a field tool's set-clock) is what every other one reads.
-_rtc = None
+# Board time = base + (host time - host_t0) * rate, kept as whole seconds
+# plus milliseconds from an anchor on ticks, re-anchored every 10 s: a reading
+# costs one long int (the time itself), as time.time() + epoch does on an
+# ESP32, and no floats.
+_REANCHOR_MS = 10000
+_rtc = None     # [anchor seconds, anchor ms, anchor raw ticks, rate * 1000, remainder]
+
+
+def _rtc_set(board_seconds, rate):
+    global _rtc
+    whole = int(board_seconds)
+    _rtc = [whole, int((board_seconds - whole) * 1000), time.ticks_ms(), int(rate * 1000), 0]
 
 
 class ClockSource:
-    """Board time in the port's epoch (1970 on unix)."""
+    """Board time in the port's epoch (1970 on unix), whole seconds."""
 
     def __init__(self):
-        global _rtc
         if _rtc is None:
-            # Unset: the clock starts at the 2000 epoch at the first reading.
-            _rtc = _parse_clock() or (_ESP32_EPOCH, time.time(), 1.0)
+            spec = _parse_clock()
+            if spec:
+                base, host_t0, rate = spec
+                _rtc_set(base + (time.time() - host_t0) * rate, rate)
+            else:
+                # Unset: the clock starts at the 2000 epoch at the first reading.
+                _rtc_set(_ESP32_EPOCH, 1.0)
 
     def seconds(self):
-        base, host_t0, rate = _rtc
-        return base + (time.time() - host_t0) * rate
+        rtc = _rtc
+        now = time.ticks_ms()
+        d = time.ticks_diff(now, rtc[2])
+        if d > _REANCHOR_MS:
+            scaled = d * rtc[3] + rtc[4]        # board ms * 1000, < 2**30
+            ms = rtc[1] + scaled // 1000
+            rtc[0] += ms // 1000
+            rtc[1] = ms % 1000
+            rtc[2] = now
+            rtc[4] = scaled % 1000
+            d = 0
+        return rtc[0] + (rtc[1] + (d * rtc[3] + rtc[4]) // 1000) // 1000
 
     def set_seconds(self, seconds):
-        global _rtc
-        _rtc = (seconds, time.time(), _rtc[2])
+        _rtc_set(seconds, _rtc[3] / 1000)
 
 
 BOOT_CLOCK_QUALITY = 6 if os.getenv("PARKGATE_SIM_CLOCK") else 0
@@ -252,12 +276,20 @@ class Uart:
         self.lost += dropped
         return dropped
 
+    def _waiting(self):
+        # True if the line holds unread bytes (ipoll allocates nothing).
+        if self._file is None:
+            return False
+        for _, _ in self._poll.ipoll(0):
+            return True
+        return False
+
     def stall(self, us):
         """The chip stops for us: what arrived before was in the ring; of
         what arrives during the stall, the FIFO keeps 128 bytes."""
-        before = self._take(UART_RXBUF)
+        before = self._take(UART_RXBUF) if self._waiting() else 0
         time.sleep_us(us)
-        during = self._take(_UART_FIFO)
+        during = self._take(_UART_FIFO) if self._waiting() else 0
         if before or during:
             log("UART overrun: %d bytes lost (ring full %d, FIFO full during a %d us stall %d)"
                 % (before + during, before, us, during))
@@ -291,9 +323,10 @@ class Uart:
         if self._file is None or self._len:
             time.sleep_ms(0 if self._len else ms)
             return
-        events = self._poll.poll(ms)
-        if events and events[0][1] & (select.POLLHUP | select.POLLERR):
-            time.sleep_ms(ms)
+        for _, flags in self._poll.ipoll(ms):
+            if flags & (select.POLLHUP | select.POLLERR):
+                time.sleep_ms(ms)
+            break
 
 
 class Relay:

@@ -12,7 +12,8 @@
 # (killing the process is a power cut, restarting it a reboot with the same
 # flash), or with path None one bytearray per block in RAM (no large
 # allocation for a small heap; snapshot()/restore() copy the image).
-# Counters: reads, programs, erases, bytes_programmed, erase_counts[block].
+# Counters: reads, programs, erases, bytes_programmed, erase_counts[block]
+# (unless count_wear is False: the gate's own device keeps no list of them).
 # stall: None, or a callable(kind, nbytes) called before every program
 # (kind STALL_PROGRAM) and erase (STALL_ERASE): a board hangs the gate there
 # for as long as its chip would (boards/unix-sim/board.py).
@@ -27,11 +28,27 @@
 #                 prefix of the block, the rest left as it was, or raises
 #                 random bits all over the block. Drawn from xorshift32(seed).
 import os
+import sys
 
 TORN_NONE = 0
 TORN_PARTIAL = 1
 STALL_PROGRAM = 0
 STALL_ERASE = 1
+_CHUNK = 256                # file-backed work goes through one buffer of this size
+_MP = sys.implementation.name == "micropython"
+
+
+def _readinto(f, buf, n):
+    # The first n bytes of buf from f, allocating nothing on MicroPython.
+    if _MP:
+        return f.readinto(buf, n)
+    return f.readinto(memoryview(buf)[:n])
+
+
+def _write(f, buf, n):
+    if _MP:
+        return f.write(buf, n)
+    return f.write(memoryview(buf)[:n])
 _EIO = 5
 _EINVAL = 22
 
@@ -58,18 +75,23 @@ class XorShift:
 
 
 class FlashDevice:
-    def __init__(self, path, block_size=4096, block_count=512, create=True):
+    def __init__(self, path, block_size=4096, block_count=512, create=True, count_wear=True):
         self.block_size = bs = block_size
         self.block_count = block_count
         self.size = bs * block_count
-        self._ff = b"\xff" * bs
-        self.erase_counts = [0] * block_count
+        # A file-backed device, the gate's flash, costs the gate's heap no
+        # more than an ESP32's esp32.Partition does: one small buffer, and
+        # reads, programs and erases that allocate nothing.
+        self._ff = b"\xff" * min(bs, _CHUNK)
+        self._scratch = bytearray(min(bs, _CHUNK))
+        # Per-block erase counts, for wear figures (None: not counted).
+        self.erase_counts = [0] * block_count if count_wear else None
         self.stall = None
         self.power_on()
         self.reset_counters()
         self._mem = self._file = None
         if path is None:
-            self._mem = [bytearray(self._ff) for _ in range(block_count)]
+            self._mem = [bytearray(b"\xff" * bs) for _ in range(block_count)]
             return
         try:
             self._file = open(path, "r+b")
@@ -82,7 +104,7 @@ class FlashDevice:
             raise ValueError("flash image not whole blocks")
         while end < self.size:      # grow a new or short file with erased blocks
             self._file.write(self._ff)
-            end += bs
+            end += len(self._ff)
         self._file.flush()
 
     def readblocks(self, block, buf, offset=0):
@@ -90,6 +112,10 @@ class FlashDevice:
         if self.is_cut:
             raise PowerCut(_EIO, "PowerCut")
         self.reads += 1
+        if self._file:
+            self._file.seek(addr)
+            self._file.readinto(buf)
+            return
         buf[0:len(buf)] = self._load(addr, len(buf))
 
     def writeblocks(self, block, buf, offset=None):
@@ -104,6 +130,9 @@ class FlashDevice:
             self.stall(STALL_PROGRAM, n)
         self.programs += 1
         self.bytes_programmed += n
+        if self._file and not torn:
+            self._program_file(addr, buf, n)
+            return
         old = self._load(addr, n)
         # NOR: a program only turns 1 bits into 0 bits.
         new = (int.from_bytes(old, "little") & int.from_bytes(bytes(buf), "little")).to_bytes(n, "little")
@@ -115,6 +144,22 @@ class FlashDevice:
         if k < n:
             self._store(addr + k, bytes((old[k] & (new[k] | self._rng.below(256)),)))
         raise PowerCut(_EIO, "PowerCut")
+
+    def _program_file(self, addr, buf, n):
+        # NOR program through the scratch buffer: stored = old & new.
+        f = self._file
+        s = self._scratch
+        i = 0
+        while i < n:
+            k = min(n - i, len(s))
+            f.seek(addr + i)
+            _readinto(f, s, k)
+            for j in range(k):
+                s[j] &= buf[i + j]
+            f.seek(addr + i)
+            _write(f, s, k)
+            i += k
+        f.flush()
 
     def ioctl(self, op, arg):
         if op == 4:
@@ -137,8 +182,9 @@ class FlashDevice:
 
     def reset_counters(self):
         self.reads = self.programs = self.erases = self.bytes_programmed = 0
-        for b in range(self.block_count):
-            self.erase_counts[b] = 0
+        if self.erase_counts is not None:
+            for b in range(self.block_count):
+                self.erase_counts[b] = 0
 
     def snapshot(self):
         return [bytes(m) for m in self._mem]
@@ -205,13 +251,20 @@ class FlashDevice:
         if self.stall:
             self.stall(STALL_ERASE, bs)
         self.erases += 1
-        self.erase_counts[block] += 1
+        if self.erase_counts is not None:
+            self.erase_counts[block] += 1
         if not torn:
-            self._store(addr, self._ff)
+            if self._file:
+                self._file.seek(addr)
+                for _ in range(bs // len(self._ff)):
+                    self._file.write(self._ff)
+                self._file.flush()
+            else:
+                self._store(addr, b"\xff" * bs)
             return
         rng = self._rng
         if rng.below(2):
-            self._store(addr, self._ff[:rng.below(bs)])     # a prefix erased
+            self._store(addr, b"\xff" * rng.below(bs))     # a prefix erased
         else:
             # Cells part way to erased: random bits raised everywhere.
             noise = bytearray(bs)

@@ -31,7 +31,9 @@ class Clock:
         self.quality = quality if self.now() >= EARLIEST_VALID else Q_UNSET
 
     def now(self):
-        return int(self.source.seconds()) + EPOCH_OFFSET
+        seconds = int(self.source.seconds())
+        # Unix times are long ints on a 32-bit port: add nothing needlessly.
+        return seconds + EPOCH_OFFSET if EPOCH_OFFSET else seconds
 
     def set(self, unix_seconds, quality):
         self.source.set_seconds(unix_seconds - EPOCH_OFFSET)

@@ -110,39 +110,41 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
     tariff = tariff_engine.loads(tariff_text)
     db_path = os.path.join(workdir, "lot.sqlite")
     broker = Broker(os.path.join(workdir, "broker"))
-    broker.start()
-    central = None
-    bridge_options = {}
-    if upstream or central_outage:
-        central = CentralServer(os.path.join(workdir, "central.sqlite")).start()
-        bridge_options = {"upstream": central.url, "forwarder_options": {
-            "backoff_max": 2.0, "timeout": 2.0, "sync_every": 5.0}}
-    clock = SimClock(DEMO_START, rate)
-    bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, clock=clock.now,
-                    **bridge_options)
-    bridge.start()
-    page = None
-    if http_port is not None:
-        page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port,
-                            clock=clock.now).start()
-    extra = {"backoff_max_ms": 2000}
+    central = bridge = page = None
     gates = {}
-    for name, direction in (("in", "in"), ("out", "out")):
-        kwargs = {"heap": gate_heap} if gate_heap else {}
-        gate = SimGate(workdir, "gate-" + name, LOT, direction, broker.port, clock,
-                       site_extra=extra, **kwargs)
-        gate.provision()
-        gates[direction] = gate.start()
-    say("parkgate demo in %s: %d cars, broker down from +%.0f s to +%.0f s, "
-        "1 s = %d min of parking" % (workdir, cars, outage[0], outage[1], rate // 60))
-    if page is not None:
-        say("operator page: %s" % page.url)
-    context = {"lot": LOT, "workdir": workdir, "db_path": db_path,
-               "page_url": page.url if page else None, "central": central,
-               "central_url": central.url if central else None, "bridge": bridge,
-               "broker": broker, "gates": gates, "clock": clock}
-    central_state = {"down": False, "back": central_outage is None}
+    # Everything started from here on is stopped in the finally below, also
+    # when something fails to start (a gate that does not boot).
+    broker.start()
     try:
+        bridge_options = {}
+        if upstream or central_outage:
+            central = CentralServer(os.path.join(workdir, "central.sqlite")).start()
+            bridge_options = {"upstream": central.url, "forwarder_options": {
+                "backoff_max": 2.0, "timeout": 2.0, "sync_every": 5.0}}
+        clock = SimClock(DEMO_START, rate)
+        bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, clock=clock.now,
+                        **bridge_options)
+        bridge.start()
+        if http_port is not None:
+            page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port,
+                                clock=clock.now).start()
+        extra = {"backoff_max_ms": 2000}
+        for name, direction in (("in", "in"), ("out", "out")):
+            kwargs = {"heap": gate_heap} if gate_heap else {}
+            gate = SimGate(workdir, "gate-" + name, LOT, direction, broker.port, clock,
+                           site_extra=extra, **kwargs)
+            gates[direction] = gate
+            gate.provision()
+            gate.start()
+        say("parkgate demo in %s: %d cars, broker down from +%.0f s to +%.0f s, "
+            "1 s = %d min of parking" % (workdir, cars, outage[0], outage[1], rate // 60))
+        if page is not None:
+            say("operator page: %s" % page.url)
+        context = {"lot": LOT, "workdir": workdir, "db_path": db_path,
+                   "page_url": page.url if page else None, "central": central,
+                   "central_url": central.url if central else None, "bridge": bridge,
+                   "broker": broker, "gates": gates, "clock": clock}
+        central_state = {"down": False, "back": central_outage is None}
         for gate in gates.values():
             gate.wait_line(r"LINK up", 15)
         if on_running:
@@ -192,7 +194,8 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
             page.stop()
         for gate in gates.values():
             gate.stop()
-        bridge.stop()
+        if bridge is not None:
+            bridge.stop()
         broker.stop()
         if central is not None:
             central.stop()
