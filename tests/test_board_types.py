@@ -58,7 +58,7 @@ def mypy(stubs, path):
 
 
 def test_there_are_esp32_boards():
-    assert {"esp32-devkitc", "wt32-eth01"} <= set(esp32_boards())
+    assert {"esp32-devkitc", "wt32-eth01", "esp32-s3-devkitc-1-n8r8"} <= set(esp32_boards())
 
 
 @pytest.mark.parametrize("board", esp32_boards())
@@ -72,7 +72,10 @@ def test_board_adapter_type_checks_against_the_esp32_stubs(stubs, board):
     # a misspelt UART keyword
     ("esp32-devkitc", "baudrate=UART_BAUD", "baud=UART_BAUD", 'No overload variant of "UART"'),
     # a UART argument of the wrong type
-    ("wt32-eth01", "rxbuf=1024", "rxbuf=\"1k\"", 'No overload variant of "UART"'),
+    ("wt32-eth01", "rxbuf=UART_RXBUF", "rxbuf=\"4k\"", 'No overload variant of "UART"'),
+    # a Pin method that does not exist, on the ESP32-S3 board
+    ("esp32-s3-devkitc-1-n8r8", "self._pin.value(RELAY_ACTIVE_LEVEL",
+     "self._pin.level(RELAY_ACTIVE_LEVEL", '"level"'),
     # a Pin constant that does not exist
     ("esp32-devkitc", "machine.Pin.OUT,", "machine.Pin.OUTPUT,", '"OUTPUT"'),
     # a network constant that does not exist

@@ -16,12 +16,30 @@ import os
 import socket
 import sys
 import time
+from micropython import const
 
 NAME = "esp32-devkitc"
 UART_ID = 2
 UART_RX = 16
 UART_TX = 17
 UART_BAUD = 115200
+# The camera UART's receive ring (machine.UART rxbuf: the ESP-IDF driver's
+# buffer, taken from the ESP-IDF heap, not the Python heap; the port's
+# default is 256 B). At 115200 8N1 the line brings 11.5 bytes a millisecond.
+# - While the flash is erased or written the UART interrupt cannot run (the
+#   driver is installed without an IRAM flag): only the 128-byte hardware
+#   FIFO takes bytes, about 11 ms. No rxbuf helps there; the journal erases
+#   its next block only while the lane is idle (parkgate.app, maintain()).
+# - The ring covers the pauses in which the interrupt runs but Python does
+#   not read: the longest is a socket call of the MQTT link blocked for its
+#   timeout (site "socket_timeout_ms", 500 ms by default), then a GC pass
+#   (about 2 ms without PSRAM, 100 ms and more with it).
+# - In such a pause the camera sends a result frame or two (one per car,
+#   plus heartbeats): a Vzenith frame is an 8-byte header and a JSON body of
+#   several hundred bytes, of which the parser keeps up to 1024
+#   (parkgate.vzenith.MAX_BODY): two of the largest are 2 x 1032 = 2064 B.
+# 4096 B holds that with room to spare, and 355 ms of bytes back to back.
+UART_RXBUF = const(4096)
 RELAY_PIN = 26
 RELAY_ACTIVE_LEVEL = 0     # common opto-isolated relay modules switch on a low input
 FS_PATH = "/"
@@ -63,7 +81,7 @@ class ClockSource:
 class Uart:
     def __init__(self):
         self._uart = machine.UART(UART_ID, baudrate=UART_BAUD, rx=UART_RX, tx=UART_TX,
-                                  timeout=0, rxbuf=1024)
+                                  timeout=0, rxbuf=UART_RXBUF)
 
     def readinto(self, buf):
         return self._uart.readinto(buf) or 0

@@ -1,13 +1,22 @@
 """`make lint`: every file that goes on a board compiles with mpy-cross.
 
 MicroPython rejects syntax CPython accepts (nested f-strings, some
-comprehension forms, ...); this catches it on the host for every board."""
+comprehension forms, ...); this catches it on the host for every board.
+Then every ESP32 board's frozen manifest is resolved and compiled for the
+board's chip as its image build would (host_tools/build_esp32.py
+check_frozen(), with a stub for the absent ports/esp32)."""
 import os
 import subprocess
 import sys
 import tempfile
 
 from parkgate_tools import runtime
+
+sys.path.insert(0, os.path.join(runtime.ROOT, "host_tools"))
+import build_esp32  # noqa: E402  (stdlib only)
+from build_firmware import BuildError  # noqa: E402
+
+sys.path.pop(0)
 
 
 def board_names():
@@ -19,7 +28,9 @@ def firmware_files():
     """Every .py that a deploy puts on some board, plus firmware/main.py."""
     files = {os.path.join(runtime.FIRMWARE, "main.py")}
     for board in board_names():
-        files.update(source for source, _, _ in runtime.sources(board))
+        # A board's manifest.py is read by the image build, not put on a board.
+        files.update(source for source, _, _ in runtime.sources(board)
+                     if os.path.basename(source) != "manifest.py")
     return sorted(files)
 
 
@@ -35,13 +46,29 @@ def check(files=None):
     return errors
 
 
+def check_manifests():
+    """[(board, module count or None, error or None)] for every ESP32 board."""
+    results = []
+    for board in build_esp32.esp32_boards():
+        try:
+            results.append((board, len(build_esp32.check_frozen(board)), None))
+        except BuildError as exc:
+            results.append((board, None, str(exc)))
+    return results
+
+
 def main():
     files = firmware_files()
     errors = check(files)
     for source, message in errors:
         print("%s: %s" % (os.path.relpath(source, runtime.ROOT), message))
     print("mpy-cross: %d files, %d rejected" % (len(files), len(errors)))
-    return 1 if errors else 0
+    manifests = check_manifests()
+    for board, count, error in manifests:
+        print(error or "boards/%s/manifest.py: %d frozen modules compile for the board's chip"
+              % (board, count))
+    bad = [board for board, _, error in manifests if error]
+    return 1 if errors or bad else 0
 
 
 if __name__ == "__main__":

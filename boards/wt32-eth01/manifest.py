@@ -1,0 +1,22 @@
+# What `make firmware BOARD=wt32-eth01` freezes into this board's ESP32 image
+# (host_tools/build_esp32.py passes it to the ESP32 port as FROZEN_MANIFEST;
+# tests/test_frozen_manifests.py resolves and compiles it on every `make
+# test`). Paths are relative to this file (MicroPython's manifest rules).
+#
+# In place of the port's own boards/manifest.py, which require()s
+# micropython-lib (bundle-networking, its own umqtt.simple and umqtt.robust,
+# ...): only what the gate needs, with umqtt.simple as pinned here.
+#
+# The ESP32 port's own start-up and helpers (ports/esp32/modules at v1.28.0:
+# _boot.py mounts the "vfs" partition at /, or formats it through inisetup.py;
+# flashbdev.py finds that partition; machine.py, espnow.py, apa106.py; the
+# last needs micropython-lib's neopixel, not frozen here: nothing imports it).
+freeze("$(PORT_DIR)/modules")
+include("$(MPY_DIR)/extmod/asyncio")
+# The gate: the firmware, its entry point (a frozen main.py runs at boot in
+# preference to one on the filesystem) and this board's adapter.
+package("parkgate", base_path="../../firmware")
+module("main.py", base_path="../../firmware")
+module("board.py")
+# umqtt.simple as pinned by host_tools/fetch_umqtt.py (make setup fetches it).
+package("umqtt", base_path="../../build/lib")

@@ -1,0 +1,446 @@
+"""Build an ESP32 board's MicroPython image with the gate firmware frozen in.
+
+usage: python host_tools/build_esp32.py BOARD     (make firmware BOARD=esp32-devkitc)
+
+What it needs (it says which are missing, and how to get them, then exits 1):
+
+- ESP-IDF, set up in this shell (IDF_PATH set, idf.py on PATH: `. $IDF_PATH/export.sh`).
+  MicroPython 1.28 is built and tested with ESP-IDF v5.3 to v5.5.1 and
+  recommends v5.5.1 (ports/esp32/README.md and its CI, at v1.28.0).
+- A MicroPython v1.28.0 tree that has ports/esp32: MICROPYTHON_SRC set to a
+  clone (`git clone -b v1.28.0 https://github.com/micropython/micropython.git`);
+  this script runs `make -C ports/esp32 submodules` in a git checkout. The
+  source archive in ../shared/micropython/ holds only the ports the
+  simulator needs (unix), not ports/esp32.
+
+What it does, with boards/BOARD/board.json (micropython_board, its variant,
+chip, flash_size, partitions):
+
+1. Resolves boards/BOARD/manifest.py with MicroPython's tools/manifestfile.py
+   and compiles every frozen module with that tree's mpy-cross for the chip's
+   architecture (check_frozen(): the part `make test` runs without ESP-IDF).
+2. Writes a MicroPython board definition in build/firmware/BOARD/idf-board/:
+   a copy of ports/esp32/boards/<micropython_board> whose
+   mpconfigboard.cmake also takes the variant's settings and an sdkconfig
+   fragment naming the board's partition table and flash size.
+3. `make -C ports/esp32 BOARD_DIR=<that copy> BUILD=build/firmware/BOARD/idf
+   FROZEN_MANIFEST=<abs boards/BOARD/manifest.py>` (the port's thin wrapper
+   around `idf.py build`, which then joins bootloader, partition table and
+   application into firmware.bin with the port's makeimg.py).
+4. Copies firmware.bin, bootloader.bin, partition-table.bin and
+   micropython.bin to build/firmware/BOARD/, checks that the built partition
+   table is the board's, and writes build/firmware/BOARD/FLASHING.txt with the
+   esptool commands and offsets (flash_commands()).
+
+Flashing: firmware/docs/boards.md.
+"""
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import build_firmware  # noqa: E402  (stdlib only)
+from build_firmware import BUILD, JOBS, MICROPYTHON_GIT, MICROPYTHON_TAG, ROOT, BuildError, log  # noqa: E402
+
+sys.path.pop(0)
+
+BOARDS = os.path.join(ROOT, "boards")
+# ESP-IDF versions MicroPython v1.28.0 supports (ports/esp32/README.md,
+# .github/workflows/ports_esp32.yml IDF_OLDEST_VER .. IDF_NEWEST_VER).
+IDF_RECOMMENDED = "v5.5.1"
+IDF_SUPPORTED = ("v5.3", "v5.4", "v5.4.1", "v5.4.2", "v5.5.1")
+# Per chip: mpy-cross's -march for frozen code (ports/esp32/esp32_common.cmake
+# MICROPY_CROSS_FLAGS) and where the second-stage bootloader goes in flash
+# (MicroPython's board.json deploy_options.flash_offset: 0x1000 on the ESP32
+# and ESP32-S2, 0 on the later chips).
+CHIPS = {
+    "esp32": {"march": "xtensawin", "bootloader": 0x1000},
+    "esp32s2": {"march": "xtensawin", "bootloader": 0x1000},
+    "esp32s3": {"march": "xtensawin", "bootloader": 0x0},
+    "esp32c3": {"march": "rv32imc", "bootloader": 0x0},
+    "esp32c6": {"march": "rv32imc", "bootloader": 0x0},
+}
+PARTITION_TABLE_OFFSET = 0x8000     # ESP-IDF's default, which MicroPython keeps
+FLASH_SIZES = {"2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
+IDF_INSTALL = (
+    "install ESP-IDF %s (MicroPython 1.28 supports %s):\n"
+    "      git clone -b %s --recursive https://github.com/espressif/esp-idf.git ~/esp-idf\n"
+    "      cd ~/esp-idf && ./install.sh esp32,esp32s3\n"
+    "      . ~/esp-idf/export.sh        (in every new shell: sets IDF_PATH, puts idf.py on PATH)"
+    % (IDF_RECOMMENDED, ", ".join(IDF_SUPPORTED), IDF_RECOMMENDED))
+MPY_CLONE = (
+    "set MICROPYTHON_SRC to a MicroPython %s clone (the ESP32 port and its submodules):\n"
+    "      git clone -b %s %s ~/micropython-%s\n"
+    "      export MICROPYTHON_SRC=~/micropython-%s    (this script runs `make -C ports/esp32 "
+    "submodules` in it)"
+    % (MICROPYTHON_TAG, MICROPYTHON_TAG, MICROPYTHON_GIT, MICROPYTHON_TAG[1:],
+       MICROPYTHON_TAG[1:]))
+
+
+# --- the board ------------------------------------------------------------------
+
+def board_doc(board):
+    """boards/<board>/board.json of an ESP32 board; BuildError otherwise."""
+    path = os.path.join(BOARDS, board, "board.json")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise BuildError("no board %r (no %s)" % (board, os.path.relpath(path, ROOT))) from None
+    if doc.get("port") != "esp32":
+        raise BuildError("board %s is not an ESP32 board (port %r)" % (board, doc.get("port")))
+    if doc.get("chip") not in CHIPS:
+        raise BuildError("board %s: board.json chip %r is not one of %s"
+                         % (board, doc.get("chip"), ", ".join(sorted(CHIPS))))
+    if doc.get("flash_size") not in FLASH_SIZES:
+        raise BuildError("board %s: board.json flash_size %r is not one of %s"
+                         % (board, doc.get("flash_size"), ", ".join(FLASH_SIZES)))
+    return doc
+
+
+def esp32_boards():
+    """Names of the boards whose board.json says "port": "esp32"."""
+    names = []
+    for name in sorted(os.listdir(BOARDS)):
+        path = os.path.join(BOARDS, name, "board.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                if json.load(f).get("port") == "esp32":
+                    names.append(name)
+    return names
+
+
+def manifest_path(board):
+    return os.path.join(BOARDS, board, "manifest.py")
+
+
+def partitions(board, doc=None):
+    """The board's partition table: [(name, type, subtype, offset, size)]."""
+    doc = doc or board_doc(board)
+    rows = []
+    with open(os.path.join(BOARDS, board, doc.get("partitions", "partitions.csv"))) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                cells = [c.strip() for c in line.split(",")]
+                rows.append((cells[0], cells[1], cells[2], int(cells[3], 0), int(cells[4], 0)))
+    return rows
+
+
+def app_offset(board, doc=None):
+    for name, kind, _, offset, _ in partitions(board, doc):
+        if kind == "app":
+            return offset
+    raise BuildError("board %s: the partition table has no app partition" % board)
+
+
+# --- the frozen manifest, with MicroPython's own tools -----------------------------
+
+def _manifestfile(tree):
+    """tools/manifestfile.py of the MicroPython tree, as a module."""
+    path = os.path.join(tree, "tools", "manifestfile.py")
+    if not os.path.exists(path):
+        raise BuildError("%s has no tools/manifestfile.py" % tree)
+    spec = importlib.util.spec_from_file_location("mp_manifestfile_%x" % abs(hash(tree)), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def stub_port_dir():
+    """A stand-in for ports/esp32 where the tree has none: an empty modules/,
+    so the manifest's freeze("$(PORT_DIR)/modules") resolves to nothing."""
+    with tempfile.TemporaryDirectory(prefix="esp32-port-stub-") as folder:
+        os.mkdir(os.path.join(folder, "modules"))
+        yield folder
+
+
+def resolve_manifest(board, tree, port_dir, source=None):
+    """The files boards/<board>/manifest.py freezes, resolved by the tree's
+    tools/manifestfile.py in freeze mode (its ManifestOutput records), with
+    $(MPY_DIR) the tree and $(PORT_DIR) port_dir. source: manifest text to
+    run instead of the file, as if it were the board's manifest.py (paths
+    relative to the board folder). BuildError names what does not resolve."""
+    mf = _manifestfile(tree)
+    manifest = mf.ManifestFile(mf.MODE_FREEZE, {
+        "MPY_DIR": tree, "PORT_DIR": port_dir, "BOARD_DIR": os.path.join(BOARDS, board),
+        "MPY_LIB_DIR": None})
+    where = os.path.relpath(manifest_path(board), ROOT)
+    try:
+        if source is None:
+            manifest.execute(manifest_path(board))
+        else:
+            here = os.getcwd()
+            os.chdir(os.path.join(BOARDS, board))
+            try:
+                manifest.execute(source)
+            finally:
+                os.chdir(here)
+    except mf.ManifestFileError as exc:
+        raise BuildError("%s: %s" % (where, exc)) from None
+    files = manifest.files()
+    for item in files:
+        if item.file_type != mf.FILE_TYPE_LOCAL:
+            raise BuildError("%s: %s is not a local file" % (where, item.full_path))
+    return files, mf
+
+
+def check_frozen(board, tree=None, port_dir=None, mpy_cross=None, out_dir=None, source=None):
+    """Resolve the board's manifest and compile every module it freezes as
+    the ESP32 build does (mpy-cross -march=<chip's> -s <name> [-O<opt>]).
+    Returns [{"target", "source", "size", "header"}] (size and first 4
+    bytes of the .mpy), in the manifest's order; with out_dir the .mpy files
+    are kept there. BuildError names a file that is missing or a module that
+    does not compile. port_dir None: the tree's ports/esp32, or a stub with
+    an empty modules/ if the tree has none."""
+    doc = board_doc(board)
+    march = CHIPS[doc["chip"]]["march"]
+    if tree is None:
+        tree, _ = build_firmware.source_tree()
+    mpy_cross = mpy_cross or build_firmware.mpy_cross_path()
+    with contextlib.ExitStack() as stack:
+        if port_dir is None:
+            port_dir = os.path.join(tree, "ports", "esp32")
+            if not os.path.isdir(os.path.join(port_dir, "modules")):
+                port_dir = stack.enter_context(stub_port_dir())
+        if out_dir is None:
+            out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="frozen-"))
+        files, mf = resolve_manifest(board, tree, port_dir, source)
+        compiled = []
+        for item in files:
+            if item.kind == mf.KIND_FREEZE_MPY:     # an .mpy frozen as it is
+                out = item.full_path
+            else:
+                out = os.path.join(out_dir, item.target_path[:-3] + ".mpy")
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                argv = [mpy_cross, "-o", out, "-s", item.target_path, "-march=" + march]
+                if item.opt is not None:
+                    argv.append("-O%d" % item.opt)
+                with mf.tagged_py_file(item.full_path, item.metadata) as tagged:
+                    proc = subprocess.run(argv + [tagged], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise BuildError("%s (%s) does not compile for %s: %s" % (
+                        item.target_path, item.full_path, march,
+                        (proc.stderr or proc.stdout).strip().replace(tagged, item.full_path)))
+            with open(out, "rb") as f:
+                header = f.read(4)
+            compiled.append({"target": item.target_path, "source": item.full_path,
+                             "size": os.path.getsize(out), "header": header})
+        return compiled
+
+
+# --- what the build needs ------------------------------------------------------------
+
+def idf_version(idf_path):
+    """ESP-IDF's version ("v5.5.1") from its tools/cmake/version.cmake, or None."""
+    parts = {}
+    try:
+        with open(os.path.join(idf_path, "tools", "cmake", "version.cmake")) as f:
+            for line in f:
+                m = re.match(r"\s*set\(IDF_VERSION_(MAJOR|MINOR|PATCH)\s+(\d+)\)", line)
+                if m:
+                    parts[m.group(1)] = m.group(2)
+    except OSError:
+        return None
+    if len(parts) < 2:
+        return None
+    version = "v%s.%s" % (parts["MAJOR"], parts["MINOR"])
+    if parts.get("PATCH", "0") != "0":
+        version += "." + parts["PATCH"]
+    return version
+
+
+def esp32_tree():
+    """(MicroPython tree, [problems]) for an ESP32 build."""
+    problems = []
+    try:
+        tree, _ = build_firmware.source_tree()
+    except (BuildError, OSError, subprocess.CalledProcessError) as exc:
+        return None, ["no MicroPython source (%s): %s" % (exc, MPY_CLONE)]
+    port = os.path.join(tree, "ports", "esp32")
+    if not os.path.isdir(port):
+        given = os.environ.get("MICROPYTHON_SRC")
+        problems.append(
+            "the MicroPython source %s has no ports/esp32 (%s): %s" % (
+                tree, "MICROPYTHON_SRC=%s" % given if given else
+                "unpacked from %s, which holds only unix, mpy-cross, py, extmod, lib, tools, "
+                "..." % os.path.relpath(build_firmware.SHARED_ARCHIVE, ROOT)
+                if os.path.isfile(build_firmware.SHARED_ARCHIVE) else "no MICROPYTHON_SRC",
+                MPY_CLONE))
+    elif not os.path.exists(os.path.join(tree, ".git")) and not os.path.exists(
+            os.path.join(tree, "lib", "micropython-lib", "README.md")):
+        problems.append(
+            "%s is not a git checkout and lacks the submodules the ESP32 build needs "
+            "(lib/micropython-lib, lib/berkeley-db-1.xx): %s" % (tree, MPY_CLONE))
+    return tree, problems
+
+
+def prerequisites():
+    """(MicroPython tree or None, [what is missing, each with how to get it])."""
+    problems = []
+    idf_path = os.environ.get("IDF_PATH")
+    if not idf_path:
+        problems.append("ESP-IDF: IDF_PATH is not set: " + IDF_INSTALL)
+    elif not os.path.isdir(idf_path):
+        problems.append("ESP-IDF: IDF_PATH=%s is not a folder: %s" % (idf_path, IDF_INSTALL))
+    else:
+        if shutil.which("idf.py") is None:
+            problems.append("ESP-IDF: idf.py is not on PATH: run `. %s/export.sh` in this shell"
+                            % idf_path)
+        version = idf_version(idf_path)
+        if version is not None and version not in IDF_SUPPORTED:
+            log("warning: ESP-IDF %s at %s; MicroPython %s supports %s (recommended %s)"
+                % (version, idf_path, MICROPYTHON_TAG, ", ".join(IDF_SUPPORTED),
+                   IDF_RECOMMENDED))
+    tree, tree_problems = esp32_tree()
+    return tree, problems + tree_problems
+
+
+# --- the build -----------------------------------------------------------------------
+
+def out_dir(board):
+    return os.path.join(BUILD, "firmware", board)
+
+
+def write_board_definition(board, doc, tree):
+    """build/firmware/<board>/idf-board/<micropython_board>: the port's board
+    folder, plus the variant's cmake and parkgate's sdkconfig fragment (the
+    board's partition table and flash size, last so they win)."""
+    mp_board = doc["micropython_board"]
+    source = os.path.join(tree, "ports", "esp32", "boards", mp_board)
+    if not os.path.exists(os.path.join(source, "mpconfigboard.cmake")):
+        raise BuildError("MicroPython has no ESP32 board %s (%s)" % (mp_board, source))
+    variant = doc.get("micropython_variant")
+    if variant and not os.path.exists(os.path.join(source, "mpconfigvariant_%s.cmake" % variant)):
+        raise BuildError("MicroPython's %s has no variant %s" % (mp_board, variant))
+    target = os.path.join(out_dir(board), "idf-board", mp_board)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    fragment = os.path.join(out_dir(board), "idf-board", "sdkconfig.parkgate")
+    table = os.path.join(BOARDS, board, doc.get("partitions", "partitions.csv"))
+    size = doc["flash_size"]
+    lines = ["# parkgate board %s (host_tools/build_esp32.py)" % board,
+             "CONFIG_PARTITION_TABLE_CUSTOM=y",
+             'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME="%s"' % table]
+    lines += ["CONFIG_ESPTOOLPY_FLASHSIZE_%s=%s" % (s, "y" if s == size else "n")
+              for s in FLASH_SIZES]
+    lines.append('CONFIG_ESPTOOLPY_FLASHSIZE="%s"' % size)
+    with open(fragment, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(target, "mpconfigboard.cmake"), "a") as f:
+        f.write("\n# parkgate board %s: the variant, then the partition table and flash size\n"
+                % board)
+        if variant:
+            f.write("include(${CMAKE_CURRENT_LIST_DIR}/mpconfigvariant_%s.cmake)\n" % variant)
+        f.write("list(APPEND SDKCONFIG_DEFAULTS %s)\n" % fragment)
+    return target
+
+
+def flash_commands(board, doc=None, port="/dev/ttyUSB0", folder=None):
+    """The esptool commands that put the built image on the board."""
+    doc = doc or board_doc(board)
+    chip = doc["chip"]
+    folder = os.path.relpath(folder or out_dir(board), ROOT)
+    boot = CHIPS[chip]["bootloader"]
+    head = "esptool.py --chip %s --port %s" % (chip, port)
+    return [
+        "%s erase_flash" % head,
+        "%s --baud 460800 write_flash 0x%x %s/firmware.bin" % (head, boot, folder),
+        "# or the same three parts one by one:",
+        "%s --baud 460800 write_flash --flash_size %s 0x%x %s/bootloader.bin 0x%x "
+        "%s/partition-table.bin 0x%x %s/micropython.bin" % (
+            head, doc["flash_size"], boot, folder, PARTITION_TABLE_OFFSET, folder,
+            app_offset(board, doc), folder),
+    ]
+
+
+def _run(argv, what, cwd=None):
+    log("$ " + " ".join(argv))
+    proc = subprocess.run(argv, cwd=cwd)
+    if proc.returncode != 0:
+        raise BuildError("%s failed (exit %d)" % (what, proc.returncode))
+
+
+def _check_partition_table(board, doc, built):
+    """The built partition-table.bin is the board's partitions.csv."""
+    gen = os.path.join(os.environ["IDF_PATH"], "components", "partition_table",
+                       "gen_esp32part.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = os.path.join(tmp, "partitions.bin")
+        _run([sys.executable, gen, "-q", os.path.join(BOARDS, board, doc.get(
+            "partitions", "partitions.csv")), ours], "gen_esp32part.py")
+        with open(ours, "rb") as a, open(built, "rb") as b:
+            if a.read() != b.read():
+                raise BuildError("the built partition table %s is not boards/%s/%s"
+                                 % (built, board, doc.get("partitions", "partitions.csv")))
+
+
+def build(board, tree):
+    doc = board_doc(board)
+    port = os.path.join(tree, "ports", "esp32")
+    frozen = check_frozen(board, tree=tree)
+    log("manifest: %d modules compile for %s" % (len(frozen), CHIPS[doc["chip"]]["march"]))
+    _run(["make", "-C", os.path.join(tree, "mpy-cross"), JOBS], "mpy-cross build")
+    board_dir = write_board_definition(board, doc, tree)
+    idf_build = os.path.join(out_dir(board), "idf")
+    args = ["BOARD_DIR=" + board_dir, "BUILD=" + idf_build,
+            "FROZEN_MANIFEST=" + manifest_path(board)]
+    if os.path.exists(os.path.join(tree, ".git")):
+        _run(["make", "-C", port] + args + ["submodules"], "make submodules")
+    _run(["make", "-C", port, JOBS] + args, "ESP32 build (make -C ports/esp32)")
+    outputs = {"firmware.bin": "firmware.bin", "micropython.bin": "micropython.bin",
+               "bootloader.bin": os.path.join("bootloader", "bootloader.bin"),
+               "partition-table.bin": os.path.join("partition_table", "partition-table.bin")}
+    for name, relative in outputs.items():
+        shutil.copyfile(os.path.join(idf_build, relative), os.path.join(out_dir(board), name))
+    _check_partition_table(board, doc, os.path.join(out_dir(board), "partition-table.bin"))
+    commands = flash_commands(board, doc)
+    with open(os.path.join(out_dir(board), "FLASHING.txt"), "w") as f:
+        f.write("# %s: MicroPython %s (%s%s) with parkgate frozen in\n" % (
+            board, MICROPYTHON_TAG, doc["micropython_board"],
+            ", " + doc["micropython_variant"] if doc.get("micropython_variant") else ""))
+        f.write("\n".join(commands) + "\n")
+    log("built %s" % os.path.relpath(os.path.join(out_dir(board), "firmware.bin"), ROOT))
+    print("\n".join(commands))
+    return 0
+
+
+def main(board):
+    """make firmware BOARD=<an ESP32 board>: 0 when built, 1 otherwise."""
+    try:
+        doc = board_doc(board)
+        tree, problems = prerequisites()
+        if problems:
+            # What this machine can check without them: the frozen manifest.
+            try:
+                frozen = check_frozen(board)
+                log("manifest boards/%s/manifest.py: %d modules resolve and compile for %s%s" % (
+                    board, len(frozen), CHIPS[doc["chip"]]["march"],
+                    "" if tree and os.path.isdir(os.path.join(tree, "ports", "esp32"))
+                    else " (the ESP32 port's own modules not checked: no ports/esp32)"))
+            except BuildError as exc:
+                problems.insert(0, "the frozen manifest: %s" % exc)
+            sys.stderr.write("firmware: cannot build the %s image (%s, %s); missing:\n" % (
+                board, doc["micropython_board"], doc["chip"]))
+            for problem in problems:
+                sys.stderr.write("  - %s\n" % problem)
+            sys.stderr.write("How to flash a built image: firmware/docs/boards.md\n")
+            return 1
+        return build(board, tree)
+    except BuildError as exc:
+        sys.stderr.write("firmware: %s\n" % exc)
+        return 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))
