@@ -2,10 +2,14 @@
 
 A SimGate journals a few cars (two acknowledged by the lot bridge, two not,
 the broker gone), then the same gate folder is started as a REPL on a socat
-pseudo-terminal (SimRepl) and the field tools run against it through
-mpremote in `resume` mode: deploy, status, journal, push-tariff,
-push-members, set-clock, test-relay, config. Their effects are checked
-inside the gate, through mpremote's own commands where possible."""
+pseudo-terminal (SimRepl: the unix-sim image, its code frozen in, as an
+ESP32 runs a parkgate image) and the field tools run against it through
+mpremote in `resume` mode: deploy (the configuration only, then with --code
+the .mpy files, refused in the gate's 64 KiB heap and shadowing the frozen
+code in a larger one, then the configuration only again, which removes
+them), status, journal, push-tariff, push-members, set-clock, test-relay,
+config. Their effects are checked inside the gate, through mpremote's own
+commands where possible."""
 import csv
 import hashlib
 import io
@@ -19,16 +23,19 @@ import time
 import pytest
 
 from parkgate import members, tariff
-from parkgate_tools import fieldtool, lint
+from parkgate_tools import fieldtool, lint, runtime
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
 from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
-from parkgate_tools.sim_repl import REPL_BOOT, FlashGate, SimRepl
+from parkgate_tools.sim_repl import FlashGate, SimRepl
 
 LOT = "ft"
 START = 1795564800   # 2026-11-25 08:00 UTC+8
 PLATES = ["京A10001", "沪B20002", "粤C30003", "苏D40004"]
 TARIFFS = os.path.dirname(DEFAULT_TARIFF)
+SIMBOOT = os.path.join(runtime.BOARDS, "unix-sim", "port", "simboot.py")
+ESP32_BOARDS = [name for name in fieldtool.board_names()
+                if fieldtool.load_board(name).doc.get("port") == "esp32"]
 
 
 def sha_file(path):
@@ -58,6 +65,26 @@ def device_sha256(port, paths):
         if word == "sha256sum":
             found[out[i + 1][1:]] = out[i + 2]
     return found
+
+
+def flash_listing(port):
+    """Every path on the board's filesystem (recursive)."""
+    return sorted(mpremote(port, "fs", "tree", ":/flash").split())
+
+
+def imported_from(port, *modules):
+    """{module: (its __file__, "flash" or "image")} as the board imports it."""
+    code = ("import os\n"
+            "for name in %r:\n"
+            "    m = __import__(name, None, None, ['x'])\n"
+            "    try:\n"
+            "        os.stat(m.__file__)\n"
+            "        where = 'flash'\n"
+            "    except OSError:\n"
+            "        where = 'image'\n"
+            "    print(name, m.__file__, where)\n" % (list(modules),))
+    lines = mpremote(port, "exec", code).split("\n")
+    return {line.split()[0]: tuple(line.split()[1:]) for line in lines if line.strip()}
 
 
 def gpio_edges(folder):
@@ -104,48 +131,66 @@ def field(tmp_path_factory):
     with open(repl.site_path, "w") as f:
         json.dump({"lot": LOT, "gate": "g-in", "direction": "in", "broker": "127.0.0.1",
                    "port": broker.port, "backoff_max_ms": 500}, f)
+    repl.members_path = os.path.join(work, "members-g-in.json")
+    with open(repl.members_path, "w") as f:
+        json.dump({"version": 1, "members": [{"plate": PLATES[0], "until": None}]}, f,
+                  ensure_ascii=False)
     yield repl
     repl.stop()
 
 
 @pytest.fixture(scope="module")
 def deployed(field):
-    """The firmware deployed onto the REPL's flash by `parkgate board deploy`,
-    the board rebooted."""
+    """The gate's configuration deployed onto the REPL's flash by `parkgate
+    board deploy` (the code is the image's), the board rebooted."""
     port = field.port
-    # Nothing deployed yet: a clear error, not a traceback.
-    before = parkgate("board", "status", "--port", port, "--resume")
-    assert before.returncode == 1
-    assert "device: no board adapter on the flash" in before.stderr
-    assert "Traceback" not in before.stderr + before.stdout
+    # Nothing deployed yet: the image's own code answers, from the flash's
+    # journal, with no deploy.json.
+    before = parkgate("board", "status", "--port", port, "--resume", "--json")
+    assert before.returncode == 0, before.stderr
+    st = json.loads(before.stdout)
+    assert st["firmware"] is None and st["code"] == {"board": "image", "parkgate": "image"}
+    assert st["journal"]["next_seq"] == 5
     proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim",
-                    "--site", field.site_path)
+                    "--site", field.site_path, "--members", field.members_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    count = len(fieldtool.firmware_files(fieldtool.load_board("unix-sim")))
-    assert "verified %d files by SHA-256 on the board" % count in proc.stdout
+    assert "verified 2 files by SHA-256 on the board" in proc.stdout
+    assert "code frozen in the image; config members.bin, site.json" in proc.stdout
     assert "restart the simulator" in proc.stdout
     field.restart()
     return field
 
 
-def test_deploy_puts_the_built_firmware_on_the_flash_with_its_hashes(deployed):
+def test_deploy_puts_the_configuration_on_the_flash_with_its_hashes(deployed):
     port = deployed.port
-    files = fieldtool.firmware_files(fieldtool.load_board("unix-sim"))
-    remote = {"/flash/" + r: sha_file(local) for local, r in files}
-    assert "/flash/parkgate/journal.mpy" in remote and "/flash/lib/umqtt/simple.mpy" in remote
-    assert "/flash/board.mpy" in remote and "/flash/main.py" in remote
-    assert "/flash/provision.mpy" not in remote        # board.json lists what goes
-    assert device_sha256(port, sorted(remote)) == remote
+    with open(deployed.members_path, encoding="utf-8") as f:
+        members_bin = fieldtool.members_file(json.load(f))
+    config = {"/flash/site.json": sha_file(deployed.site_path),
+              "/flash/members.bin": hashlib.sha256(members_bin).hexdigest()}
+    assert device_sha256(port, sorted(config)) == config
     site = json.loads(mpremote(port, "fs", "cat", ":/flash/site.json"))
     with open(deployed.site_path) as f:
         assert site == json.load(f)
     manifest = json.loads(mpremote(port, "fs", "cat", ":/flash/deploy.json"))
-    assert manifest["board"] == "unix-sim"
-    assert {"/flash/" + k: v for k, v in manifest["files"].items()} == remote
-    # What runs in the rebooted board is what was deployed, from the flash.
-    where = mpremote(port, "exec", "import os, board, parkgate.journal as j\n"
-                                   "print(os.getcwd(), board.__file__, j.__file__)")
-    assert where.split() == ["/flash", "board.mpy", "parkgate/journal.mpy"]
+    assert manifest["board"] == "unix-sim" and manifest["code"] == "image"
+    assert manifest["files"] == {}
+    assert {"/flash/" + k: v for k, v in manifest["config"].items()} == config
+    # No code on the flash: what runs in the rebooted board is the image's.
+    listing = flash_listing(port)
+    assert not [p for p in listing if p.endswith((".mpy", "main.py", "board.py"))], listing
+    assert "parkgate" not in listing and "umqtt" not in listing
+    assert imported_from(port, "board", "parkgate.journal") == {
+        "board": ("board.py", "image"), "parkgate.journal": ("parkgate/journal.py", "image")}
+
+
+def test_deploy_refuses_an_image_of_another_board(deployed):
+    port = deployed.port
+    before = flash_listing(port)
+    proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "esp32-devkitc")
+    assert proc.returncode == 1
+    assert ("the image on %s is parkgate for board unix-sim, not esp32-devkitc" % port
+            in proc.stderr), proc.stderr
+    assert flash_listing(port) == before
 
 
 def test_status_reports_the_journal_the_gate_wrote(deployed):
@@ -155,8 +200,9 @@ def test_status_reports_the_journal_the_gate_wrote(deployed):
     st = json.loads(proc.stdout)
     assert st["board"] == "unix-sim" and st["root"] == "/flash"
     assert st["site"] == {"lot": LOT, "gate": "g-in", "direction": "in", "broker": "127.0.0.1"}
-    files = fieldtool.firmware_files(fieldtool.load_board("unix-sim"))
-    assert st["firmware"]["changed"] == [] and st["firmware"]["files"] == len(files)
+    assert st["firmware"]["changed"] == [] and st["firmware"]["files"] == 0
+    assert st["firmware"]["code"] == "image"
+    assert st["code"] == {"board": "image", "parkgate": "image"}
     with open(DEFAULT_TARIFF, "rb") as f:
         default = tariff.loads(f.read())
     assert st["tariff"]["version"] == default.version
@@ -172,6 +218,7 @@ def test_status_reports_the_journal_the_gate_wrote(deployed):
     assert text.returncode == 0
     assert "backlog 2" in text.stdout and "粤C30003" in text.stdout
     assert "journal   id %08x" % journal["id"] in text.stdout
+    assert "code      frozen in the image" in text.stdout
 
 
 def test_journal_csv_rows_match_the_events(deployed, tmp_path):
@@ -274,9 +321,83 @@ def test_config_get_and_set(deployed):
     assert site["relay_pulse_ms"] == 650 and site["direction"] == "in"
 
 
+def test_deploy_with_code_checks_the_heap_and_shadows_the_frozen_code(deployed):
+    """--code: refused in the gate's 64 KiB heap with nothing changed; in a
+    larger heap the .mpy files go on the flash, are what the board imports
+    and gate a car in the heap the tool estimated; a deploy without --code
+    then removes them and the image's code runs again."""
+    port = deployed.port
+    board = fieldtool.load_board("unix-sim")
+    files = fieldtool.firmware_files(board)
+    need, size = fieldtool.code_heap_needed(files)
+    assert need == fieldtool.GATE_DATA_HEAP + int(fieldtool.CODE_HEAP_FACTOR * size)
+    before = flash_listing(port)
+    proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim",
+                    "--code")
+    assert proc.returncode == 1
+    refused = re.search(r"deploy refused: --code: the code would not fit: (\d+) B of \.mpy "
+                        r"files need about (\d+) B of heap .* the board has (\d+) B free "
+                        r"after gc\.collect\(\)\. Deploy without --code", proc.stderr)
+    assert refused, proc.stderr
+    assert (int(refused.group(1)), int(refused.group(2))) == (size, need)
+    assert int(refused.group(3)) < 64 * 1024 < need
+    assert flash_listing(port) == before, "nothing was sent"
+
+    deployed.heap = "256k"
+    deployed.restart()
+    proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim",
+                    "--code")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"heap: \d+ B free on the board, the code needs about %d B" % need,
+                     proc.stdout), proc.stdout
+    assert "code from %d files on the flash" % len(files) in proc.stdout
+    deployed.restart()
+    remote = {"/flash/" + r: sha_file(local) for local, r in files}
+    assert "/flash/parkgate/journal.mpy" in remote and "/flash/board.mpy" in remote
+    assert "/flash/main.py" in remote and "/flash/provision.mpy" not in remote
+    assert device_sha256(port, sorted(remote)) == remote
+    manifest = json.loads(mpremote(port, "fs", "cat", ":/flash/deploy.json"))
+    assert manifest["code"] == "flash"
+    assert {"/flash/" + k: v for k, v in manifest["files"].items()} == remote
+    # Compiled by the mpy-cross of the image's MicroPython (the board imports
+    # them below: an .mpy of another version would not load), and on the
+    # flash they shadow the frozen modules, as on a board.
+    assert "with %s" % runtime.mpy_cross() in proc.stdout
+    assert imported_from(port, "board", "parkgate.journal", "parkgate.app") == {
+        "board": ("board.mpy", "flash"), "parkgate.journal": ("parkgate/journal.mpy", "flash"),
+        "parkgate.app": ("parkgate/app.mpy", "flash")}
+    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    assert st["code"] == {"board": "flash", "parkgate": "flash"}
+    assert st["firmware"]["files"] == len(files) and st["firmware"]["changed"] == []
+
+    # The gate boots that code from its flash and gates a car, in the heap
+    # the tool said it needs.
+    deployed.stop()
+    gate = FlashGate(os.path.dirname(deployed.dir), "g-in", SimClock(START + 3600, 1),
+                     heap="%dk" % -(-need // 1024))
+    try:
+        gate.start()
+        assert "next_seq=5 acked=2" in gate.lines(r" BOOT ")[0]
+        gate.send_plate("闽F60006")
+        gate.wait_line(r"EVENT in seq=5 plate=闽F60006", 5)
+    finally:
+        gate.stop()
+    deployed.heap = None
+    deployed.start()
+    proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "removed old files: " in proc.stdout and "/flash/parkgate/ " in proc.stdout
+    deployed.restart()
+    listing = flash_listing(port)
+    assert "parkgate" not in listing and not [p for p in listing if p.endswith(".mpy")]
+    assert imported_from(port, "board", "parkgate.journal") == {
+        "board": ("board.py", "image"), "parkgate.journal": ("parkgate/journal.py", "image")}
+
+
 def test_the_deployed_flash_boots_as_a_gate(deployed):
     """The last test: the REPL is powered off and the same flash boots the
-    deployed main.py with the pushed tariff, journal and site."""
+    image's main.py with the deployed site, the pushed tariff and the
+    journal, in the gate's 64 KiB heap."""
     deployed.stop()
     gate = FlashGate(os.path.dirname(deployed.dir), "g-in", SimClock(START + 7200, 1))
     try:
@@ -284,9 +405,9 @@ def test_the_deployed_flash_boots_as_a_gate(deployed):
         boot = gate.lines(r" BOOT ")[0]
         with open(os.path.join(TARIFFS, "airport.json"), "rb") as f:
             airport = tariff.loads(f.read())
-        assert "next_seq=5 acked=2" in boot and "tariff=%d" % airport.version in boot
+        assert "next_seq=6 acked=2" in boot and "tariff=%d" % airport.version in boot
         gate.send_plate("浙E50005")
-        gate.wait_line(r"EVENT in seq=5 plate=浙E50005", 5)
+        gate.wait_line(r"EVENT in seq=6 plate=浙E50005", 5)
     finally:
         gate.stop()
     deployed.start()
@@ -303,8 +424,9 @@ def test_device_errors_are_worded_for_the_field():
                                 "no journal partition: flash boards/esp32-devkitc/partitions.csv")
     assert str(err) == ("device: journal: no journal partition: flash "
                         "boards/esp32-devkitc/partitions.csv")
-    assert "run `parkgate board deploy" in str(
-        fieldtool.DeviceError("board", "ImportError", "no module named 'board'"))
+    missing = str(fieldtool.DeviceError("board", "ImportError", "no module named 'board'"))
+    assert "flash the image `make firmware BOARD=NAME` builds" in missing
+    assert "`parkgate board deploy --code`" in missing
 
 
 def test_every_board_program_compiles_with_mpy_cross(tmp_path):
@@ -314,13 +436,13 @@ def test_every_board_program_compiles_with_mpy_cross(tmp_path):
         path.write_text(fieldtool.program(name, {"x": "粤B", "n": [1, None, True]}),
                         encoding="utf-8")
         files.append(str(path))
-    files.append(REPL_BOOT)
+    files.append(SIMBOOT)
     assert lint.check(files) == []
 
 
 def test_board_definitions_and_site_examples():
     names = fieldtool.board_names()
-    assert {"unix-sim", "esp32-devkitc", "wt32-eth01"} <= set(names)
+    assert {"unix-sim", "esp32-devkitc", "wt32-eth01", "esp32-s3-devkitc-1-n8r8"} <= set(names)
     for name in names:
         board = fieldtool.load_board(name)
         for module in board.modules:
@@ -329,11 +451,12 @@ def test_board_definitions_and_site_examples():
             assert fieldtool.check_site(json.load(f), board) == [], name
         if board.doc.get("port") == "esp32":
             assert board.umqtt_frozen and board.fs_root == "/" and board.reset == "machine"
+            assert os.path.exists(os.path.join(board.folder, "manifest.py")), name
 
 
 def test_sim_boot_geometry_is_the_board_adapters():
-    """repl_boot.py mounts the flash with board.json's geometry; board.py
-    uses its own constants: they must agree."""
+    """board.json's flash geometry and board.py's constants (which the
+    image's simboot.py mounts the flash with) must agree."""
     board = fieldtool.load_board("unix-sim")
     with open(os.path.join(board.folder, "board.py")) as f:
         source = f.read()
@@ -358,9 +481,11 @@ def _partitions(path):
     return rows
 
 
-@pytest.mark.parametrize("board", ["esp32-devkitc", "wt32-eth01"])
-def test_partition_table_fits_a_4_mib_module(board):
-    rows = _partitions(os.path.join(fieldtool.load_board(board).folder, "partitions.csv"))
+@pytest.mark.parametrize("board", ESP32_BOARDS)
+def test_partition_table_fits_the_module(board):
+    definition = fieldtool.load_board(board)
+    flash = {"4MB": 4, "8MB": 8, "16MB": 16}[definition.doc["flash_size"]] * 1024 * 1024
+    rows = _partitions(os.path.join(definition.folder, "partitions.csv"))
     by_name = {r[0]: r for r in rows}
     end = 0x9000                            # after the bootloader and the table itself
     for name, kind, subtype, offset, size in sorted(rows, key=lambda r: r[3]):
@@ -369,7 +494,7 @@ def test_partition_table_fits_a_4_mib_module(board):
         if kind == "app":
             assert offset % 0x10000 == 0, "%s: app partitions are 64 KiB aligned" % name
         end = offset + size
-    assert end <= 4 * 1024 * 1024
+    assert end <= flash
     assert by_name["factory"][1] == "app" and by_name["vfs"][1] == "data"
     journal = by_name["journal"]
     assert journal[1] == "data" and journal[4] // 4096 >= 3   # parkgate.journal.MIN_BLOCKS

@@ -1,6 +1,7 @@
 """`parkgate board`: install and service a gate board over USB with mpremote.
 
-    parkgate board deploy --board NAME [--site FILE] [--tariff FILE] [--no-reset]
+    parkgate board deploy --board NAME [--site FILE] [--tariff FILE] [--members FILE]
+                          [--code] [--no-reset]
     parkgate board status [--events N] [--json]
     parkgate board journal [--format csv|json] [--out FILE]
     parkgate board push-tariff FILE
@@ -45,11 +46,16 @@ def add_parser(subparsers):
     sub = parser.add_subparsers(dest="board_command", required=True)
     common = _common()
 
-    p = sub.add_parser("deploy", parents=[common], help="build, copy, verify and reset")
+    p = sub.add_parser("deploy", parents=[common],
+                       help="install the configuration (and with --code the code), verify, reset")
     p.add_argument("--board", required=True,
                    help="board folder under boards/ (%s)" % ", ".join(fieldtool.board_names()))
     p.add_argument("--site", help="site config to install as site.json (keep it out of git)")
     p.add_argument("--tariff", help="tariff table to install as tariff.json")
+    p.add_argument("--members", help="JSON member list to install as members.bin")
+    p.add_argument("--code", action="store_true",
+                   help="development: also copy the code as .mpy files, which shadow the "
+                        "image's frozen code (refused if the board's free heap is too small)")
     p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
     p.set_defaults(run=run_deploy)
 
@@ -119,10 +125,14 @@ def _warn(warnings):
 @_guarded
 def run_deploy(args, device):
     result = fieldtool.deploy(device, args.board, site=args.site, tariff_path=args.tariff,
+                              members_path=args.members, code=args.code,
                               reset=not args.no_reset, progress=print)
     _warn(result["warnings"])
-    print("deployed %s %s (build %s, %d files); reset: %s" % (
-        result["board"], result["version"], result["build"], result["files"], result["reset"]))
+    print("deployed %s %s (build %s): %s; config %s; reset: %s" % (
+        result["board"], result["version"], result["build"],
+        "code frozen in the image" if result["code"] == "image" else
+        "code from %d files on the flash" % result["files"],
+        ", ".join(result["config"]) or "unchanged", result["reset"]))
     return 0
 
 

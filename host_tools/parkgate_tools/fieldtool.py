@@ -4,8 +4,9 @@ Every operation runs ``mpremote connect PORT [resume] ...`` as a subprocess
 (``python -m mpremote``): the installer's own tool, wrapped, not replaced.
 Files go over with ``mpremote fs cp``; everything else is a short MicroPython
 program sent with ``mpremote exec`` that imports the board's own modules
-(``board``, ``parkgate.journal``, ``parkgate.record``, ``parkgate.clock``)
-from the board's flash and prints its answers as JSON lines prefixed ``PG>``.
+(``board``, ``parkgate.journal``, ``parkgate.record``, ``parkgate.clock``:
+frozen in the board's image, or .mpy files a ``deploy --code`` put on its
+flash) and prints its answers as JSON lines prefixed ``PG>``.
 A failure on the board is caught there and printed as one ``PG!`` line,
 which becomes a ``DeviceError`` here ("device: journal: no journal
 partition: ..."), never a traceback.
@@ -79,10 +80,10 @@ class VerifyError(FieldToolError):
 
 
 def _explain(stage, kind, detail):
-    if kind == "ImportError" and "'board'" in detail:
-        return "no board adapter on the flash: run `parkgate board deploy --board NAME` first"
-    if kind == "ImportError" and "parkgate" in detail:
-        return "no parkgate firmware on the flash (%s): run `parkgate board deploy` first" % detail
+    if kind == "ImportError" and ("'board'" in detail or "parkgate" in detail):
+        return ("no parkgate firmware on the board (%s): flash the image `make firmware "
+                "BOARD=NAME` builds (firmware/docs/boards.md), or for development "
+                "`parkgate board deploy --code`" % detail)
     if stage == "site" and kind == "OSError":
         return "no site.json on the flash: deploy with --site FILE or use `parkgate board config set`"
     if kind in ("OSError", "JournalError", "RuntimeError", "ValueError", "RecordError"):
@@ -96,8 +97,9 @@ class BoardDef:
     """boards/<name>/board.json: how the field tools deploy to a board.
 
     fs_root: where the board's filesystem is (the REPL's cwd); umqtt_frozen:
-    umqtt.simple is in the MicroPython image (stock ESP32 firmware) and is
-    not copied; modules: the files of the board folder that go on the board;
+    umqtt.simple is in the MicroPython image and deploy --code does not copy
+    it; modules: the board folder's adapter modules (frozen by its
+    manifest.py; copied by deploy --code, removed by a deploy without it);
     reset: "machine" (machine.reset()) or "process" (the simulator: restart
     the process); site_required: site.json keys this board needs."""
 
@@ -292,6 +294,17 @@ def _pg(args):
                 h.update(mv[:n])
         return binascii.hexlify(h.digest()).decode()
 
+    def origin(mod):
+        # Where an imported module came from: "flash" (the filesystem) or
+        # "image" (frozen: its __file__ names no file; the REPL's current
+        # folder is the filesystem's root, where sys.path's "" looks).
+        import os
+        try:
+            os.stat(mod.__file__)
+            return "flash"
+        except (AttributeError, OSError):
+            return "image"
+
     def has_journal(dev):
         # A journal block header starts with the magic (firmware/docs/journal.md).
         head = bytearray(4)
@@ -313,15 +326,63 @@ del _pg
 '''
 
 PROGRAMS = {
-    # What the board is and where its filesystem is.
+    # What the board is, where its filesystem is, where its code comes from.
     "info": '''
 stage[0] = "board"
-import board
-out({"board": board.NAME, "root": board.mount_flash()})
+res = {"micropython": "%d.%d.%d" % sys.implementation.version[:3]}
+try:
+    import board
+except ImportError as exc:
+    if "board" not in str(exc):
+        raise
+    res["board"] = None
+else:
+    res["board"] = board.NAME
+    res["root"] = board.mount_flash()
+    res["code"] = origin(board)
+out(res)
 ''',
-    # Make folders, drop files a deploy no longer brings.
+    # Free heap after a collection, as a deploy with --code needs it.
+    "heap": '''
+import gc
+stage[0] = "heap"
+gc.collect()
+out({"free": gc.mem_free(), "alloc": gc.mem_alloc()})
+''',
+    # Remove code folders and files, make folders, drop files a deploy no
+    # longer brings.
     "prepare": '''
 import os
+removed = []
+
+def rmtree(path):
+    for entry in os.ilistdir(path):
+        inner = join(path, entry[0])
+        if entry[1] == 0x4000:
+            rmtree(inner)
+        else:
+            os.remove(inner)
+            removed.append(inner)
+    os.rmdir(path)
+    removed.append(path + "/")
+
+stage[0] = "old code"
+for d in args["purge"]:
+    try:
+        is_dir = os.stat(d)[0] & 0x4000
+    except OSError:
+        continue
+    if is_dir:
+        rmtree(d)
+    else:
+        os.remove(d)
+        removed.append(d)
+for path in args["remove"]:
+    try:
+        os.remove(path)
+        removed.append(path)
+    except OSError:
+        pass
 stage[0] = "folders"
 for d in args["dirs"]:
     try:
@@ -329,7 +390,6 @@ for d in args["dirs"]:
     except OSError:
         if not os.stat(d)[0] & 0x4000:
             raise OSError("%s exists and is not a folder" % d)
-removed = []
 stage[0] = "old files"
 for d in args["clean"]:
     keep = args["clean"][d]
@@ -338,12 +398,6 @@ for d in args["clean"]:
         if name not in keep and not os.stat(path)[0] & 0x4000:
             os.remove(path)
             removed.append(path)
-for path in args["shadow"]:
-    try:
-        os.remove(path)
-        removed.append(path)
-    except OSError:
-        pass
 out({"removed": removed})
 ''',
     # SHA-256 of files (None: missing).
@@ -382,6 +436,8 @@ try:
     res["machine"] = os.uname().machine
 except (AttributeError, OSError):
     pass
+import parkgate.clock
+res["code"] = {"board": origin(board), "parkgate": origin(parkgate.clock)}
 stage[0] = "firmware"
 try:
     with open(join(root, "deploy.json")) as f:
@@ -399,7 +455,8 @@ if man is not None:
             changed.append(path)
     res["firmware"] = {"version": man.get("version"), "build": man.get("build"),
                        "board": man.get("board"), "deployed": man.get("time"),
-                       "files": len(man["files"]), "changed": changed}
+                       "code": man.get("code", "flash"), "files": len(man["files"]),
+                       "changed": changed}
 else:
     res["firmware"] = None
 stage[0] = "clock"
@@ -649,9 +706,14 @@ class Device:
         return answers[0]
 
     def board_info(self):
-        """{"board": NAME, "root": filesystem root} of the deployed board."""
+        """{"board": NAME, "root": filesystem root, "code": "image" or
+        "flash", "micropython": version} of the board; DeviceError if its
+        MicroPython has no parkgate board module."""
         if self.info is None:
-            self.info = self.call("info")
+            info = self.call("info")
+            if info["board"] is None:
+                raise DeviceError("board", "ImportError", "no module named 'board'")
+            self.info = info
         return self.info
 
     def copy(self, pairs, force=False):
@@ -708,8 +770,10 @@ def _version():
 
 
 def firmware_files(board):
-    """[(local file, path relative to the board's root)] of a deploy: the
-    compiled firmware, umqtt unless frozen, the board's modules, main.py."""
+    """[(local file, path relative to the board's root)] of a deploy with
+    --code: the firmware compiled by runtime.mpy_cross() (the mpy-cross of
+    the MicroPython the images are built from), umqtt unless frozen, the
+    board's modules, main.py."""
     runtime.build_mpy(board.name)
     files = []
     umqtt = False
@@ -735,78 +799,179 @@ def firmware_files(board):
     return files
 
 
+def code_paths(board):
+    """(folders, files) relative to the board's root that hold gate code a
+    deploy with --code leaves: removed by a deploy without it, since code on
+    the filesystem shadows the image's ("" comes before ".frozen" on
+    sys.path) and a parkgate/ folder, even an empty one, hides the whole
+    frozen package."""
+    files = ["main.py", "main.mpy"]
+    for module in board.modules:
+        files += [module, module[:-3] + ".mpy"]
+    return ["parkgate", "lib/umqtt"], files
+
+
+# Heap for a gate whose code is loaded from .mpy files (deploy --code): the
+# heap the gate's data needs (runtime.GATE_HEAP, 64 KiB: the frozen image
+# runs every simulated gate in that), plus CODE_HEAP_FACTOR times the bytes
+# of the .mpy files. Measured on the 32-bit unix-sim image (16-byte GC
+# blocks, as on an ESP32), a gate booted from its flash and gating three
+# cars: with the code frozen it ran in a 50 KiB heap and not in 48 KiB;
+# with the 63.8 KB of .mpy files on the flash it needed 110 KiB: 0.96 B of
+# heap per byte of .mpy (importing them alone: 1.09 B per byte, 0.83 more
+# than the frozen modules). 1.5 leaves room for a fragmented heap: the
+# ESP32's grows in separate areas. firmware/docs/field-tools.md.
+GATE_DATA_HEAP = 64 * 1024
+CODE_HEAP_FACTOR = 1.5
+
+
+def code_heap_needed(files):
+    """The heap (bytes) a gate needs with these code files on the flash."""
+    size = sum(os.path.getsize(local) for local, _ in files)
+    return GATE_DATA_HEAP + int(CODE_HEAP_FACTOR * size), size
+
+
 def _sha_file(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def deploy(device, board, site=None, tariff_path=None, reset=True, progress=None):
-    """Build the firmware for board (a name) and put it on the device.
-
-    Compiles with mpy-cross, copies parkgate/*.mpy, the board's modules,
-    main.py, umqtt (unless the board's MicroPython freezes it), site (a
-    site.json path, validated) and tariff_path (validated); writes the
-    manifest deploy.json; checks every file's SHA-256 on the board; then
-    resets the board (machine.reset()) unless reset is False. Returns a dict."""
-    say = progress or (lambda text: None)
-    board = load_board(board) if isinstance(board, str) else board
+def _read_config(board, site, tariff_path, members_path):
+    """[(name on the board, bytes)] of the configuration, each checked;
+    warnings. Raises Refused before anything is sent."""
+    config = []
     warnings = []
-    site_data = tariff_data = None
     if site:
         with open(site, "rb") as f:
-            site_data = f.read()
+            data = f.read()
         try:
-            site_doc = json.loads(site_data)
+            doc = json.loads(data)
         except ValueError as exc:
             raise Refused("site", os.path.basename(site), "not valid JSON (%s)" % exc) from None
-        warnings += check_site(site_doc, board)
+        warnings += check_site(doc, board)
+        config.append(("site.json", data))
     if tariff_path:
         with open(tariff_path, "rb") as f:
-            tariff_data = f.read()
-        check_tariff(tariff_data)
-    files = firmware_files(board)
-    say("built %d files for %s" % (len(files), board.name))
+            data = f.read()
+        check_tariff(data)
+        config.append(("tariff.json", data))
+    if members_path:
+        with open(members_path, "rb") as f:
+            data = f.read()
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise Refused("members", os.path.basename(members_path),
+                          "not valid JSON (%s)" % exc) from None
+        check_members(doc)
+        config.append(("members.bin", members_file(doc)))
+    return config, warnings
+
+
+def deploy(device, board, site=None, tariff_path=None, members_path=None, code=False,
+           reset=True, progress=None):
+    """Put a gate's configuration, and with code=True its code, on the device.
+
+    By default the code is the one frozen into the board's MicroPython
+    image (make firmware BOARD=...): the board must run a parkgate image for
+    this board; any gate code a deploy with code=True left on the flash is
+    removed (it would shadow the image's), then site (a site.json path),
+    tariff_path and members_path (a JSON member list, installed as
+    members.bin) are validated on the host and installed atomically.
+
+    code=True (development): the firmware compiled to .mpy by runtime.mpy_cross(),
+    the board's modules, main.py and umqtt unless frozen are copied too, after
+    reading the board's free heap (gc.mem_free() after gc.collect()) and
+    refusing if it is below code_heap_needed(). Those files shadow the
+    frozen modules.
+
+    Then deploy.json is written, every file's SHA-256 is checked on the
+    board, and the board is reset (machine.reset()) unless reset is False.
+    Returns a dict."""
+    say = progress or (lambda text: None)
+    board = load_board(board) if isinstance(board, str) else board
+    config, warnings = _read_config(board, site, tariff_path, members_path)
     root = board.fs_root
-    hashes = {remote: _sha_file(local) for local, remote in files}
-    build = hashlib.sha256("".join("%s %s\n" % item for item in sorted(hashes.items()))
-                           .encode()).hexdigest()[:12]
-    manifest = {"board": board.name, "version": _version(), "build": build,
-                "time": int(time.time()), "files": hashes}
-    dirs = []
-    for _, remote in files:
-        parts = remote.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            folder = remote_join(root, "/".join(parts[:i]))
-            if folder not in dirs:
-                dirs.append(folder)
-    keep = {}
-    for _, remote in files:
-        folder, _, name = remote.rpartition("/")
-        if folder:
-            keep.setdefault(remote_join(root, folder), []).append(name)
-    shadow = [remote_join(root, remote[:-4] + ".py") for _, remote in files
-              if remote.endswith(".mpy")]
-    removed = device.call("prepare", {"dirs": dirs, "clean": keep, "shadow": shadow})["removed"]
+    result = {"board": board.name, "code": "flash" if code else "image"}
+    if code:
+        files = firmware_files(board)
+        say("compiled %d files for %s with %s" % (len(files), board.name, runtime.mpy_cross()))
+        need, size = code_heap_needed(files)
+        heap = device.call("heap")
+        result["heap"] = {"free": heap["free"], "need": need, "code_bytes": size}
+        if heap["free"] < need:
+            raise Refused("deploy", "--code", (
+                "the code would not fit: %d B of .mpy files need about %d B of heap "
+                "(%.1f x their size + %d B for the gate's data), the board has %d B free "
+                "after gc.collect(). Deploy without --code to run the code frozen in the "
+                "image, or use a board with PSRAM (firmware/docs/boards.md)") % (
+                size, need, CODE_HEAP_FACTOR, GATE_DATA_HEAP, heap["free"]))
+        say("heap: %d B free on the board, the code needs about %d B" % (heap["free"], need))
+        dirs = []
+        for _, remote in files:
+            parts = remote.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                folder = remote_join(root, "/".join(parts[:i]))
+                if folder not in dirs:
+                    dirs.append(folder)
+        keep = {}
+        for _, remote in files:
+            folder, _, name = remote.rpartition("/")
+            if folder:
+                keep.setdefault(remote_join(root, folder), []).append(name)
+        # MicroPython imports X.py before X.mpy from the same folder.
+        shadow = [remote_join(root, remote[:-4] + ".py") for _, remote in files
+                  if remote.endswith(".mpy")]
+        prepare = {"purge": [], "remove": shadow, "dirs": dirs, "clean": keep}
+    else:
+        files = []
+        info = device.call("info")
+        if info["board"] is None:
+            raise FieldToolError(
+                "the MicroPython image on %s has no parkgate firmware (no board module): "
+                "flash the image `make firmware BOARD=%s` builds (firmware/docs/boards.md), "
+                "or for development deploy the code with --code" % (device.port, board.name))
+        if info["board"] != board.name:
+            raise FieldToolError(
+                "the image on %s is parkgate for board %s, not %s: flash the %s image, or "
+                "deploy with --board %s" % (device.port, info["board"], board.name,
+                                            board.name, info["board"]))
+        root = info["root"]
+        folders, names = code_paths(board)
+        prepare = {"purge": [remote_join(root, f) for f in folders],
+                   "remove": [remote_join(root, n) for n in names], "dirs": [], "clean": {}}
+    removed = device.call("prepare", prepare)["removed"]
     if removed:
         say("removed old files: " + " ".join(removed))
-    device.copy([(local, remote_join(root, remote)) for local, remote in files])
-    say("copied %d files" % len(files))
+    if files:
+        device.copy([(local, remote_join(root, remote)) for local, remote in files])
+        say("copied %d files" % len(files))
+    hashes = {remote: _sha_file(local) for local, remote in files}
+    installed = {}
+    for name, data in config:
+        installed[name] = device.push_file(data, name, root)
+        say("%s written" % name)
+    every = dict(hashes)
+    every.update(installed)
+    build = hashlib.sha256("".join("%s %s\n" % item for item in sorted(every.items()))
+                           .encode()).hexdigest()[:12]
+    manifest = {"board": board.name, "version": _version(), "build": build,
+                "time": int(time.time()), "code": result["code"], "files": hashes,
+                "config": installed}
     device.push_file(json.dumps(manifest, sort_keys=True, indent=1).encode(), MANIFEST, root)
-    on_board = device.call("hash", {"files": [remote_join(root, r) for r in hashes]})["sha"]
-    bad = [remote for remote, digest in hashes.items()
+    on_board = device.call("hash", {"files": [remote_join(root, r) for r in every]})["sha"]
+    bad = [remote for remote, digest in every.items()
            if on_board.get(remote_join(root, remote)) != digest]
     if bad:
         raise VerifyError("after the copy these files differ on the board: %s"
                           % ", ".join(sorted(bad)))
-    say("verified %d files by SHA-256 on the board" % len(hashes))
-    result = {"board": board.name, "version": manifest["version"], "build": build,
-              "files": len(files), "removed": removed, "warnings": warnings}
-    if site_data is not None:
-        result["site_sha256"] = device.push_file(site_data, "site.json", root)
-        say("site.json written")
-    if tariff_data is not None:
-        result["tariff_sha256"] = device.push_file(tariff_data, "tariff.json", root)
-        say("tariff.json written")
+    say("verified %d files by SHA-256 on the board" % len(every))
+    result.update({"version": manifest["version"], "build": build, "files": len(files),
+                   "config": sorted(installed), "removed": removed, "warnings": warnings})
+    for name, key in (("site.json", "site_sha256"), ("tariff.json", "tariff_sha256"),
+                      ("members.bin", "members_sha256")):
+        if name in installed:
+            result[key] = installed[name]
     if not reset:
         result["reset"] = "skipped: reset the board to run the new firmware"
     elif board.reset == "machine":
@@ -993,14 +1158,20 @@ def format_status(st):
     site = st.get("site") or {}
     w("board     %s%s\n" % (st["board"], "  (MicroPython %s)" % st["micropython"]
                             if st.get("micropython") else ""))
+    origin = st.get("code") or {}
+    if origin:
+        w("code      %s\n" % ("frozen in the image" if set(origin.values()) == {"image"} else
+                             ", ".join("%s from the %s" % item for item in sorted(origin.items()))))
     if site:
         w("gate      %s of lot %s, direction %s, broker %s\n" % (
             site.get("gate"), site.get("lot"), site.get("direction"), site.get("broker")))
     else:
         w("gate      no site.json\n")
     fw = st.get("firmware")
-    if fw:
-        w("firmware  %s build %s, %d files%s\n" % (
+    if fw and fw.get("code") == "image":
+        w("firmware  %s build %s, deployed for the image's code\n" % (fw["version"], fw["build"]))
+    elif fw:
+        w("firmware  %s build %s, %d code files on the flash%s\n" % (
             fw["version"], fw["build"], fw["files"],
             ", all as deployed" if not fw["changed"] else
             ", CHANGED since deploy: " + " ".join(fw["changed"])))

@@ -20,6 +20,9 @@ flashdev.BOOT_DEVICE = board.flash_device()
 board.mount_flash()
 os.chdir(board.FS_PATH)
 sys.path[:] = ["", ".frozen", board.FS_PATH + "/lib"]
+# An ESP32's _boot.py imports no board module: let the next `import board`
+# find it through sys.path, so a board.mpy on the flash shadows the frozen one.
+del sys.modules["board"]
 with open(_dir + "/repl.ready", "w") as _f:
     _f.write("ok\n")
 del _f, _dir
