@@ -166,3 +166,25 @@ def test_a_hung_adapter_is_reset_by_the_watchdog_and_nothing_is_lost(lot):
     assert gate.watchdog_resets == 1
     time.sleep(2.0)                       # fed again: no second reset
     assert gate.watchdog_resets == 1
+
+
+def test_reconnect_backoff_and_keepalive_across_the_ticks_wrap(lot):
+    # The broker goes away 1 s before the wrap and comes back 3 s after it:
+    # the link's backoff, its keepalive (2 s) and the backlog work across it.
+    gate = lot.gate("wrap-link", "in", site_extra={"keepalive_s": 2},
+                    board_env={"PARKGATE_SIM_TICKS": "4000"})
+    booted = time.time()
+    gate.send_plate("闽D00001")
+    gate.wait_line(r"EVENT in seq=1 ", 5)
+    time.sleep(max(0.0, booted + 3.0 - time.time()))
+    lot.broker.kill()
+    gate.wait_line(r"LINK down", 10)
+    gate.send_plate("闽D00002")                  # journaled while the broker is gone
+    gate.wait_line(r"EVENT in seq=2 ", 5)
+    time.sleep(max(0.0, booted + 7.0 - time.time()))
+    lot.broker.start()
+    gate.wait_line(r"LINK up", 15, count=2)
+    assert ticks_of(gate.lines(r"LINK up")[-1]) < ticks_of(gate.lines(r"LINK down")[-1])
+    wait_until(lambda: stored_count(lot.bridge, "wrap-link") == 2, 20, "the backlog drained")
+    time.sleep(5.0)                              # two keepalive periods past the wrap
+    assert len(gate.lines(r"LINK down")) == 1    # no false keepalive timeout
