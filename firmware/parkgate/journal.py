@@ -20,13 +20,27 @@
 #  16  4  ack watermark when the block was opened
 #  20  4  CRC-32 of bytes 0..19
 # Record, packed after the header; records never span blocks:
-#   0  1  kind: 1..0x7F application, 0x81 ack marker; 0xFF (erased) ends
-#         the block's records; any other value is corrupt
+#   0  1  kind: 1..0x7F application, 0x81 ack marker, 0x82 checkpoint
+#         chunk; 0xFF (erased) ends the block's records; any other value
+#         is corrupt
 #   1  1  body length n, 0..MAX_BODY
-#   2  4  seq, u32 little-endian (ack marker: the ack watermark)
+#   2  4  seq, u32 little-endian (ack marker: the ack watermark; checkpoint
+#         chunk: the checkpoint's cover seq)
 #   6  n  body
 # 6+n  4  CRC-32 of bytes 0..5+n, started from the CRC-32 of header bytes
 #         4..11 (journal id, generation): a record only checks in its block
+# Checkpoint chunk body, u16/u32 little-endian (the payload is the caller's:
+# parkgate.checkpoint puts cars-inside entries there):
+#   0  2  index i of this chunk, 0..count-1
+#   2  2  count of chunks in the checkpoint, >= 1
+#   4  4  generation of the block holding chunk 0
+#   8  2  offset of chunk 0 in that block
+#  10  k  payload, 0..CHECKPOINT_PAYLOAD bytes
+# A checkpoint covers seq S (the seq field of its chunks): it stands for
+# every record with seq < S. It counts only when all its chunks read back,
+# in order, between chunk 0 (found where the chunks say) and chunk count-1;
+# other records may sit between chunks. Checkpoint chunks are not
+# application records: records() and pending() never yield them.
 import os
 import struct
 from array import array
@@ -36,7 +50,14 @@ from parkgate.compat import const
 
 KIND_MAX_APP = const(0x7F)
 KIND_ACK = const(0x81)
+KIND_CHECKPOINT = const(0x82)
 MAX_BODY = const(120)
+CHECKPOINT_PAYLOAD = const(110)   # MAX_BODY - _CPH
+# checkpoint_put() results
+CP_WAIT = const(0)          # not written: the next block must be erased first (maintain())
+CP_MORE = const(1)          # written, more chunks to come
+CP_DONE = const(2)          # written: the checkpoint is complete
+CP_DROPPED = const(3)       # written where chunk 0 did not say: the attempt is dropped
 RESERVE_BLOCKS = const(1)   # only priority appends and ack markers may take it
 MIN_BLOCKS = const(3)
 
@@ -50,6 +71,9 @@ _REC = const(6)             # record: kind, length, seq
 _CRC = const(4)
 _RMAX = const(130)          # _REC + MAX_BODY + _CRC
 _WMAX = const(154)          # _HDR + _RMAX
+_CPH = const(10)            # checkpoint chunk header, in the body
+_CPREC = const(130)         # _REC + _CPH + CHECKPOINT_PAYLOAD + _CRC: a full chunk record
+_CP_TRIES = const(3)        # complete-looking checkpoints tried at boot before full replay
 _MAGIC = b"PGJ\x01"
 
 
@@ -70,7 +94,7 @@ class Journal:
         # erased in this session; _aflash ack watermark on flash; _rk, _rn,
         # _rs kind, body length, seq of the last record read.
         self._bdev = bdev
-        self._n = n = bdev.ioctl(4, 0)
+        self._n = self.blocks = n = bdev.ioctl(4, 0)
         self._bs = bs = bdev.ioctl(5, 0)
         if n < MIN_BLOCKS or bs < _MIN_BS or bs > 65536:
             raise JournalError(_EINVAL, "journal region too small")
@@ -79,15 +103,19 @@ class Journal:
         self._rbuf = bytearray(_WMAX)
         self._rmv = memoryview(self._rbuf)
         self._hbuf = bytearray(_HDR)
+        self._cbuf = bytearray(MAX_BODY)
+        self._cmv = memoryview(self._cbuf)
         self._mounted = self.formatted = False
         self.journal_id = self.acked = 0
         self.next_seq = 1
+        self._cp_reset()
 
     def mount(self):
         # Recover from whatever a power cut left: restores journal_id,
         # next_seq, acked; formats a region holding no journal (formatted).
         self._mounted = self.formatted = False
         self._spare = -1
+        self._cp_reset()
         n = self._n
         self._base = base = array("I", [0] * n)
         head = hgen = -1
@@ -127,7 +155,7 @@ class Journal:
                 break
             if self._rk == KIND_ACK:
                 acked = max(acked, self._rs)
-            else:
+            elif self._rk <= KIND_MAX_APP:
                 last = max(last, self._rs)
             off += r
         self._off = off
@@ -179,11 +207,15 @@ class Journal:
                     break
         return out
 
-    def records(self, markers=False):
-        # Every readable application record, oldest first: (seq, kind,
-        # body); ack markers too if markers: (watermark, KIND_ACK, b"").
-        # Do not append while iterating.
+    def records(self, markers=False, after=0):
+        # Every readable application record with seq > after, oldest first:
+        # (seq, kind, body); with markers also the ack markers
+        # (watermark, KIND_ACK, b"") and checkpoint chunks (cover,
+        # KIND_CHECKPOINT, body) from the blocks read. Do not append while
+        # iterating.
         self._ready()
+        if after > 0:
+            return self._scan(self._find(after + 1), after + 1, markers)
         return self._scan(self._tail, 0, markers)
 
     def maintain(self):
@@ -210,6 +242,182 @@ class Journal:
                 "pending": self.next_seq - 1 - self.acked, "acked": self.acked,
                 "next_seq": self.next_seq, "journal_id": self.journal_id,
                 "full": self._available(need) < need}
+
+    # -- checkpoints ----------------------------------------------------------
+    # A caller's snapshot of state that the records rebuild (the gate's
+    # cars-inside table), so that a boot reads only the records after it:
+    # checkpoint_begin(), checkpoint_put() per chunk, at boot
+    # checkpoint_chunks(). checkpoint_cover: seq S of the newest complete
+    # checkpoint known (found by checkpoint_chunks() or written since), 0 if
+    # none: it stands for every record with seq < S.
+    def checkpoint_begin(self, count):
+        # Start a checkpoint of count chunks covering every record before
+        # next_seq (any attempt under way is dropped). False, nothing
+        # started, if the ring cannot take it and still keep its reserve.
+        self._ready()
+        self._cpw_next = -1
+        need = self.checkpoint_blocks(count) + 1 + RESERVE_BLOCKS
+        if count < 1 or count > 0xFFFF or self._available(need) < need:
+            return False
+        self._cpw_next = 0
+        self._cpw_count = count
+        self._cpw_cover = self.next_seq
+        return True
+
+    def checkpoint_put(self, payload):
+        # Write the next chunk (payload <= CHECKPOINT_PAYLOAD bytes) of the
+        # checkpoint begun. Never erases: CP_WAIT if the chunk needs the next
+        # block and maintain() has not erased it yet. CP_MORE, CP_DONE,
+        # CP_DROPPED (see the constants). JournalFull (the attempt dropped)
+        # if no block can be opened; it does not use the reserve.
+        self._ready()
+        i = self._cpw_next
+        if i < 0 or len(payload) > CHECKPOINT_PAYLOAD:
+            raise JournalError(_EINVAL, "no checkpoint begun or chunk too large")
+        n = _CPH + len(payload)
+        size = _REC + n + _CRC
+        if self._dirty or self._off + size > self._bs:
+            need = 1 + RESERVE_BLOCKS
+            if self._available(need) < need:
+                self._cpw_next = -1
+                raise JournalFull(_ENOSPC, "journal full")
+            if self._spare != (self._head + 1) % self._n:
+                return CP_WAIT
+            gen = self._hgen + 1
+            off = _HDR
+        else:
+            gen = self._hgen
+            off = self._off
+        if not i:
+            self._cpw_gen = gen
+            self._cpw_off = off
+        # Chunk body layout: see the top of this file.
+        cb = self._cbuf
+        struct.pack_into("<HHIH", cb, 0, i, self._cpw_count, self._cpw_gen, self._cpw_off)
+        self._cmv[_CPH:n] = payload
+        try:
+            self._write(KIND_CHECKPOINT, self._cpw_cover, self._cmv[0:n], False)
+        except Exception:
+            self._cpw_next = -1
+            raise
+        if not i and (self._hgen != gen or self._off - size != off):
+            self._cpw_next = -1       # moved on after a program that did not verify
+            return CP_DROPPED
+        i += 1
+        if i < self._cpw_count:
+            self._cpw_next = i
+            return CP_MORE
+        self._cpw_next = -1
+        self.checkpoint_cover = self._cpw_cover
+        self._cp_gen = self._cpw_gen
+        return CP_DONE
+
+    def checkpoint_abort(self):
+        # Give up the attempt under way; its chunks never count.
+        self._cpw_next = -1
+
+    def checkpoint_writing(self):
+        return self._cpw_next >= 0
+
+    def checkpoint_blocks(self, count):
+        # Blocks a checkpoint of count chunks may take, the one it starts in
+        # included.
+        per = (self._bs - _HDR) // _CPREC
+        return (count + per - 1) // per + 1
+
+    def checkpoint_room(self):
+        # Blocks the head may still open before the block holding the
+        # newest checkpoint's chunk 0 is reclaimed (the block of generation
+        # g goes when the head opens generation g + n). self._n - 1 if there
+        # is no checkpoint.
+        if not self.checkpoint_cover:
+            return self._n - 1
+        return self._cp_gen + self._n - 1 - self._hgen
+
+    def checkpoint_chunks(self):
+        # Boot: find the newest complete checkpoint, newest block first, and
+        # yield the payloads of its chunks in order (memoryviews, valid until
+        # the next is asked for). None means: forget the payloads yielded so
+        # far, the checkpoint they came from is not complete; an older one
+        # may follow. At the end checkpoint_cover is its cover seq, or 0 (no
+        # usable checkpoint: replay every record).
+        self._ready()
+        self._cp_reset()
+        n = self._n
+        head = self._head
+        span = (head - self._tail) % n
+        d = 0
+        limit = self._bs           # only chunks before this offset of block d
+        tries = 0
+        while d <= span and tries < _CP_TRIES:
+            b = (head - d) % n
+            end = -1
+            if self._base[b]:
+                # The last chunk count-1 of a checkpoint in b, before limit.
+                seed = self._seed_of(b)
+                off = _HDR
+                while off < limit:
+                    r = self._read(b, off, seed)
+                    if r <= 0:
+                        break
+                    if self._rk == KIND_CHECKPOINT and self._rn >= _CPH:
+                        ci, cc, cg, co = struct.unpack_from("<HHIH", self._rbuf, _REC)
+                        if ci == cc - 1:
+                            end = off
+                            cover, count, gen, first = self._rs, cc, cg, co
+                    off += r
+            if end < 0:
+                d += 1
+                limit = self._bs
+                continue
+            tries += 1
+            ok = yield from self._cp_load(cover, count, gen, first)
+            if ok:
+                self.checkpoint_cover = cover
+                self._cp_gen = gen
+                return
+            yield None
+            limit = end                # older candidates in the same block
+
+    def _cp_load(self, cover, count, gen, first):
+        # Yield the payloads of the checkpoint whose last chunk was found;
+        # returns True if every chunk read back in order.
+        dist = self._hgen - gen
+        if dist < 0 or dist >= self._n:
+            return False
+        b = (self._head - dist) % self._n
+        if not self._base[b]:
+            return False
+        off = first
+        want = 0
+        while True:
+            seed = self._seed_of(b)
+            while True:
+                r = self._read(b, off, seed)
+                if r <= 0:
+                    break
+                if self._rk == KIND_CHECKPOINT:
+                    if self._rn < _CPH:
+                        return False
+                    ci, cc, cg, co = struct.unpack_from("<HHIH", self._rbuf, _REC)
+                    if ci != want or cc != count or cg != gen or co != first or self._rs != cover:
+                        return False
+                    yield self._rmv[_REC + _CPH:_REC + self._rn]
+                    want += 1
+                    if want == count:
+                        return True
+                elif not want:
+                    return False       # chunk 0 is not where the chunks say
+                off += r
+            if not want or b == self._head:
+                return False
+            b = self._next(b)
+            off = _HDR
+
+    def _cp_reset(self):
+        self.checkpoint_cover = 0
+        self._cp_gen = 0
+        self._cpw_next = -1
 
     # -- writing --------------------------------------------------------------
     def _write(self, kind, seq, body, priority):
@@ -307,6 +515,7 @@ class Journal:
         self.journal_id = jid
         self.next_seq = 1
         self.acked = self._aflash = 0
+        self._cp_reset()
         self._base = array("I", [0] * self._n)
         self._head = self._tail = (blk - 1) % self._n
         self._hgen = gen - 1
@@ -330,6 +539,8 @@ class Journal:
         return b != self._head and self._base[self._next(b)] - 1 <= self.acked
 
     def _reclaim(self):
+        if self.checkpoint_cover and self._hgen - (self._head - self._tail) % self._n >= self._cp_gen:
+            self.checkpoint_cover = 0      # the newest checkpoint's chunk 0 goes
         self._base[self._tail] = 0
         self._tail = self._next(self._tail)
 
@@ -391,7 +602,8 @@ class Journal:
         kind, n, seq = struct.unpack_from("<BBI", rm, 0)
         if kind == 0xFF:
             return 0
-        if (n > MAX_BODY or _REC + n + _CRC > k or not kind or (kind > KIND_MAX_APP and kind != KIND_ACK)
+        if (n > MAX_BODY or _REC + n + _CRC > k or not kind
+                or (kind > KIND_MAX_APP and kind != KIND_ACK and kind != KIND_CHECKPOINT)
                 or crc32(rm[0:_REC + n], seed) != struct.unpack_from("<I", rm, _REC + n)[0]):
             return -1
         self._rk = kind

@@ -13,6 +13,13 @@
 # old entry is forgotten to make room (counted in `forgotten`): the oldest of
 # a sample of slots taken round the table, so that making room costs the
 # same whatever the table's size.
+#
+# Checkpoints (parkgate.checkpoint) stream the table out with dump() and
+# back in with load(): entries of 12 bytes in the slot layout, key A, key B,
+# entry time; load() puts them by key, so the table they go back into may
+# have another capacity. `changes` counts the puts and removals that changed
+# the table (modulo 2**30, so it stays a small int on a 32-bit port): a
+# checkpoint being written is dropped if the table changed under it.
 import struct
 from binascii import crc32
 
@@ -22,6 +29,8 @@ _SLOT = const(12)
 _SEED = const(0x5A5A5A5A)
 _SEGMENT_SLOTS = const(42)    # 504 bytes per segment
 _EVICTION_SAMPLE = const(32)
+_CHANGES_MASK = const(0x3FFFFFFF)
+ENTRY_SIZE = const(12)        # one dump()/load() entry: the slot layout
 
 
 class OpenSessions:
@@ -36,6 +45,7 @@ class OpenSessions:
         self._count = 0
         self._cursor = 0
         self.forgotten = 0
+        self.changes = 0
 
     def __len__(self):
         return self._count
@@ -73,19 +83,66 @@ class OpenSessions:
     def put(self, plate, time):
         """Remember plate's entry time (replacing an earlier one)."""
         key_a, key_b = self._keys(plate)
+        self._put(key_a, key_b, time)
+
+    def _put(self, key_a, key_b, time):
         slot = self._find(key_a, key_b)
-        if self._slot(slot)[2] == 0:
+        known = self._slot(slot)[2]
+        if known == 0:
             if self._count >= self.limit:
                 self._clear(self._eviction_victim())
                 self.forgotten += 1
                 slot = self._find(key_a, key_b)
             self._count += 1
+        elif known == (time or 1):
+            return
         self._store(slot, key_a, key_b, time or 1)
+        self.changes = (self.changes + 1) & _CHANGES_MASK
+
+    def dump(self, slot, buf):
+        """Copy the entries held in slots slot.. into buf (ENTRY_SIZE bytes
+        each, the slot layout) while it has room; returns (the slot to go on
+        from, bytes written). Allocates nothing but the result tuple."""
+        n = 0
+        room = len(buf) - _SLOT
+        cap = self.capacity
+        while slot < cap and n <= room:
+            seg = self._segments[slot // _SEGMENT_SLOTS]
+            o = slot % _SEGMENT_SLOTS * _SLOT
+            if seg[o + 8] or seg[o + 9] or seg[o + 10] or seg[o + 11]:
+                for k in range(_SLOT):
+                    buf[n + k] = seg[o + k]
+                n += _SLOT
+            slot += 1
+        return slot, n
+
+    def load(self, data):
+        """Put the entries of data (as dump() wrote them) into the table;
+        returns False, with the entries before it put, at one that is not
+        an entry (a zero time, a short tail)."""
+        if len(data) % _SLOT:
+            return False
+        for o in range(0, len(data), _SLOT):
+            key_a, key_b, time = struct.unpack_from("<III", data, o)
+            if not time:
+                return False
+            self._put(key_a, key_b, time)
+        return True
+
+    def clear(self):
+        """Forget every entry."""
+        for seg in self._segments:
+            for i in range(len(seg)):
+                seg[i] = 0
+        self._count = 0
+        self._cursor = 0
+        self.changes = (self.changes + 1) & _CHANGES_MASK
 
     def remove(self, plate):
         slot = self._find(*self._keys(plate))
         if self._slot(slot)[2]:
             self._clear(slot)
+            self.changes = (self.changes + 1) & _CHANGES_MASK
 
     def _eviction_victim(self):
         """The oldest entry among the next few slots from a cursor that moves
