@@ -3,7 +3,8 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ("bench_journal", "bench_tariff", "bench_bridge", "bench_sync", "bench_members")
+BENCHES = ("bench_gate", "bench_journal", "bench_boot", "bench_tariff", "bench_bridge", "bench_sync",
+           "bench_members")
 
 
 def main(names=None):
