@@ -17,6 +17,7 @@ import os
 from parkgate import camera, lane, members, plate, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
+from parkgate.checkpoint import Checkpointer
 from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, Q_UNSET, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.journal import Journal, JournalFull
@@ -71,11 +72,12 @@ class Gate:
         self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
         self.journal = Journal(board.journal_device())
         self.journal.mount()
-        replayed = 0
-        for seq, kind, body in self.journal.records():
-            if kind in record.KIND_NAMES:
-                self.lane.note(record.decode_body(kind, seq, body))
-                replayed += 1
+        # The cars inside: the newest checkpoint of the table in the journal,
+        # then the records after it (every record if there is none).
+        self.checkpoint = Checkpointer(self.journal, self.lane.inside)
+        replayed = self.checkpoint.restore(self.lane.note)
+        if self.journal.checkpoint_cover:
+            self.log("CHECKPOINT loaded cover=%d" % self.journal.checkpoint_cover)
         gc.collect()
         board.start_network(site)
         self.uart = board.Uart()
@@ -87,9 +89,12 @@ class Gate:
         self._last_command = 0      # version of the last remote command run
         self.watchdog = board.Watchdog()
         self.parser = camera.make_parser(site["camera"], self._on_plate, self._on_reject)
+        self._reject_names = camera.reject_names(site["camera"])
         self.members = self._open_members()
         self._uart_buf = bytearray(128)
         self._uart_mv = memoryview(self._uart_buf)
+        self._body_buf = bytearray(record.MAX_BODY_BYTES)   # the journal body of the car at the barrier
+        self._body_mv = memoryview(self._body_buf)
         self._last_rx = self._last_expire = board.ticks_ms()
         self._relay_off_at = None
         self._pending_exit = None
@@ -233,7 +238,7 @@ class Gate:
 
     # --- camera to relay -------------------------------------------------
     def _on_reject(self, reason, count):
-        self.log("REJECT %s n=%d" % (camera.REJECT_NAMES[reason], count))
+        self.log("REJECT %s n=%d" % (self._reject_names[reason], count))
 
     def _open_members(self):
         path = self.fs + "/members.bin"
@@ -332,7 +337,8 @@ class Gate:
         the record was written would lose a car (and, at an exit, its fee)."""
         try:
             # Exits may use the journal's reserve: they carry a fee.
-            event.seq = self.journal.append(event.kind, record.encode_body(event),
+            n = record.encode_body_into(event, self._body_buf)
+            event.seq = self.journal.append(event.kind, self._body_mv[:n],
                                             event.kind == record.KIND_EXIT)
         except JournalFull:
             self.log("ALARM journal full: event not journaled plate=%s" % event.plate)
@@ -530,7 +536,7 @@ class Gate:
                 self._publish_status()
         if not busy and self._relay_off_at is None and self._pending_exit is None \
                 and self._awaiting is None:
-            busy = self.journal.maintain()
+            busy = self.journal.maintain() or self.checkpoint.service()
         self.watchdog.feed()
         return busy
 

@@ -1,15 +1,24 @@
 # The camera parser a lane uses, by the site config's camera kind:
 # "pg" the project's own frame (frame.py), "vz" Vzenith (vzenith.py).
-from parkgate import frame, vzenith
-
+# Only the kind's module is imported: on the board each module's objects
+# take heap (vzenith's about 1.4 KB on the 32-bit image).
 KINDS = ("pg", "vz")
-# reason code -> name for either parser: vzenith's names extend frame's
-REJECT_NAMES = vzenith.REJECT_NAMES
 
 
 def make_parser(kind, on_plate, on_reject):
     if kind == "pg":
+        from parkgate import frame
         return frame.FrameParser(on_plate, on_reject)
     if kind == "vz":
+        from parkgate import vzenith
         return vzenith.VzParser(on_plate, on_reject)
     raise ValueError("camera kind %r is not one of %r" % (kind, KINDS))
+
+
+def reject_names(kind):
+    """reason code -> name for the kind's parser (vzenith's extend frame's)."""
+    if kind == "vz":
+        from parkgate import vzenith
+        return vzenith.REJECT_NAMES
+    from parkgate import frame
+    return frame.REJECT_NAMES

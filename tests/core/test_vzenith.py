@@ -199,7 +199,7 @@ def test_camera_make_parser():
     p.feed(frame.encode(2, "B2"))
     assert [r.plate for r in got] == ["A1", "B2"]
     raises(ValueError, camera.make_parser, "xx", got.append, None)
-    assert camera.REJECT_NAMES[NO_PLATE] == "no_plate"
+    assert camera.reject_names("vz")[NO_PLATE] == "no_plate"
 
 
 def ignore(arg, count=0):

@@ -25,7 +25,7 @@ sys.path[:] = ["", ".frozen", board.FS_PATH + "/lib"]
 del sys.modules["board"]
 with open(_dir + "/repl.ready", "w") as _f:
     _f.write("ok\n")
-del _f, _dir
+del _f, _dir, board      # nothing keeps this first board module on the heap
 if os.getenv("PARKGATE_SIM_MAIN"):
     import gc
     gc.collect()
