@@ -261,11 +261,6 @@ class Gate:
         offset = self.tariff.utc_offset_minutes if self.tariff else self.site["utc_offset_minutes"]
         return self.members.lookup(read.plate, time, offset)[0]
 
-    def _event_time(self, read):
-        if not self.clock.valid() and read.camera_time >= EARLIEST_VALID:
-            return read.camera_time, Q_CAMERA
-        return self.clock.now(), self.clock.quality
-
     def _on_plate(self, read):
         now_ms = self.board.ticks_ms()
         try:
@@ -289,7 +284,12 @@ class Gate:
         if self.lane.is_repeat(read.plate, now_ms):
             self.log("REPEAT plate=%s" % read.plate)
             return
-        time, quality = self._event_time(read)
+        # The camera's time stands in for a clock never set (inline: a
+        # helper returning both would put a tuple on the heap for every car).
+        if not self.clock.valid() and read.camera_time >= EARLIEST_VALID:
+            time, quality = read.camera_time, Q_CAMERA
+        else:
+            time, quality = self.clock.now(), self.clock.quality
         status = self._member_status(read, time, quality)
         if self.lane.direction == lane.DIRECTION_IN:
             if status == members.BLACKLISTED:

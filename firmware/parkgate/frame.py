@@ -98,13 +98,18 @@ def _utf8_valid(data, i, end):
 
 
 class PlateRead:
-    """One plate result decoded from a camera frame."""
+    """One plate result decoded from a camera frame. Fields at their class
+    default (0) are not set on the instance: each attribute set grows its
+    dict on the gate's heap."""
+    colour = camera_time = 0
 
     def __init__(self, plate, colour, confidence, camera_time, seq):
         self.plate = plate
-        self.colour = colour
+        if colour:
+            self.colour = colour
         self.confidence = confidence
-        self.camera_time = camera_time
+        if camera_time:
+            self.camera_time = camera_time
         self.seq = seq
 
     def __repr__(self):

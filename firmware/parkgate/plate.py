@@ -51,6 +51,8 @@ def normalise(text):
         raise PlateError("plate must be a str")
     if len(text) > _MAX_INPUT:
         raise PlateError("plate too long: %r" % text)
+    if _already_normal(text):
+        return text
     out = []
     for ch in text:
         code = ord(ch)
@@ -87,6 +89,34 @@ def normalise(text):
             elif out[k] == "I":
                 out[k] = "1"
     return "".join(out)
+
+
+def _already_normal(text):
+    # True if normalise would return text unchanged: checked without
+    # building anything, as the camera's plates mostly are (the gate's hot
+    # path). Anything else takes normalise's full path.
+    n = len(text)
+    if n == 0 or n > MAX_PLATE:
+        return False
+    for k in range(n):
+        c = text[k]
+        if not ("A" <= c <= "Z" or "0" <= c <= "9" or 0 <= _index(c) < _PLATE_CHARS):
+            return False
+    first = text[0]
+    if 0 <= _index(first) < _PROVINCES and n >= 2:
+        if text[1] == "0":
+            return False
+        serial = 2
+    elif first == "使":
+        serial = 1
+    elif n >= 2 and first == "民" and text[1] == "航":
+        serial = 2
+    else:
+        serial = 0
+    for k in range(serial if serial else n, n):
+        if text[k] == "O" or text[k] == "I":
+            return False
+    return True
 
 
 def _serial(text, start, end):

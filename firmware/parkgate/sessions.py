@@ -7,6 +7,11 @@
 #   0 u32 key A = crc32(plate)           } together a 64-bit key: two plates
 #   4 u32 key B = crc32(plate, seed)     } sharing it are not a practical risk
 #   8 u32 entry time, unix s; 0 = empty slot
+# A key's home slot: the low 24 bits of key A, modulo the capacity.
+# Lookups compare the slot's bytes in place with the key packed once into a
+# preallocated buffer: the 32-bit keys and times are long ints on a 32-bit
+# port, and unpacking them at every probe put about 400 bytes on the heap
+# for each car.
 # Open addressing with linear probing; a removal shifts the following
 # entries back, so there are no deleted markers. When the table holds its
 # limit (three quarters of its slots) an
@@ -21,6 +26,7 @@
 # the table (modulo 2**30, so it stays a small int on a 32-bit port): a
 # checkpoint being written is dropped if the table changed under it.
 import struct
+import sys
 from binascii import crc32
 
 from parkgate.compat import const
@@ -31,6 +37,8 @@ _SEGMENT_SLOTS = const(42)    # 504 bytes per segment
 _EVICTION_SAMPLE = const(32)
 _CHANGES_MASK = const(0x3FFFFFFF)
 ENTRY_SIZE = const(12)        # one dump()/load() entry: the slot layout
+# MicroPython's str is a buffer of its UTF-8 bytes: crc32 takes it as it is.
+_STR_IS_BUFFER = sys.implementation.name == "micropython"
 
 
 class OpenSessions:
@@ -46,57 +54,84 @@ class OpenSessions:
         self._cursor = 0
         self.forgotten = 0
         self.changes = 0
+        self._key = bytearray(8)    # the key being looked up: key A, key B
 
     def __len__(self):
         return self._count
 
-    @staticmethod
-    def _keys(plate):
-        data = plate.encode()
-        return crc32(data) & 0xFFFFFFFF, crc32(data, _SEED) & 0xFFFFFFFF
+    def _key_of(self, plate):
+        # Pack plate's key into self._key.
+        data = plate if _STR_IS_BUFFER else plate.encode()
+        struct.pack_into("<II", self._key, 0, crc32(data), crc32(data, _SEED))
 
-    def _slot(self, slot):
-        return struct.unpack_from("<III", self._segments[slot // _SEGMENT_SLOTS],
-                                  slot % _SEGMENT_SLOTS * _SLOT)
+    def _at(self, slot):
+        # (segment, offset) of a slot
+        return self._segments[slot // _SEGMENT_SLOTS], slot % _SEGMENT_SLOTS * _SLOT
 
-    def _store(self, slot, key_a, key_b, time):
-        struct.pack_into("<III", self._segments[slot // _SEGMENT_SLOTS],
-                         slot % _SEGMENT_SLOTS * _SLOT, key_a, key_b, time)
+    def _home(self, buf, o):
+        return (buf[o] | buf[o + 1] << 8 | buf[o + 2] << 16) % self.capacity
 
-    def _find(self, key_a, key_b):
-        """The slot holding the key, else the empty slot where it would go."""
-        slot = key_a % self.capacity
+    def _find(self):
+        """The slot holding self._key, else the empty slot where it would go.
+        (Segment and offset are worked out inline here and below: a helper
+        returning them would put a tuple on the heap at every probe.)"""
+        key = self._key
+        cap = self.capacity
+        slot = self._home(key, 0)
         while True:
-            a, b, time = self._slot(slot)
-            if time == 0 or (a == key_a and b == key_b):
+            seg = self._segments[slot // _SEGMENT_SLOTS]
+            o = slot % _SEGMENT_SLOTS * _SLOT
+            if not (seg[o + 8] or seg[o + 9] or seg[o + 10] or seg[o + 11]):
                 return slot
-            slot = (slot + 1) % self.capacity
+            k = 0
+            while k < 8 and seg[o + k] == key[k]:
+                k += 1
+            if k == 8:
+                return slot
+            slot = (slot + 1) % cap
+
+    def _time(self, slot):
+        return struct.unpack_from("<I", self._segments[slot // _SEGMENT_SLOTS],
+                                  slot % _SEGMENT_SLOTS * _SLOT + 8)[0]
+
+    def _empty(self, slot):
+        seg = self._segments[slot // _SEGMENT_SLOTS]
+        o = slot % _SEGMENT_SLOTS * _SLOT
+        return not (seg[o + 8] or seg[o + 9] or seg[o + 10] or seg[o + 11])
 
     def get(self, plate):
         """Entry time of plate, or None."""
-        time = self._slot(self._find(*self._keys(plate)))[2]
-        return time or None
+        self._key_of(plate)
+        slot = self._find()
+        return None if self._empty(slot) else self._time(slot)
 
     def __contains__(self, plate):
-        return self.get(plate) is not None
+        self._key_of(plate)
+        return not self._empty(self._find())
 
     def put(self, plate, time):
         """Remember plate's entry time (replacing an earlier one)."""
-        key_a, key_b = self._keys(plate)
-        self._put(key_a, key_b, time)
+        self._key_of(plate)
+        self._put(time)
 
-    def _put(self, key_a, key_b, time):
-        slot = self._find(key_a, key_b)
-        known = self._slot(slot)[2]
-        if known == 0:
+    def _put(self, time):
+        # Put self._key with time.
+        time = time or 1
+        slot = self._find()
+        if self._empty(slot):
             if self._count >= self.limit:
                 self._clear(self._eviction_victim())
                 self.forgotten += 1
-                slot = self._find(key_a, key_b)
+                slot = self._find()
             self._count += 1
-        elif known == (time or 1):
+        elif self._time(slot) == time:
             return
-        self._store(slot, key_a, key_b, time or 1)
+        seg = self._segments[slot // _SEGMENT_SLOTS]
+        o = slot % _SEGMENT_SLOTS * _SLOT
+        key = self._key
+        for k in range(8):
+            seg[o + k] = key[k]
+        struct.pack_into("<I", seg, o + 8, time)
         self.changes = (self.changes + 1) & _CHANGES_MASK
 
     def dump(self, slot, buf):
@@ -122,11 +157,14 @@ class OpenSessions:
         an entry (a zero time, a short tail)."""
         if len(data) % _SLOT:
             return False
+        key = self._key
         for o in range(0, len(data), _SLOT):
-            key_a, key_b, time = struct.unpack_from("<III", data, o)
+            time = struct.unpack_from("<I", data, o + 8)[0]
             if not time:
                 return False
-            self._put(key_a, key_b, time)
+            for k in range(8):
+                key[k] = data[o + k]
+            self._put(time)
         return True
 
     def clear(self):
@@ -139,41 +177,55 @@ class OpenSessions:
         self.changes = (self.changes + 1) & _CHANGES_MASK
 
     def remove(self, plate):
-        slot = self._find(*self._keys(plate))
-        if self._slot(slot)[2]:
+        self._key_of(plate)
+        slot = self._find()
+        if not self._empty(slot):
             self._clear(slot)
             self.changes = (self.changes + 1) & _CHANGES_MASK
 
     def _eviction_victim(self):
         """The oldest entry among the next few slots from a cursor that moves
-        round the table."""
-        best, best_time = -1, None
+        round the table (times compared as bytes, most significant first)."""
+        best = -1
         slot = self._cursor
         for _ in range(min(_EVICTION_SAMPLE, self.capacity)):
-            time = self._slot(slot)[2]
-            if time and (best_time is None or time < best_time):
-                best, best_time = slot, time
+            if not self._empty(slot) and (best < 0 or self._older(slot, best)):
+                best = slot
             slot = (slot + 1) % self.capacity
         self._cursor = slot
         if best < 0:   # a run of empty slots: look further
             return self._eviction_victim()
         return best
 
+    def _older(self, slot, than):
+        seg = self._segments[slot // _SEGMENT_SLOTS]
+        o = slot % _SEGMENT_SLOTS * _SLOT
+        seg2 = self._segments[than // _SEGMENT_SLOTS]
+        o2 = than % _SEGMENT_SLOTS * _SLOT
+        k = 11
+        while k >= 8:
+            if seg[o + k] != seg2[o2 + k]:
+                return seg[o + k] < seg2[o2 + k]
+            k -= 1
+        return False
+
     def _clear(self, hole):
         """Empty a slot, then move back later entries of the same probe run
         whose home is not between the hole and themselves."""
         cap = self.capacity
-        self._store(hole, 0, 0, 0)
+        seg, o = self._at(hole)
+        for k in range(_SLOT):
+            seg[o + k] = 0
         self._count -= 1
         slot = (hole + 1) % cap
-        while True:
-            a, b, time = self._slot(slot)
-            if time == 0:
-                return
-            home = a % cap
+        while not self._empty(slot):
+            seg, o = self._at(slot)
+            home = self._home(seg, o)
             # distance from home to slot vs. from home to hole, cyclically
             if (slot - home) % cap >= (slot - hole) % cap:
-                self._store(hole, a, b, time)
-                self._store(slot, 0, 0, 0)
+                hseg, ho = self._at(hole)
+                for k in range(_SLOT):
+                    hseg[ho + k] = seg[o + k]
+                    seg[o + k] = 0
                 hole = slot
             slot = (slot + 1) % cap

@@ -73,3 +73,13 @@ def test_decode_gbk_unknown_codes():
     assert decode_gbk(b"\xd4\"x", strict=False) == "\ufffd\"x"
     raises(PlateError, encode_gbk, "啊")
     raises(PlateError, encode_gbk, "é")
+
+
+def test_a_plate_already_normal_comes_back_as_it_is():
+    # The gate's hot path: a camera's plate is normally already normal, and
+    # normalise returns that very string (nothing built on the heap).
+    for raw in ("京a·12345", "粤BO12IC", "京A0O1I2", "使０１２３４５", "民航O1234", "沪 A-12345",
+                "苏E12345学", "粤S7Y12C", "京AD12345"):
+        out = plate.normalise(raw)
+        assert plate.normalise(out) is out, raw
+    assert plate.normalise("京A12345") == "京A12345"
