@@ -99,6 +99,7 @@ def frozen_inputs(board):
     """Every file whose change must rebuild the board's image."""
     paths = glob.glob(os.path.join(ROOT, "firmware", "parkgate", "*.py"))
     paths.append(os.path.join(ROOT, "firmware", "main.py"))
+    paths.append(os.path.join(ROOT, "firmware", "manifest.py"))
     for folder, _, names in os.walk(os.path.join(ROOT, "boards", board)):
         paths += [os.path.join(folder, n) for n in names if not n.startswith("site.")]
     paths.append(os.path.join(BUILD, "lib", "umqtt", "simple.py"))

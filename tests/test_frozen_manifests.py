@@ -95,14 +95,29 @@ def test_manifest_resolves_and_every_module_compiles_for_the_chip(board, tree, p
 def test_a_missing_file_fails(tree, port_stub):
     board = "esp32-devkitc"
     text = manifest_text(board)
-    broken = text.replace('module("main.py", base_path="../../firmware")',
-                          'module("main.py", base_path="../../firmwar")')
+    broken = text.replace('module("board.py")', 'module("board.py", base_path="../esp32-devkitz")')
     assert broken != text
     with pytest.raises(build_firmware.BuildError) as caught:
         check(board, tree, port_stub, source=broken)
     message = str(caught.value)
     assert "boards/esp32-devkitc/manifest.py" in message
-    assert "Cannot stat" in message and os.path.join("firmwar", "main.py") in message
+    assert "Cannot stat" in message and os.path.join("esp32-devkitz", "board.py") in message
+
+
+def test_a_missing_file_of_the_gates_code_fails(tree, port_stub, tmp_path):
+    # firmware/manifest.py, which every board includes, names a file that is not there.
+    board = "wt32-eth01"
+    gate = tmp_path / "gate-manifest.py"
+    with open(os.path.join(runtime.FIRMWARE, "manifest.py")) as f:
+        gate.write_text(f.read().replace('module("main.py", base_path=".")',
+                                         'module("main.py", base_path="%s")' % (
+                                             os.path.join(runtime.ROOT, "firmwar"))))
+    broken = manifest_text(board).replace('"../../firmware/manifest.py"', repr(str(gate)))
+    assert broken != manifest_text(board)
+    with pytest.raises(build_firmware.BuildError) as caught:
+        check(board, tree, port_stub, source=broken)
+    assert "Cannot stat" in str(caught.value)
+    assert os.path.join("firmwar", "main.py") in str(caught.value)
 
 
 def test_a_missing_include_fails(tree, port_stub):

@@ -13,10 +13,6 @@
 # last needs micropython-lib's neopixel, not frozen here: nothing imports it).
 freeze("$(PORT_DIR)/modules")
 include("$(MPY_DIR)/extmod/asyncio")
-# The gate: the firmware, its entry point (a frozen main.py runs at boot in
-# preference to one on the filesystem) and this board's adapter.
-package("parkgate", base_path="../../firmware")
-module("main.py", base_path="../../firmware")
+# The gate's code (firmware/manifest.py) and this board's adapter.
+include("../../firmware/manifest.py")
 module("board.py")
-# umqtt.simple as pinned by host_tools/fetch_umqtt.py (make setup fetches it).
-package("umqtt", base_path="../../build/lib")
