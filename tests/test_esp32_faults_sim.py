@@ -5,56 +5,22 @@ watchdog that resets a gate that stops feeding it."""
 import os
 import time
 
-from parkgate import frame
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
-
 import pytest
 
-LOT = "t"
-START = 1795564800   # 2026-11-25 08:00 UTC+8
+from parkgate import frame
+from parkgate_tools.simlot import SimLot
+
 TICKS_PERIOD = 2 ** 30
 
 
 @pytest.fixture
 def lot(tmp_path):
-    broker = Broker(str(tmp_path / "broker"))
-    broker.start()
-    clock = SimClock(START, 1)
-    bridge = Bridge(LOT, broker.host, broker.port, str(tmp_path / "lot.sqlite"),
-                    DEFAULT_TARIFF, clock=clock.now)
-    bridge.start()
-    gates = []
-
-    def make_gate(name, direction, site_extra=None, board_env=None, start_bridge=True):
-        gate = SimGate(str(tmp_path), name, LOT, direction, broker.port, clock,
-                       site_extra=dict({"backoff_max_ms": 1000}, **(site_extra or {})),
-                       board_env=board_env)
-        gate.provision()
-        gates.append(gate)
-        return gate.start()
-
-    class Lot:
-        pass
-    lot = Lot()
-    lot.broker, lot.bridge, lot.gate, lot.clock = broker, bridge, make_gate, clock
-    yield lot
-    for gate in gates:
-        gate.stop()
-    bridge.stop()
-    broker.stop()
+    with SimLot(str(tmp_path)) as lot:
+        yield lot
 
 
 def ticks_of(line):
     return int(line.split(" ", 1)[0])
-
-
-def stored_count(bridge, gate):
-    for journal in bridge.store.summary()["journals"]:
-        if journal["gate"] == gate:
-            return journal["count"]
-    return 0
 
 
 def wait_until(predicate, timeout, what):
@@ -87,7 +53,7 @@ def test_entry_lane_across_the_ticks_wrap(lot):
     assert [level for _, level in edges] == [1, 0, 1, 0]
     for (on_at, _), (off_at, _) in zip(edges[0::2], edges[1::2]):
         assert 0.7 < off_at - on_at < 1.2        # relay_pulse_ms 800, across the wrap too
-    wait_until(lambda: stored_count(lot.bridge, "wrap-in") == 2, 20, "both cars stored")
+    wait_until(lambda: lot.stored("wrap-in") == 2, 20, "both cars stored")
 
 
 def test_fee_timeout_across_the_ticks_wrap(lot):
@@ -130,7 +96,7 @@ def test_back_to_back_cars_lose_no_frame_while_the_journal_erases(lot):
         gate.wait_line(r"EVENT in seq=\d+ plate=%s" % plate, 5)
     assert gate.lines(r"UART overrun") == []
     gate.wait_line(r"EVENT in seq=%d " % (sent + 2), 5)
-    wait_until(lambda: stored_count(lot.bridge, "erase-in") == sent + 2, 20, "all stored")
+    wait_until(lambda: lot.stored("erase-in") == sent + 2, 20, "all stored")
 
 
 def test_a_burst_beyond_the_fifo_during_an_erase_is_lost_as_on_the_board(lot):
@@ -148,7 +114,7 @@ def test_a_hung_adapter_is_reset_by_the_watchdog_and_nothing_is_lost(lot):
     gate = lot.gate("wdt-in", "in", board_env={"PARKGATE_SIM_WDT_MS": "1500"})
     gate.send_plate("鲁A00001")
     gate.wait_line(r"EVENT in seq=1 ", 5)
-    wait_until(lambda: stored_count(lot.bridge, "wdt-in") == 1, 20, "the first car stored")
+    wait_until(lambda: lot.stored("wdt-in") == 1, 20, "the first car stored")
     time.sleep(1.0)                       # the first car's relay pulse is over
     open(os.path.join(gate.dir, "hang.relay"), "w").close()
     gate.send_plate("鲁A00002")           # journaled, then the relay adapter hangs
@@ -158,7 +124,7 @@ def test_a_hung_adapter_is_reset_by_the_watchdog_and_nothing_is_lost(lot):
     gate.wait_for(lambda: gate.boots == 2, 20, "the reboot")
     boot = gate.lines(r" BOOT ")[-1]
     assert "next_seq=3" in boot and "replayed=2" in boot
-    wait_until(lambda: stored_count(lot.bridge, "wdt-in") == 2, 20, "the second car stored")
+    wait_until(lambda: lot.stored("wdt-in") == 2, 20, "the second car stored")
     summary = lot.bridge.store.summary()
     journal, = [j for j in summary["journals"] if j["gate"] == "wdt-in"]
     assert journal["max_seq"] == 2 and journal["missing"] == 0
@@ -185,6 +151,6 @@ def test_reconnect_backoff_and_keepalive_across_the_ticks_wrap(lot):
     lot.broker.start()
     gate.wait_line(r"LINK up", 15, count=2)
     assert ticks_of(gate.lines(r"LINK up")[-1]) < ticks_of(gate.lines(r"LINK down")[-1])
-    wait_until(lambda: stored_count(lot.bridge, "wrap-link") == 2, 20, "the backlog drained")
+    wait_until(lambda: lot.stored("wrap-link") == 2, 20, "the backlog drained")
     time.sleep(5.0)                              # two keepalive periods past the wrap
     assert len(gate.lines(r"LINK down")) == 1    # no false keepalive timeout

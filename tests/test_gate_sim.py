@@ -7,9 +7,8 @@ import time
 import pytest
 
 from parkgate import frame, tariff
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim import DEFAULT_TARIFF
+from parkgate_tools.simlot import SimLot
 
 LOT = "t"
 START = 1795564800   # 2026-11-25 08:00 UTC+8
@@ -17,31 +16,9 @@ START = 1795564800   # 2026-11-25 08:00 UTC+8
 
 @pytest.fixture
 def lot(tmp_path):
-    broker = Broker(str(tmp_path / "broker"))
-    broker.start()
-    db = str(tmp_path / "lot.sqlite")
-    lot_clock = SimClock(START, 60)    # the lot server's and every gate's
-    bridge = Bridge(LOT, broker.host, broker.port, db, DEFAULT_TARIFF, clock=lot_clock.now)
-    bridge.start()
-    gates = []
-
-    def make_gate(name, direction, clock=lot_clock, **kwargs):
-        gate = SimGate(str(tmp_path), name, LOT, direction, broker.port, clock,
-                       site_extra={"backoff_max_ms": 1000}, **kwargs)
-        gate.provision()
-        gates.append(gate)
-        return gate.start()
-
-    class Lot:
-        pass
-    lot = Lot()
-    lot.broker, lot.bridge, lot.db, lot.gate = broker, bridge, db, make_gate
-    lot.clock = lot_clock
-    yield lot
-    for gate in gates:
-        gate.stop()
-    bridge.stop()
-    broker.stop()
+    # The lot server's clock, every gate's too, 60 simulated seconds a second.
+    with SimLot(str(tmp_path), LOT, rate=60, start=START) as lot:
+        yield lot
 
 
 def stored(bridge, gate):

@@ -36,47 +36,23 @@ import paho.mqtt.client as mqtt
 
 from parkgate import members
 from parkgate_tools import downlink, runtime
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim import DEFAULT_TARIFF
+from parkgate_tools.simlot import SimLot
 
 LOT = "bench"
 KEY = bytes(range(32))
-START = 1795564800          # 2026-11-25 08:00 UTC+8
 GC_BLOCK = 16               # bytes per heap block on a 32-bit port
 _FREE = re.compile(r"PROBE heap free=(\d+)")
 _LARGEST = re.compile(r"max free sz: (\d+)")
 _CAR = re.compile(r"PROBE car_alloc=(-?\d+)")
 
 
-class Lot:
-    """A broker, a bridge and the gates of one benchmark run."""
+class Lot(SimLot):
+    """The benchmark's car park: every gate has the downlink key."""
 
-    def __init__(self, workdir, rate=60):
-        self.workdir = workdir
-        self.broker = Broker(os.path.join(workdir, "broker"))
-        self.broker.start()
-        self.clock = SimClock(START, rate)
-        self.bridge = Bridge(LOT, self.broker.host, self.broker.port,
-                             os.path.join(workdir, "lot.sqlite"), DEFAULT_TARIFF,
-                             clock=self.clock.now)
-        self.bridge.start()
-        self.gates = []
-
-    def gate(self, name, direction, board_env=None, site_extra=None, extra_files=None):
-        site = {"key": binascii.hexlify(KEY).decode(), "backoff_max_ms": 1000}
-        site.update(site_extra or {})
-        gate = SimGate(self.workdir, name, LOT, direction, self.broker.port, self.clock,
-                       site_extra=site, board_env=board_env)
-        self.gates.append(gate)
-        gate.provision(extra_files)
-        return gate.start()
-
-    def stop(self):
-        for gate in self.gates:
-            gate.stop()
-        self.bridge.stop()
-        self.broker.stop()
+    def __init__(self, workdir):
+        super().__init__(workdir, LOT, rate=60, site={"key": binascii.hexlify(KEY).decode(),
+                                                      "backoff_max_ms": 1000})
 
 
 def _push_downlinks(lot, gates):
@@ -129,8 +105,8 @@ def busy_day(workdir, cars=60):
     lot = Lot(workdir)
     probe = {"PARKGATE_SIM_PROBE": "heap"}
     try:
-        gate_in = lot.gate("heap-in", "in", probe)
-        gate_out = lot.gate("heap-out", "out", probe)
+        gate_in = lot.gate("heap-in", "in", board_env=probe)
+        gate_out = lot.gate("heap-out", "out", board_env=probe)
         for gate in (gate_in, gate_out):
             gate.wait_line(r"LINK up", 15)
         rng = random.Random(3)
@@ -182,7 +158,8 @@ def mpy_baseline(workdir):
     lot = Lot(workdir)
     try:
         try:
-            gate = lot.gate("mpy-in", "in", {"PARKGATE_SIM_PROBE": "heap"}, extra_files=files)
+            gate = lot.gate("mpy-in", "in", board_env={"PARKGATE_SIM_PROBE": "heap"},
+                            extra_files=files)
         except (RuntimeError, TimeoutError) as exc:
             why = [line for line in str(exc).splitlines() if "Error" in line]
             return {"booted": False, "why": why[-1].strip() if why else str(exc)[:200]}
@@ -204,7 +181,7 @@ def latency(workdir, cars=250, stall=None):
     lot = Lot(workdir)
     env = {} if stall is None else {"PARKGATE_SIM_FLASH_STALL": stall}
     try:
-        gate = lot.gate("lat-in", "in", env, site_extra={"relay_pulse_ms": 100})
+        gate = lot.gate("lat-in", "in", site_extra={"relay_pulse_ms": 100}, board_env=env)
         gate.wait_line(r"LINK up", 15)
         rng = random.Random(5)
         sent = []
