@@ -270,11 +270,21 @@ class SimGate:
                 if left <= 0:
                     raise TimeoutError("%s: timed out after %.1f s; last lines:\n%s" % (
                         what, timeout, "\n".join(self._lines[-20:])))
-                if self.proc is not None and self.proc.poll() is not None and \
-                        not self._reader.is_alive():
+                if self._exited():
                     raise RuntimeError("gate %s exited with %s; last lines:\n%s" % (
                         self.gate, self.proc.returncode, "\n".join(self._lines[-20:])))
                 self._lines_lock.wait(min(left, 0.2))
+
+    def _exited(self):
+        """True if the gate's process has ended and no watchdog reset is
+        bringing it back (one in progress holds the power lock)."""
+        if not self._power_lock.acquire(blocking=False):
+            return False
+        try:
+            return self.proc is not None and self.proc.poll() is not None and \
+                not self._reader.is_alive()
+        finally:
+            self._power_lock.release()
 
     def wait_line(self, pattern, timeout=10, count=1):
         regex = re.compile(pattern)
