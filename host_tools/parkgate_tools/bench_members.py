@@ -31,7 +31,7 @@ def run(bin_path, text_path, query_path):
 
     def queries(limit=LOOKUPS):
         # (plate, now) pairs streamed from the file: a list of 1,000 would
-        # take a large part of the heap on this 64-bit port
+        # take a large part of the gate's 64 KiB heap
         with open(query_path) as f:
             for i in range(limit):
                 text, now = f.readline().split()
