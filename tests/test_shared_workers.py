@@ -5,12 +5,11 @@ same batch reaches both workers; every event is stored exactly once (the
 primary key), nothing is lost, and both workers did part of the work. On
 SQLite and on PostgreSQL. A worker started while another holds the SQLite
 write lock waits for it and goes live."""
-import subprocess
-import sys
 import threading
 
 from fixtures_mqtt import backend, broker, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import LOT, TARIFF, WAIT_S, FakeGate, entry, fetch_all, wait_for
+from parkgate_tools.bench_bridge import Worker
 from parkgate_tools.bridge import Bridge
 from parkgate_tools.broker import Broker
 from parkgate_tools.loadgen import LoadGen
@@ -74,38 +73,6 @@ class HoldingStore(Store):
         super()._commit()
 
 
-class WorkerProcess:
-    """`parkgate bridge --share` as its own process, its log lines collected."""
-
-    def __init__(self, broker, db, index, *extra):
-        argv = [sys.executable, "-m", "parkgate_tools.cli", "bridge", "--lot", LOT,
-                "--broker", "%s:%d" % (broker.host, broker.port), "--db", db,
-                "--tariff", TARIFF, "--client-id", "parkgate-bridge-%s-%d" % (LOT, index),
-                "--share", "workers", "-v"] + list(extra)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def logged(self, text):
-        return any(text in line for line in self.lines)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(WAIT_S)
-
-
 def test_a_worker_started_during_a_write_waits_for_the_lock(broker, tmp_path):  # noqa: F811
     """The first worker holds a write transaction open on the SQLite file
     (a batch inserted, not committed) while a second `parkgate bridge`
@@ -126,7 +93,8 @@ def test_a_worker_started_during_a_write_waits_for_the_lock(broker, tmp_path):  
         gate.publish("up/events", {"g": "in-1", "j": 7, "e": held})
         assert store.holding.wait(WAIT_S), "the first worker did not start its transaction"
 
-        second = WorkerProcess(broker, db, 1, "--lock-wait", "30")
+        second = Worker(LOT, broker, db, 1, share="workers", extra=["-v", "--lock-wait", "30"],
+                        client_id="parkgate-bridge-%s-1" % LOT)
         wait_for(lambda: second.logged("is locked (creating the schema): attempt 2")
                  or second.proc.poll() is not None, what="the second worker to retry the lock")
         assert second.proc.poll() is None, "".join(second.lines)

@@ -42,16 +42,20 @@ def one_event_per_transaction(location, n=BASELINE_EVENTS):
 
 
 class Worker:
-    """One `parkgate bridge` process; live() once it has caught up."""
+    """One `parkgate bridge` process, its log lines collected; live() once
+    it has caught up. extra: more command-line arguments."""
 
-    def __init__(self, lot, broker, db, index, share=None, group_batches=None):
+    def __init__(self, lot, broker, db, index, share=None, group_batches=None, extra=(),
+                 client_id=None):
         argv = [sys.executable, "-m", "parkgate_tools.cli", "bridge", "--lot", lot,
                 "--broker", "%s:%d" % (broker.host, broker.port), "--db", db,
-                "--tariff", DEFAULT_TARIFF, "--client-id", "bench-%s-%d" % (lot, index)]
+                "--tariff", DEFAULT_TARIFF,
+                "--client-id", client_id or "bench-%s-%d" % (lot, index)]
         if share:
             argv += ["--share", share]
         if group_batches:
             argv += ["--group-batches", str(group_batches)]
+        argv += list(extra)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.lines = []
@@ -62,18 +66,24 @@ class Worker:
         for line in self.proc.stderr:
             self.lines.append(line)
 
+    def logged(self, text):
+        """True once a log line holds text."""
+        return any(text in line for line in self.lines)
+
     def live(self):
         """True once the worker logged that it is past the broker's backlog."""
-        return any("live:" in line for line in self.lines)
+        return self.logged("live:")
 
     def stop(self):
         """SIGTERM, then wait (SIGKILL after 20 s)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(20)
 
 
 def through_broker(broker, lot, db, workers=1, group_batches=None):
