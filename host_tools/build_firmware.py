@@ -14,6 +14,7 @@ MicroPython's source comes from MICROPYTHON_SRC (a folder or a .tar.xz/.tar.gz
 archive), else the archive in ../shared/micropython/ beside the repository,
 else a shallow clone of the release tag.
 """
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -126,45 +127,46 @@ def _run(argv, what):
         raise BuildError("%s failed (exit %d): %s" % (what, proc.returncode, " ".join(argv)))
 
 
-def unix_image_path(board="unix-sim", slot=""):
-    return os.path.join(BUILD, "firmware", board + slot, "micropython")
+def unix_image_path(board="unix-sim"):
+    return os.path.join(BUILD, "firmware", board, "micropython")
 
 
-def build_unix(board="unix-sim", manifest=None, slot=""):
-    """Build (or find cached) the board's 32-bit unix-port image; returns its path.
-    Safe to call from several processes at once (one builds, the others wait)."""
+@contextlib.contextmanager
+def _build_lock():
+    # One build at a time across processes (tests start several at once).
     os.makedirs(os.path.join(BUILD, "firmware"), exist_ok=True)
     with open(os.path.join(BUILD, "firmware", ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_unix_locked(board, manifest, slot)
+        yield
 
 
-def _build_unix_locked(board, manifest, slot):
-    manifest = manifest or os.path.join(ROOT, "boards", board, "manifest.py")
-    out_dir = os.path.dirname(unix_image_path(board, slot))
-    binary = unix_image_path(board, slot)
-    stamp = binary + ".stamp"
-    tree, source_id = source_tree()
-    fingerprint = _fingerprint(board, source_id, [UNIX_FLAGS, os.path.relpath(manifest, ROOT)])
-    if os.path.exists(binary) and os.path.exists(stamp):
-        with open(stamp) as f:
-            if f.read().strip() == fingerprint:
-                return binary
-    log("building %s: MicroPython from %s" % (board + slot, source_id))
-    _run(["make", "-C", os.path.join(tree, "mpy-cross"), JOBS], "mpy-cross build")
-    os.makedirs(out_dir, exist_ok=True)
-    obj = os.path.join(out_dir, "obj")
-    _run(["make", "-C", os.path.join(tree, "ports", "unix"), JOBS] + UNIX_FLAGS +
-         ["BUILD=" + obj, "PROG=micropython",
-          "FROZEN_MANIFEST=" + os.path.abspath(manifest)], "unix port build")
-    part = binary + ".part"
-    shutil.copyfile(os.path.join(obj, "micropython"), part)   # PROG is relative to BUILD
-    os.chmod(part, 0o755)
-    os.replace(part, binary)
-    with open(stamp, "w") as f:
-        f.write(fingerprint + "\n")
-    log("built %s" % os.path.relpath(binary, ROOT))
-    return binary
+def build_unix(board="unix-sim"):
+    """Build (or find cached) the board's 32-bit unix-port image; returns its path.
+    Safe to call from several processes at once (one builds, the others wait)."""
+    with _build_lock():
+        manifest = os.path.join(ROOT, "boards", board, "manifest.py")
+        binary = unix_image_path(board)
+        stamp = binary + ".stamp"
+        tree, source_id = source_tree()
+        fingerprint = _fingerprint(board, source_id, [UNIX_FLAGS, os.path.relpath(manifest, ROOT)])
+        if os.path.exists(binary) and os.path.exists(stamp):
+            with open(stamp) as f:
+                if f.read().strip() == fingerprint:
+                    return binary
+        log("building %s: MicroPython from %s" % (board, source_id))
+        _run(["make", "-C", os.path.join(tree, "mpy-cross"), JOBS], "mpy-cross build")
+        obj = os.path.join(os.path.dirname(binary), "obj")
+        _run(["make", "-C", os.path.join(tree, "ports", "unix"), JOBS] + UNIX_FLAGS +
+             ["BUILD=" + obj, "PROG=micropython",
+              "FROZEN_MANIFEST=" + os.path.abspath(manifest)], "unix port build")
+        part = binary + ".part"
+        shutil.copyfile(os.path.join(obj, "micropython"), part)   # PROG is relative to BUILD
+        os.chmod(part, 0o755)
+        os.replace(part, binary)
+        with open(stamp, "w") as f:
+            f.write(fingerprint + "\n")
+        log("built %s" % os.path.relpath(binary, ROOT))
+        return binary
 
 
 def mpy_cross_path():
@@ -172,9 +174,7 @@ def mpy_cross_path():
     tree, _ = source_tree()
     path = os.path.join(tree, "mpy-cross", "build", "mpy-cross")
     if not os.path.exists(path):
-        os.makedirs(os.path.join(BUILD, "firmware"), exist_ok=True)
-        with open(os.path.join(BUILD, "firmware", ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _build_lock():
             if not os.path.exists(path):
                 _run(["make", "-C", os.path.join(tree, "mpy-cross"), JOBS], "mpy-cross build")
     return path

@@ -211,7 +211,7 @@ class Uart:
     """The camera line on a pseudo-terminal, read without blocking, with the
     ESP32's receive path: a ring of UART_RXBUF bytes that the UART interrupt
     fills, and a 128-byte FIFO that alone takes bytes while the flash stalls
-    the chip. Bytes beyond either are lost (counted in lost)."""
+    the chip. Bytes beyond either are lost, and logged (UART overrun)."""
 
     def __init__(self):
         global _uart
@@ -223,7 +223,6 @@ class Uart:
         self._head = 0
         self._len = 0
         self._scratch = bytearray(64)
-        self.lost = 0
         self._open()
         _uart = self
 
@@ -273,7 +272,6 @@ class Uart:
                 dropped += n
         except OSError as exc:
             self._lost(exc)
-        self.lost += dropped
         return dropped
 
     def _waiting(self):

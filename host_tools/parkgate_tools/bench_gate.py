@@ -111,25 +111,19 @@ def busy_day(workdir, cars=60):
             gate.wait_line(r"LINK up", 15)
         rng = random.Random(3)
         plates = ["苏A%05d" % i for i in range(cars)]
-        start = time.time()
-        broker_down = pushed = False
         for i, plate in enumerate(plates):
-            now = time.time() - start
-            if i == cars // 3:
+            if i == cars // 3:                  # the outage: a sixth of the cars
                 lot.broker.kill()
-                broker_down = True
-            if broker_down and i == cars // 2:
+            elif i == cars // 2:
                 lot.broker.start()
-                broker_down = False
-            if not pushed and i == 2 * cars // 3:
+            elif i == 2 * cars // 3:            # the downlinks, once both gates are back
                 gate_in.wait_line(r"LINK up", 15, count=2)
                 gate_out.wait_line(r"LINK up", 15, count=2)
                 _push_downlinks(lot, (gate_in, gate_out))
-                pushed = True
             gate_in.send_plate(plate)
             if i >= 5:
                 gate_out.send_plate(plates[i - 5])
-            time.sleep(0.25 + rng.random() * 0.1 + max(0.0, now - (time.time() - start)))
+            time.sleep(0.25 + rng.random() * 0.1)
         for plate in plates[-5:]:
             gate_out.send_plate(plate)
             time.sleep(0.3)

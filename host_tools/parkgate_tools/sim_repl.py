@@ -27,9 +27,7 @@ import subprocess
 import time
 
 from parkgate_tools import runtime
-from parkgate_tools.sim import SimGate
-
-BOOT = ["-m", "simboot"]
+from parkgate_tools.sim import BOOT, SimGate
 
 
 class SimRepl:
