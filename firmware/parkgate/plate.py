@@ -73,15 +73,9 @@ def normalise(text):
         raise PlateError("empty plate")
     if n > MAX_PLATE:
         raise PlateError("plate too long: %r" % text)
-    serial = 0
-    if 0 <= _index(out[0]) < _PROVINCES and n >= 2:
-        if out[1] == "0":
-            out[1] = "O"
-        serial = 2
-    elif out[0] == "使":
-        serial = 1
-    elif n >= 2 and out[0] == "民" and out[1] == "航":
-        serial = 2
+    serial = _serial_start(out, n)
+    if serial == 2 and out[1] == "0" and _is_province(out[0]):
+        out[1] = "O"
     if serial:
         for k in range(serial, n):
             if out[k] == "O":
@@ -102,21 +96,29 @@ def _already_normal(text):
         c = text[k]
         if not ("A" <= c <= "Z" or "0" <= c <= "9" or 0 <= _index(c) < _PLATE_CHARS):
             return False
-    first = text[0]
-    if 0 <= _index(first) < _PROVINCES and n >= 2:
-        if text[1] == "0":
-            return False
-        serial = 2
-    elif first == "使":
-        serial = 1
-    elif n >= 2 and first == "民" and text[1] == "航":
-        serial = 2
-    else:
-        serial = 0
+    serial = _serial_start(text, n)
+    if serial == 2 and text[1] == "0" and _is_province(text[0]):
+        return False
     for k in range(serial if serial else n, n):
         if text[k] == "O" or text[k] == "I":
             return False
     return True
+
+
+def _is_province(ch):
+    return 0 <= _index(ch) < _PROVINCES
+
+
+def _serial_start(chars, n):
+    # Where the serial (I/O read as 1/0) begins in a plate's n characters:
+    # after a province and the city letter, after 使, after 民航; 0: no serial.
+    if _is_province(chars[0]) and n >= 2:
+        return 2
+    if chars[0] == "使":
+        return 1
+    if n >= 2 and chars[0] == "民" and chars[1] == "航":
+        return 2
+    return 0
 
 
 def _serial(text, start, end):
