@@ -20,6 +20,11 @@ FLAG_REENTRY = const(2)   # entry closed a session that was still open
 FLAG_MEMBER = const(4)    # the plate was on the member list (no fee)
 FLAG_OWED = const(8)      # the barrier opened without payment: the fee is owed
 FLAG_NO_CLOCK = const(16)  # no trustworthy time: charged the no-entry fee
+FLAG_REPLAY = const(32)    # the camera's offline buffer, sent again: the time is the
+                           # camera's, the barrier did not open for it, no fee
+FLAG_NO_PASSAGE = const(64)  # the passage input saw no car go through: on an entry,
+                             # it voids the entry of that plate and time (no session);
+                             # on an exit, it marks that exit for the operator
 
 MAX_PLATE_BYTES = const(16)
 MAX_BODY_BYTES = const(38)    # _HEAD_SIZE + MAX_PLATE_BYTES
