@@ -15,14 +15,14 @@
 #   7    L  plate, UTF-8
 # See firmware/docs/camera-frame.md.
 from parkgate.compat import const
+from parkgate.resync import GARBAGE, TRUNCATED, Resync
 
-# reject reason codes, passed to on_reject(reason, byte_count)
+# reject reason codes, passed to on_reject(reason, byte_count); TRUNCATED (4)
+# and GARBAGE (5) come from resync
 BAD_CRC = const(0)
 BAD_LENGTH = const(1)
 BAD_VERSION = const(2)
 BAD_PAYLOAD = const(3)
-TRUNCATED = const(4)
-GARBAGE = const(5)
 REJECT_NAMES = ("bad_crc", "bad_length", "bad_version", "bad_payload",
                 "truncated", "garbage")
 
@@ -99,9 +99,14 @@ def _utf8_valid(data, i, end):
 
 class PlateRead:
     """One plate result decoded from a camera frame. Fields at their class
-    default (0) are not set on the instance: each attribute set grows its
-    dict on the gate's heap."""
+    default (0, False) are not set on the instance: each attribute set grows
+    its dict on the gate's heap.
+
+    offline: True for a result the camera buffered while it could not send
+    and sent again later (a Vzenith `isoffline` result): camera_time is when
+    the car was read, not now, and the gate must not open for it."""
     colour = camera_time = 0
+    offline = False
 
     def __init__(self, plate, colour, confidence, camera_time, seq):
         self.plate = plate
@@ -113,8 +118,9 @@ class PlateRead:
         self.seq = seq
 
     def __repr__(self):
-        return "PlateRead(%r, colour=%d, confidence=%d, camera_time=%d, seq=%d)" % (
-            self.plate, self.colour, self.confidence, self.camera_time, self.seq)
+        return "PlateRead(%r, colour=%d, confidence=%d, camera_time=%d, seq=%d%s)" % (
+            self.plate, self.colour, self.confidence, self.camera_time, self.seq,
+            ", offline=True" if self.offline else "")
 
 
 def _in_range(value, low, high):
@@ -156,91 +162,47 @@ def encode(seq, plate, colour=0, confidence=100, camera_time=0):
     return bytes(frame)
 
 
-class FrameParser:
+class FrameParser(Resync):
     """Incremental parser: feed() bytes split anywhere, get callbacks.
 
     on_plate(PlateRead) for each good frame, on_reject(reason, byte_count)
     for everything else. Every byte fed ends up counted exactly once: in an
     accepted frame or in one reject's byte_count (once idle() has flushed).
+    A frame that fails is resynchronised from the byte after its marker
+    (resync.Resync), so a good frame right behind a bad one is kept.
     Callbacks run inside feed(); the parser's state is settled before each
     call, but one that raises drops the rest of that feed()'s data.
     """
 
     def __init__(self, on_plate, on_reject):
+        Resync.__init__(self, _FRAME_MAX, _MARK0, _MARK1, on_reject)
         self._on_plate = on_plate
-        self._on_reject = on_reject
-        # _buf[0:_end] holds bytes not yet accepted or dropped; the candidate
-        # frame starts at _buf[0] (always 0x50 when _end > 0). _buf[0:_have]
-        # has been checked; _buf[_have:_end] waits to be scanned again after
-        # a false start was dropped.
-        self._buf = bytearray(_FRAME_MAX)
-        self._end = 0
-        self._have = 0
         self._need = 0          # full frame length once the header is read
-        self._skipped = 0       # garbage bytes not reported yet
         self.frames = 0
-        self.rejects = 0
 
-    def feed(self, data):
+    def _check(self, have):
         buf = self._buf
-        for i in range(len(data)):
-            b = data[i]
-            end = self._end
-            if end == 0 and b != _MARK0:
-                self._skipped += 1      # hunting for a start marker
-                continue
-            buf[end] = b
-            self._end = end + 1
-            self._scan()
-
-    def idle(self):
-        """The line went quiet: drop a partial frame as TRUNCATED, rescanning
-        its bytes after the marker for a complete frame; report pending
-        garbage (a trailing lone 0x50 included)."""
-        while self._end >= 2:
-            self._drop_false_start(TRUNCATED)
-            self._scan()
-        if self._end == 1:
-            self._skipped += 1
-            self._drop_before(1)
-        self._report_garbage()
-
-    def _scan(self):
-        buf = self._buf
-        while self._have < self._end:
-            have = self._have + 1
-            self._have = have
-            if have == 2:
-                if buf[1] != _MARK1:
-                    # lone 0x50: garbage up to the next possible marker
-                    cut = self._next_start(1)
-                    self._skipped += cut
-                    self._drop_before(cut)
-                else:
-                    self._report_garbage()
-            elif have == 3:
-                if buf[2] != VERSION:
-                    self._drop_false_start(BAD_VERSION)
-            elif have == _HEADER:
-                n = (buf[4] << 8) | buf[5]
-                if n < _MIN_PAYLOAD or n > MAX_PAYLOAD:
-                    self._drop_false_start(BAD_LENGTH)
-                else:
-                    self._need = _HEADER + n + 2
-            elif have == self._need:
-                self._complete()
+        if have == 3:
+            if buf[2] != VERSION:
+                self._fail(BAD_VERSION)
+        elif have == _HEADER:
+            n = (buf[4] << 8) | buf[5]
+            if n < _MIN_PAYLOAD or n > MAX_PAYLOAD:
+                self._fail(BAD_LENGTH)
+            else:
+                self._need = _HEADER + n + 2
+        elif have == self._need:
+            self._complete()
 
     def _complete(self):
         buf = self._buf
         need = self._need
         crc = _crc16_range(buf, 2, need - 2, 0xFFFF)
         if crc != (buf[need - 2] << 8) | buf[need - 1]:
-            self._drop_false_start(BAD_CRC)
+            self._fail(BAD_CRC)
             return
         read = self._decode(need - 2)
-        cut = self._next_start(need)
-        self._skipped += cut - need
-        self._drop_before(cut)
+        self._accept(need)
         if read is None:
             self._reject(BAD_PAYLOAD, need)
         else:
@@ -260,41 +222,5 @@ class FrameParser:
                 or not _utf8_valid(buf, _PLATE_AT, plate_end)):
             return None
         camera_time = (buf[8] << 24) | (buf[9] << 16) | (buf[10] << 8) | buf[11]
-        plate = str(memoryview(buf)[_PLATE_AT:plate_end], "utf-8")
+        plate = str(self._mv[_PLATE_AT:plate_end], "utf-8")
         return PlateRead(plate, colour, confidence, camera_time, buf[3])
-
-    def _drop_false_start(self, reason):
-        # The marker at _buf[0] did not begin a good frame: reject it together
-        # with the bytes up to the next 0x50, which is scanned again.
-        cut = self._next_start(2)
-        self._drop_before(cut)
-        self._reject(reason, cut)
-
-    def _next_start(self, i):
-        # index of the first 0x50 at or after i, else _end
-        buf = self._buf
-        end = self._end
-        while i < end and buf[i] != _MARK0:
-            i += 1
-        return i
-
-    def _drop_before(self, cut):
-        # discard _buf[0:cut], move the rest to the front (byte loop: the
-        # regions overlap), and start a new candidate there
-        buf = self._buf
-        kept = self._end - cut
-        for k in range(kept):
-            buf[k] = buf[cut + k]
-        self._end = kept
-        self._have = 0
-        self._need = 0
-
-    def _report_garbage(self):
-        if self._skipped:
-            count = self._skipped
-            self._skipped = 0
-            self._reject(GARBAGE, count)
-
-    def _reject(self, reason, count):
-        self.rejects += 1
-        self._on_reject(reason, count)

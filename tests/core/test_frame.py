@@ -256,6 +256,119 @@ def test_fuzz_random_bytes_yield_nothing_then_good_frame_parses():
     assert len(reads) == 1 and reads[0].plate == "粤Z99999"
 
 
+def feeds(stream):
+    # the stream fed whole, split in two at every byte, one byte at a time
+    view = memoryview(stream)
+    yield [stream]
+    for split in range(1, len(stream)):
+        yield [view[:split], view[split:]]
+    yield [view[i:i + 1] for i in range(len(stream))]
+
+
+def with_crc_of(data):
+    # data (a frame from encode) with its CRC made good again
+    crc = frame.crc16(data[2:-2])
+    return bytes(data[:-2]) + bytes([crc >> 8, crc & 0xFF])
+
+
+def test_bad_frame_then_good_frames_at_once_every_split():
+    good = [(2, "粤B22222", 1, 90, 7), (3, "C3", 0, 80, 0)]
+    goods = b"".join(encode(*f) for f in good)
+    first = encode(1, "粤B11111", 2, 99, 5)
+    flipped = bytearray(first)
+    flipped[9] ^= 0x10                               # CRC fails
+    longer = bytearray(first)
+    longer[5] = 40                                   # in range, past the frame
+    cases = [
+        (first[:3], None), (first[:6], None), (first[:14], None),  # truncated
+        (first[:-1], None), (bytes(flipped), BAD_CRC), (bytes(longer), None),
+        (b"PG\x01\x00\x00\x41" + first[6:], BAD_LENGTH),        # out of range
+        (b"PG\x01\x00\x00\x06", BAD_LENGTH), (b"PG\x03", BAD_VERSION),
+        (b"\x00PPGP\x47PG", None),                   # markers inside garbage
+        (with_crc_of(first)[:-1] + b"P", None),      # a 0x50 for a CRC byte
+    ]
+    for bad, reason in cases:
+        for chunks in feeds(bad + goods):     # no quiet line needed: see early
+            c = Collector()
+            for chunk in chunks:
+                c.parser.feed(chunk)
+            early = list(c.reads)
+            c.parser.idle()
+            assert c.reads == good, (bad, c.reads, c.rejects)
+            assert early == c.reads, (bad, early)
+            assert c.rejects, bad
+            if reason is not None:
+                assert c.rejects[0][0] == reason, (bad, c.rejects)
+            assert c.accounted() == len(bad) + len(goods), bad
+
+
+def test_longer_length_is_rescanned_without_a_quiet_line():
+    # a header claiming 64 bytes, then good frames at once: each good frame
+    # is read as soon as the false one has failed, with no idle()
+    plates = ["A%d" % k for k in range(1, 7)]
+    c = Collector(b"PG\x01\x07\x00\x40" + b"".join(encode(k, p) for k, p in enumerate(plates)))
+    assert c.plates() == plates, c.reads
+    assert c.rejects == [(BAD_CRC, 6)]
+
+
+def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
+    # xorshift32 with a fixed seed: good frames, broken frames (cut short,
+    # a byte flipped, a length changed) and garbage rich in "P"/"PG",
+    # back to back with no quiet line, fed in chunks of 1..64 bytes
+    state = [0x9E3779B9]
+
+    def rand(n):
+        x = state[0]
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        state[0] = x
+        return x % n
+
+    reads = []
+    counted = [0]
+
+    def on_reject(reason, count):
+        counted[0] += count
+
+    parser = FrameParser(reads.append, on_reject)
+    want = []
+    pending = bytearray()
+    fed = accepted = 0
+    for unit in range(600):
+        seq = unit & 0xFF
+        text = "粤B%05d" % rand(100000) if rand(2) else "Z%d" % unit
+        data = bytearray(encode(seq, text, rand(8), rand(101), rand(1 << 30)))
+        kind = rand(6)
+        if kind < 2:
+            want.append((seq, text))
+            accepted += len(data)
+        elif kind == 2:
+            data = data[:1 + rand(len(data) - 1)]
+        elif kind == 3:
+            data[2 + rand(len(data) - 2)] ^= 1 + rand(255)
+        elif kind == 4:
+            data[5] = (data[5] + 1 + rand(79)) % 80       # another length
+        else:
+            data = bytearray(rand(256) for _ in range(rand(40)))
+            for _ in range(rand(4)):
+                at = rand(len(data) + 1)
+                data[at:at] = (b"P", b"PG", b"PG\x01", b"PG\x01\x00\x00")[rand(4)]
+        pending += data
+        fed += len(data)
+        while len(pending) > 64 or (unit == 599 and pending):
+            size = 1 + rand(64)
+            parser.feed(pending[:size])
+            pending = pending[size:]
+        while len(reads) > 8:           # keep the heap small: check as they come
+            r = reads.pop(0)
+            assert (r.seq, r.plate) == want.pop(0), (r, unit)
+    parser.idle()
+    assert [(r.seq, r.plate) for r in reads] == want
+    assert parser.frames > 150 and parser.rejects > 300
+    assert counted[0] + accepted == fed
+
+
 def ignore(arg, count=0):
     pass
 
