@@ -1,7 +1,8 @@
 # The camera parser a lane uses, by the site config's camera kind:
 # "pg" the project's own frame (frame.py), "vz" Vzenith (vzenith.py).
-# Only the kind's module is imported: on the board each module's objects
-# take heap (vzenith's about 1.4 KB on the 32-bit image).
+# Only the kind's modules are imported: on the board each module's objects
+# take heap (on the 32-bit image frame's with resync, their shared
+# resynchronising base, about 1.5 KB; vzenith's about 1.5 KB more).
 KINDS = ("pg", "vz")
 
 

@@ -9,8 +9,9 @@
 #   8    L  body: a JSON object in GBK, then optionally "\n" and an image
 # L covers the whole body, image included (our reading of the vendor
 # notes, see firmware/docs/lane.md). The JSON object ends where its braces
-# balance; what follows it is skipped without being buffered. A data body
-# must begin with "{". JSON: {"PlateResult": {"license": "粤S7Y12C",
+# balance and holds no raw control byte; what follows it is not buffered
+# but hunted through for the next frame. A data body must begin with "{".
+# JSON: {"PlateResult": {"license": "粤S7Y12C",
 # "colorType": 1, "confidence": 98, "timeStamp": {"Timeval": {"sec": s,
 # "usec": u}}, "isoffline": 0, ...}}, "PlateResult" at the top level or
 # under "AlarmInfoPlate" / "result".
@@ -18,6 +19,7 @@ import json
 
 from parkgate import frame, plate
 from parkgate.compat import const
+from parkgate.resync import Resync
 
 # reject reason codes: frame's 0..5, then Vzenith's own
 BAD_CRC = frame.BAD_CRC             # not used: VZ frames carry no CRC
@@ -27,7 +29,7 @@ BAD_PAYLOAD = frame.BAD_PAYLOAD     # body not starting with "{", bad fields
 TRUNCATED = frame.TRUNCATED
 GARBAGE = frame.GARBAGE
 BAD_TYPE = const(6)                 # type byte not 0 or 1
-BAD_JSON = const(7)                 # JSON does not close or does not parse
+BAD_JSON = const(7)                 # JSON does not close, has a control byte, does not parse
 NO_PLATE = const(8)                 # no PlateResult/license, or "_无_"
 BAD_PLATE = const(9)                # license is not a plate (plate.PlateError)
 REJECT_NAMES = frame.REJECT_NAMES + ("bad_type", "bad_json", "no_plate", "bad_plate")
@@ -113,184 +115,143 @@ def _find_result(obj):
     return None
 
 
-class VzParser:
+def _flag(value):
+    # isoffline as cameras may send it: 1 / true, or "1" / "true" (a
+    # MicroPython bool is no int to isinstance)
+    if value is True:
+        return True
+    if isinstance(value, str):
+        return value in ("1", "true")
+    return isinstance(value, int) and value != 0
+
+
+class VzParser(Resync):
     """Incremental parser: feed() bytes split anywhere, get callbacks.
 
-    on_plate(frame.PlateRead) for each good data frame (with an extra
-    attribute `offline`: the camera buffered it), on_reject(reason,
+    on_plate(frame.PlateRead) for each good data frame, on_reject(reason,
     byte_count) for everything else; heartbeats are counted in
-    `heartbeats`. Every byte fed ends up in an accepted frame, a heartbeat
-    or one reject's byte_count (once idle() has flushed).
+    `heartbeats`. A result the camera buffered and sends again after a
+    reconnect (`isoffline` 1) comes as a read with `offline` True (the
+    class default is False) and camera_time from its timeStamp: a replay
+    to journal, not a car at the barrier.
+
+    Every byte fed ends up in an accepted frame, a heartbeat or one reject's
+    byte_count (once idle() has flushed). A candidate whose header or JSON
+    fails is resynchronised from the byte after its marker (resync.Resync),
+    so a good frame right behind a bad one is kept. The body after the JSON
+    (an image) and a heartbeat's body are not buffered but hunted through
+    for a start marker: a frame header in there cuts the body short (its
+    bytes so far reported TRUNCATED, or with the frame's own reject).
     """
 
     def __init__(self, on_plate, on_reject, max_body=MAX_BODY, max_frame=MAX_FRAME):
+        # header and JSON in one buffer, so a failed candidate's bytes can
+        # be scanned again
+        Resync.__init__(self, _HEADER + max_body, _MARK0, _MARK1, on_reject)
         self._on_plate = on_plate
-        self._on_reject = on_reject
         self.max_frame = max_frame
-        # header phase: _hdr[0:_end] holds the candidate (header and the
-        # first body byte), _hdr[0] == "V" when _end > 0; _hdr[0:_have]
-        # has been checked (as in frame.FrameParser)
-        self._hdr = bytearray(_HEADER + 1)
-        self._end = 0
-        self._have = 0
-        self._skipped = 0
-        # body phase (_left > 0): JSON bytes go to _body
-        self._body = bytearray(max_body)
-        self._left = 0
-        self._total = 0         # header + body length of the frame
-        self._heartbeat = False
-        self._serial = 0
-        self._reset_body()
-        self.frames = 0
-        self.rejects = 0
-        self.heartbeats = 0
-
-    def _reset_body(self):
-        self._left = 0
-        self._blen = 0
+        self._len = 0           # body length L of the candidate
+        # the candidate's JSON so far: brace depth, in a string, after a
+        # backslash, after a GBK lead byte
         self._depth = 0
         self._instr = False
         self._esc = False
         self._trail = False
-        self._closed = False
-        self._over = False
-
-    def feed(self, data):
-        hdr = self._hdr
-        for i in range(len(data)):
-            b = data[i]
-            if self._left:
-                self._body_byte(b)
-                continue
-            end = self._end
-            if end == 0 and b != _MARK0:
-                self._skipped += 1
-                continue
-            hdr[end] = b
-            self._end = end + 1
-            self._scan()
+        # the tail: body bytes after the JSON, or a heartbeat's body
+        self._tail = 0          # tail bytes still to come
+        self._tail_seen = 0     # bytes to report with _tail_reason
+        self._tail_reason = -1  # its frame's reject reason; -1: none
+        self.frames = 0
+        self.heartbeats = 0
 
     def idle(self):
-        """The line went quiet: a frame cut short is TRUNCATED (its header
-        bytes after the marker scanned again); pending garbage reported."""
-        if self._left:
-            count = self._total - self._left
-            self._reset_body()
-            self._reject(TRUNCATED, count)
+        """The line went quiet: a candidate cut short is TRUNCATED (its
+        bytes after the marker scanned again), so is a body still owed;
+        pending garbage reported."""
+        Resync.idle(self)
+        self._end_tail()
+
+    def _check(self, have):
+        if have <= _HEADER + 1:
+            self._check_header(have)
             return
-        while self._end >= 2:
-            self._drop_false_start(TRUNCATED)
-            self._scan()
-            if self._left:          # a heartbeat with a body started
-                self.idle()
+        # a JSON byte, tracked until the braces balance
+        b = self._buf[have - 1]
+        trail = self._trail
+        self._trail = False
+        if trail and 0x40 <= b <= 0xFE and b != 0x7F:
+            pass                     # the trail byte of a GBK code
+        elif 0x81 <= b <= 0xFE:
+            self._trail = True       # a GBK lead: skip its trail byte
+        elif b < 0x20 and b != 0x09 and b != 0x0A and b != 0x0D:
+            # JSON has no raw control bytes, a frame header does (type,
+            # length): this candidate was cut short
+            self._fail(BAD_JSON)
+            return
+        elif self._instr:
+            if self._esc:
+                self._esc = False
+            elif b == _BACKSLASH:
+                self._esc = True
+            elif b == _QUOTE:
+                self._instr = False
+        elif b == _QUOTE:
+            self._instr = True
+        elif b == _OPEN:
+            self._depth += 1
+        elif b == _CLOSE:
+            self._depth -= 1
+            if self._depth == 0:
+                self._complete(have)
                 return
-        if self._end == 1:
-            self._skipped += 1
-            self._drop_before(1)
-        self._report_garbage()
+        if have - _HEADER == self._len:
+            self._fail(BAD_JSON)     # the body ended inside the JSON
+        elif have == len(self._buf):
+            self._fail(BAD_LENGTH)   # JSON longer than max_body
 
-    def _scan(self):
-        hdr = self._hdr
-        while self._have < self._end and not self._left:
-            have = self._have + 1
-            self._have = have
-            if have == 2:
-                if hdr[1] != _MARK1:
-                    cut = self._next_start(1)
-                    self._skipped += cut
-                    self._drop_before(cut)
-                else:
-                    self._report_garbage()
-            elif have == 3:
-                if hdr[2] > TYPE_HEARTBEAT:
-                    self._drop_false_start(BAD_TYPE)
-            elif have == _HEADER:
-                n = (hdr[4] << 24) | (hdr[5] << 16) | (hdr[6] << 8) | hdr[7]
-                if n > self.max_frame or (hdr[2] == TYPE_DATA and n < 2):
-                    self._drop_false_start(BAD_LENGTH)
-                elif hdr[2] == TYPE_HEARTBEAT:
-                    self._drop_before(_HEADER)
-                    if n:
-                        self._start_body(n, True)
-                    else:
-                        self.heartbeats += 1
-            elif have == _HEADER + 1:
-                if hdr[_HEADER] != _OPEN:
-                    self._drop_false_start(BAD_PAYLOAD)
-                else:
-                    n = (hdr[4] << 24) | (hdr[5] << 16) | (hdr[6] << 8) | hdr[7]
-                    self._drop_before(_HEADER + 1)
-                    self._start_body(n, False)
-                    self._body_byte(_OPEN)
-
-    def _start_body(self, n, heartbeat):
-        self._reset_body()
-        self._left = n
-        self._total = _HEADER + n
-        self._over = heartbeat      # a heartbeat's body is not buffered
-        self._closed = heartbeat
-        self._heartbeat = heartbeat
-
-    def _body_byte(self, b):
-        # one byte of the body: buffered and tracked until the JSON closes
-        if not self._closed and not self._over:
-            blen = self._blen
-            if blen >= len(self._body):
-                self._over = True
+    def _check_header(self, have):
+        buf = self._buf
+        if have == 3:
+            if buf[2] > TYPE_HEARTBEAT:
+                self._fail(BAD_TYPE)
+        elif have == _HEADER:
+            n = (buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
+            if n > self.max_frame or (buf[2] == TYPE_DATA and n < 2):
+                self._fail(BAD_LENGTH)
+            elif buf[2] == TYPE_HEARTBEAT:
+                self._end_tail()
+                self.heartbeats += 1
+                self._tail = n
+                self._accept(_HEADER)
             else:
-                self._body[blen] = b
-                self._blen = blen + 1
-                trail = self._trail
-                self._trail = False
-                if trail and 0x40 <= b <= 0xFE and b != 0x7F:
-                    pass                     # the trail byte of a GBK code
-                elif 0x81 <= b <= 0xFE:
-                    self._trail = True       # a GBK lead: skip its trail byte
-                elif self._instr:
-                    if self._esc:
-                        self._esc = False
-                    elif b == _BACKSLASH:
-                        self._esc = True
-                    elif b == _QUOTE:
-                        self._instr = False
-                elif b == _QUOTE:
-                    self._instr = True
-                elif b == _OPEN:
-                    self._depth += 1
-                elif b == _CLOSE:
-                    self._depth -= 1
-                    if self._depth == 0:
-                        self._closed = True
-        self._left -= 1
-        if self._left == 0:
-            self._finish()
+                self._len = n
+        elif have == _HEADER + 1:
+            if buf[_HEADER] != _OPEN:
+                self._fail(BAD_PAYLOAD)
+                return
+            self._end_tail()        # a header inside a body cuts it short
+            self._depth = 1
+            self._instr = self._esc = self._trail = False
 
-    def _finish(self):
-        total = self._total
-        if self._heartbeat:
-            self._reset_body()
-            self.heartbeats += 1
-            return
-        if self._over:
-            self._reset_body()
-            self._reject(BAD_LENGTH, total)
-            return
-        if not self._closed:
-            self._reset_body()
-            self._reject(BAD_JSON, total)
-            return
-        reason, read = self._decode()
-        self._reset_body()
+    def _complete(self, have):
+        # the JSON is _buf[_HEADER:have]; the rest of the body is its tail
+        reason, read = self._decode(have)
+        self._tail = self._len - (have - _HEADER)
         if read is None:
-            self._reject(reason, total)
+            self._tail_reason = reason
+            self._tail_seen = have
+        self._accept(have)
+        if read is None:
+            if not self._tail:
+                self._tail_done()
         else:
             self.frames += 1
             self._on_plate(read)
 
-    def _decode(self):
+    def _decode(self, have):
         # (reason, None) or (0, PlateRead) from the buffered JSON
         try:
-            obj = json.loads(plate.decode_gbk(self._body, 0, self._blen, False))
+            obj = json.loads(plate.decode_gbk(self._buf, _HEADER, have, False))
         except (ValueError, RuntimeError):    # RuntimeError: nested too deep
             return BAD_JSON, None
         result = _find_result(obj)
@@ -315,38 +276,37 @@ class VzParser:
         if not isinstance(sec, int) or not 0 <= sec <= 0xFFFFFFFF:
             sec = 0
         read = frame.PlateRead(text, colour_of(result.get("colorType")), confidence,
-                               sec, self._serial)
-        read.offline = bool(result.get("isoffline", 0))
+                               sec, self._buf[3])
+        if _flag(result.get("isoffline")):
+            read.offline = True
         return 0, read
 
-    def _drop_false_start(self, reason):
-        cut = self._next_start(2)
-        self._drop_before(cut)
-        self._reject(reason, cut)
+    def _discard(self, reason, count):
+        # bytes in no frame: those still owed to a tail are its frame's
+        tail = self._tail
+        if tail:
+            part = count if count < tail else tail
+            self._tail = tail - part
+            self._tail_seen += part
+            if part == tail:
+                self._tail_done()
+            count -= part
+            if not count:
+                return
+        self._reject(reason, count)
 
-    def _next_start(self, i):
-        hdr = self._hdr
-        end = self._end
-        while i < end and hdr[i] != _MARK0:
-            i += 1
-        return i
+    def _tail_done(self):
+        # the tail is complete: a rejected frame is reported whole
+        if self._tail_reason >= 0:
+            self._reject(self._tail_reason, self._tail_seen)
+        self._tail_seen = 0
+        self._tail_reason = -1
 
-    def _drop_before(self, cut):
-        hdr = self._hdr
-        if cut >= _HEADER:
-            self._serial = hdr[3]
-        kept = self._end - cut
-        for k in range(kept):
-            hdr[k] = hdr[cut + k]
-        self._end = kept
-        self._have = 0
-
-    def _report_garbage(self):
-        if self._skipped:
-            count = self._skipped
-            self._skipped = 0
-            self._reject(GARBAGE, count)
-
-    def _reject(self, reason, count):
-        self.rejects += 1
-        self._on_reject(reason, count)
+    def _end_tail(self):
+        # a frame begins (or the line went quiet) while a tail is owed
+        if self._tail:
+            reason = self._tail_reason
+            self._reject(TRUNCATED if reason < 0 else reason, self._tail_seen)
+            self._tail = 0
+            self._tail_seen = 0
+            self._tail_reason = -1

@@ -126,9 +126,11 @@ def test_bad_bodies_rejected_then_good_frame():
 
 
 def test_oversize_json_rejected_without_buffering_image_skipped():
+    # the buffered bytes are scanned again, the rest of the JSON is garbage
     big = b'{"PlateResult":{"license":"A1","pad":"' + b"x" * 300 + b'"}}'
     c = Collector(raw(big) + encode(1, "B2"), max_body=200)
-    assert c.rejects == [(BAD_LENGTH, 8 + len(big))] and c.plates() == ["B2"]
+    assert c.rejects == [(BAD_LENGTH, 208), (GARBAGE, len(big) - 200)]
+    assert c.plates() == ["B2"]
     small = b'{"PlateResult":{"license":"C3"}}'
     c = Collector(raw(small + b"\n" + b"\xff" * 5000) + encode(1, "D4"), max_body=200)
     assert c.rejects == [] and c.plates() == ["C3", "D4"]
@@ -189,6 +191,168 @@ def test_fuzz_random_bytes_then_good_frame():
     assert counted[0] + parser.heartbeats * 8 <= fed
     parser.feed(encode(3, "粤Z99999"))
     assert len(reads) == 1 and reads[0].plate == "粤Z99999"
+
+
+def feeds(stream):
+    # the stream fed whole, split in two at every byte, one byte at a time
+    view = memoryview(stream)
+    yield [stream]
+    for split in range(1, len(stream)):
+        yield [view[:split], view[split:]]
+    yield [view[i:i + 1] for i in range(len(stream))]
+
+
+def relength(data, delta):
+    # a frame from encode() with its body length changed by delta
+    n = len(data) - 8 + delta
+    return data[:4] + bytes([(n >> s) & 0xFF for s in (24, 16, 8, 0)]) + data[8:]
+
+
+HEARTBEAT_4K = b"VZ\x01\x00\x00\x00\x10\x00"
+GOOD = [(2, "粤S22222", 1, 90, 7), (3, "C3", 0, 80, 0)]
+GOODS = b"".join(encode(*f) for f in GOOD)
+
+
+def test_bad_frame_then_good_frames_at_once_every_split():
+    first = encode(1, "粤B11111", 2, 99, 5)
+    cases = [
+        (first[:3], None), (first[:8], BAD_PAYLOAD), (first[:9], BAD_JSON),
+        (first[:40], BAD_JSON), (first[:-1], BAD_JSON),        # cut short
+        (relength(first, -3), BAD_JSON),           # the body ends in the JSON
+        (b"VZ\x02" + first[3:], BAD_TYPE), (b"VZ\x00\x01\x00\x04\x00\x01{", BAD_LENGTH),
+        (raw(b'{"PlateResult":{"license":"A1"}'), BAD_JSON),   # never closes
+        (raw(b"{" + b"x" * 10, length=2000), BAD_JSON),        # next header in body
+        (b"\x00VVZVZ\x00V\x00VZ\x00\x00\x00\x00\x00", None),   # markers in garbage
+        (raw(b"ab\xffVZ\x01", kind=1, length=500), TRUNCATED),  # heartbeat body cut
+    ]
+    for bad, reason in cases:
+        for chunks in feeds(bad + GOODS):     # no quiet line needed: see early
+            c = Collector()
+            for chunk in chunks:
+                c.parser.feed(chunk)
+            early = list(c.reads)
+            c.parser.idle()
+            assert c.reads == GOOD, (bad, c.reads, c.rejects)
+            assert early == c.reads, (bad, early)
+            assert c.rejects, bad
+            if reason is not None:
+                assert c.rejects[0][0] == reason, (bad, c.rejects)
+            assert c.rejected() + len(GOODS) + 8 * c.parser.heartbeats == len(bad) + len(GOODS)
+
+
+def test_long_length_and_cut_image_keep_the_plate_and_the_next_frame():
+    # the JSON closed, so the plate is read; the body it claimed is cut short
+    # by the next frame's header and reported TRUNCATED with its bytes
+    for bad, cut in ((relength(encode(1, "D4"), 500), 0),
+                     (encode(1, "D4", image=b"\xff\xd8VZ\x00\x01" + bytes(300))[:-100], 207)):
+        for chunks in feeds(bad + GOODS):
+            c = Collector()
+            for chunk in chunks:
+                c.parser.feed(chunk)
+            assert c.plates() == ["D4", "粤S22222", "C3"], c.reads
+            assert c.rejects == [(TRUNCATED, cut)], c.rejects
+    # a rejected frame's image cut short is reported with the frame
+    bad = raw(b'{"PlateResult":{}}\nimage', length=100)
+    c = Collector(bad + GOODS)
+    assert c.rejects == [(NO_PLATE, len(bad))] and c.reads == GOOD
+
+
+def test_markers_inside_a_failed_candidate_are_scanned_again():
+    # a JSON full of "V" and "VZ" (no control byte, so no header inside)
+    # that never closes: every marker in it is tried again after it fails,
+    # the long remainders moved in one copy; the counts stay exact
+    body = b'{"a":"' + b"VZ xV" * 60
+    for bad, reason in ((raw(body), BAD_JSON), (raw(body, length=5000), TRUNCATED),
+                        (raw(body + b"V" * 400, length=5000), BAD_LENGTH)):
+        c = Collector(bad, max_body=600)
+        if reason == TRUNCATED:
+            c.parser.idle()
+        c.parser.feed(GOODS)
+        c.parser.idle()
+        assert c.reads == GOOD, (reason, c.rejects)
+        assert c.rejects[0] == (reason, 14), c.rejects[:2]
+        assert c.rejected() == len(bad)
+        assert len(c.rejects) > 100 and c.rejects[1:3] == [(BAD_TYPE, 4), (GARBAGE, 1)]
+
+
+def test_offline_replay_is_marked_with_camera_time():
+    assert frame.PlateRead.offline is False
+    got = []
+    p = VzParser(got.append, None)
+    p.feed(encode(1, "粤S7Y12C", sec=1718000000, offline=True) + encode(2, "A1", sec=5))
+    assert [(r.plate, r.offline, r.camera_time) for r in got] == [
+        ("粤S7Y12C", True, 1718000000), ("A1", False, 5)]
+    assert "offline" not in got[1].__dict__     # the class default, no dict slot
+    for flag, offline in ((b"1", True), (b"true", True), (b'"1"', True), (b"0", False),
+                          (b"false", False), (b'"0"', False), (b"null", False)):
+        body = b'{"PlateResult":{"license":"A1","isoffline":' + flag + b"}}"
+        p.feed(raw(body))
+        assert got[-1].offline is offline, flag
+    assert "offline=True" in repr(got[0]) and "offline" not in repr(got[1])
+
+
+def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
+    # xorshift32 with a fixed seed: good frames (some with an image, some
+    # offline), frames cut short or with a body shorter than the JSON or a
+    # bad type, false heartbeats claiming a body, garbage rich in "V"/"VZ",
+    # back to back with no quiet line, fed in chunks of 1..64 bytes; the
+    # false heartbeats claim 4096 bytes, so the next frame always cuts them
+    state = [0x9E3779B9]
+
+    def rand(n):
+        x = state[0]
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        state[0] = x
+        return x % n
+
+    reads = []
+    rejects = [0]
+
+    def on_reject(reason, count):
+        rejects[0] += count
+
+    parser = VzParser(reads.append, on_reject)
+    want = []
+    pending = bytearray()
+    fed = accepted = 0
+    for unit in range(300):
+        serial = unit & 0xFF
+        text = "粤B%05d" % rand(100000) if rand(2) else "Z%d" % unit
+        image = bytes(rand(256) for _ in range(rand(120))) if rand(3) == 0 else b""
+        offline = rand(4) == 0
+        data = encode(serial, text, rand(5), rand(101), rand(1 << 30), offline=offline,
+                      image=image)
+        json_end = len(data) - (len(image) + 1 if image else 0)
+        kind = rand(7)
+        if kind < 3:
+            want.append((serial, text, offline))
+            accepted += len(data)
+        elif kind == 3:                     # cut short: in the JSON, or its image
+            data = data[:1 + rand(len(data) - 1)]
+            if len(data) >= json_end:
+                want.append((serial, text, offline))
+                accepted += json_end
+        elif kind == 4:                     # body shorter than its JSON
+            data = relength(data, json_end - len(data) - 1 - rand(json_end - 12))
+        elif kind == 5:
+            data = data[:2] + bytes([2 + rand(254)]) + data[3:]
+        else:
+            data = bytearray(rand(256) for _ in range(rand(40)))
+            for _ in range(rand(4)):
+                at = rand(len(data) + 1)
+                data[at:at] = (b"V", b"VZ", b"VZ\x00", HEARTBEAT_4K)[rand(4)]
+        pending += data
+        fed += len(data)
+        while len(pending) > 64 or (unit == 299 and pending):
+            size = 1 + rand(64)
+            parser.feed(pending[:size])
+            pending = pending[size:]
+    parser.idle()
+    assert [(r.seq, r.plate, r.offline) for r in reads] == want
+    assert len(want) > 100 and parser.rejects > 150
+    assert rejects[0] + accepted + 8 * parser.heartbeats == fed
 
 
 def test_camera_make_parser():
