@@ -10,6 +10,8 @@ import pytest
 from parkgate import frame
 from parkgate_tools.simlot import SimLot
 
+from fixtures_mqtt import FakeGate
+
 TICKS_PERIOD = 2 ** 30
 
 
@@ -57,9 +59,13 @@ def test_entry_lane_across_the_ticks_wrap(lot):
 
 
 def test_fee_timeout_across_the_ticks_wrap(lot):
-    # No bridge answers: the exit's fee query times out after 1.5 s, with
-    # the wrap in between, and the exit is charged offline.
+    # A lot server that is there but does not answer (its presence still
+    # online): the exit's fee query times out after 1.5 s, with the wrap in
+    # between, and the exit is charged offline.
     lot.bridge.stop()
+    hung = FakeGate(lot.broker, lot.lot, "server")
+    hung.publish("status", {"on": 1}, retain=True)
+    hung.close()
     gate = lot.gate("wrap-out", "out", board_env={"PARKGATE_SIM_TICKS": "800"})
     gate.send_plate("粤B11111")
     gate.wait_line(r"EVENT out seq=1 plate=粤B11111 .* src=off", 10)

@@ -14,12 +14,14 @@ import gc
 import json
 import os
 
-from parkgate import camera, lane, members, plate, record, sign
+from parkgate import camera, downlink, lane, members, plate, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
 from parkgate.checkpoint import Checkpointer
 from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, Q_UNSET, QUALITY_NAMES
 from parkgate.compat import const, ticks_add, ticks_diff
+from parkgate.downlink import Refused
+from parkgate.exit_lane import IDLE, PAYING, ExitLane
 from parkgate.journal import Journal, JournalFull
 from parkgate.link import Link
 from parkgate.uplink import Uplink
@@ -29,8 +31,10 @@ _STATUS_EVERY_MS = const(30000)
 _IDLE_WAIT_MS = const(5)
 _CLOCK_MAX_ROUND_TRIP_MS = const(2000)
 _FAILURES_BEFORE_RESET = const(20)
-_QUEUE_MAX = const(8)          # reads of cars waiting behind one that pays
 _EXPIRE_EVERY_MS = const(1000)
+_PASSAGES_MAX = const(4)       # entries opened for and not yet seen through
+_CATCHUP_PAGES_MAX = const(64)  # pages of missed entries asked after a reconnect
+_CATCHUP_MARGIN_S = const(300)  # asked from this long before the link went down
 
 DEFAULTS = {
     "relay_pulse_ms": 800,
@@ -49,6 +53,11 @@ DEFAULTS = {
     "exit_policy": "confirm",
     "command_max_s": 60,  # a remote command must expire within this
     "utc_offset_minutes": 480,   # for member time windows when no tariff is loaded
+    # With a passage input (loop detector, barrier-closed contact): how long
+    # after the barrier opens a car must be seen going through. An entry not
+    # seen is voided (no car inside); an exit not seen is flagged.
+    "passage_ms": 10000,
+    "clock_resync_s": 3600,   # ask the lot server for the time again while connected
 }
 
 
@@ -84,8 +93,6 @@ class Gate:
         self.relay = board.Relay()
         self.confirm = board.ConfirmButton()
         self.display = board.Display()
-        self._awaiting = None       # an exit event waiting for its payment
-        self._queue = []            # reads of the cars behind it
         self._last_command = 0      # version of the last remote command run
         self.watchdog = board.Watchdog()
         self.parser = camera.make_parser(site["camera"], self._on_plate, self._on_reject)
@@ -97,23 +104,32 @@ class Gate:
         self._body_mv = memoryview(self._body_buf)
         self._last_rx = self._last_expire = board.ticks_ms()
         self._relay_off_at = None
-        self._pending_exit = None
         self._last_status = 0
         self.openings = 0
+        # The passage input, if the board has one: entries opened for and
+        # not yet seen through, oldest first, with their deadlines.
+        self.passage = board.PassageSensor() if getattr(board, "PASSAGE", False) else None
+        self._passing = []
+        self.exit = None
+        if self.lane.direction == lane.DIRECTION_OUT:
+            self.exit = ExitLane(self.lane, self, site["exit_policy"], site["fee_timeout_ms"],
+                                 site["relay_pulse_ms"],
+                                 site["passage_ms"] if self.passage else 0)
+            self.exit.tariff = self.tariff
         prefix = "pg/%s/%s/" % (self.lot, self.gate_id)
+        self._prefix = prefix.encode()
         self._topic_events = prefix + "up/events"
         self._topic_fee = prefix + "up/fee"
         self._topic_status = prefix + "status"
-        self._topic_ack = (prefix + "down/ack").encode()
-        self._topic_fee_answer = (prefix + "down/fee").encode()
-        self._topic_tariff = (prefix + "down/tariff").encode()
-        self._topic_clock = (prefix + "down/clock").encode()
-        self._topic_members = (prefix + "down/members").encode()
-        self._topic_paid = (prefix + "down/paid").encode()
-        self._topic_open = (prefix + "down/open").encode()
+        self._topic_presence = ("pg/%s/server/status" % self.lot).encode()
         self._topic_clock_ask = prefix + "up/clock"
+        self._topic_catchup_ask = prefix + "up/catchup"
         self._clock_request = 0
         self._clock_asked_at = None
+        self._clock_due = 0
+        self._catchup_request = 0
+        self._catchup = None         # [request, since, pages asked] while catching up
+        self._down_since = 0         # unix time the link went down (0: not since boot)
         self._topic_refused = prefix + "up/refused"
         make_client, sockets = board.mqtt(site["socket_timeout_ms"])
         self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
@@ -123,12 +139,15 @@ class Gate:
                          network_up=board.network_up,
                          user=site.get("mqtt_user"), password=site.get("mqtt_password"))
         self.link.subscribe(prefix + "down/#")
-        if self.lane.direction == lane.DIRECTION_OUT:
-            # Entries of the other lanes, so exits can be charged offline.
+        if self.exit is not None:
+            # Entries of the other lanes, so exits can be charged offline,
+            # and whether the lot server is there to ask.
             self.link.subscribe("pg/%s/+/up/events" % self.lot)
+            self.link.subscribe("pg/%s/server/status" % self.lot)
         self.link.set_will(self._topic_status, '{"on":0}')
         self.link.on_message = self._on_message
         self.link.on_up = self._on_link_up
+        self.link.on_down = self._on_link_down
         self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
                              batch=site["uplink_batch"], window=site["uplink_window"],
                              log=self.log)
@@ -177,10 +196,17 @@ class Gate:
             self._refuse("tariff", envelope, exc)
             return
         path = self.fs + "/tariff.json"
-        with open(path + ".new", "w") as f:
-            f.write(body)
-        os.rename(path + ".new", path)
+        try:
+            with open(path + ".new", "w") as f:
+                f.write(body)
+            os.rename(path + ".new", path)
+        except OSError as exc:   # a full filesystem: the old table stays
+            _remove(path + ".new")
+            self._refuse("tariff", envelope, "flash: %r" % (exc,))
+            return
         self.tariff = table
+        if self.exit is not None:
+            self.exit.tariff = table
         self.log("TARIFF installed version=%d" % table.version)
         self._publish_status()
 
@@ -219,11 +245,11 @@ class Gate:
                     self.members.close()
                 os.rename(path + ".new", path)
                 self.members = self._open_members()
-        except (sign.SignatureError, members.MemberError, ValueError, MemoryError) as exc:
-            try:
-                os.remove(path + ".new")
-            except OSError:
-                pass
+        except (sign.SignatureError, members.MemberError, ValueError, MemoryError,
+                OSError) as exc:
+            _remove(path + ".new")
+            if self.members is None:
+                self.members = self._open_members()
             self._refuse("members", envelope, exc)
             return
         self.log("MEMBERS installed version=%d count=%d" % (
@@ -254,12 +280,13 @@ class Gate:
             self.log("ALARM member list unusable: %s" % exc)
             return None
 
-    def _member_status(self, read, time, quality):
+    def member_status(self, read, time, quality):
         """The member list's verdict, or UNKNOWN without a list or a clock."""
         if self.members is None or quality == Q_UNSET:
             return members.UNKNOWN
         offset = self.tariff.utc_offset_minutes if self.tariff else self.site["utc_offset_minutes"]
         return self.members.lookup(read.plate, time, offset)[0]
+
 
     def _on_plate(self, read):
         now_ms = self.board.ticks_ms()
@@ -268,21 +295,8 @@ class Gate:
         except plate.PlateError as exc:
             self.log("REJECT bad_plate %s" % exc)
             return
-        if self._awaiting is not None:
-            # A car is at the barrier paying: the cars behind it queue (a
-            # few; the camera reads them again anyway as they move up).
-            if read.plate == self._awaiting.plate or \
-                    read.plate in [r.plate for r in self._queue]:
-                return
-            if len(self._queue) >= _QUEUE_MAX:
-                self.log("WAIT full: plate=%s not queued (the camera reads it again)" %
-                         read.plate)
-                return
-            self._queue.append(read)
-            self.log("WAIT plate=%s: %s is paying" % (read.plate, self._awaiting.plate))
-            return
-        if self.lane.is_repeat(read.plate, now_ms):
-            self.log("REPEAT plate=%s" % read.plate)
+        if read.offline:   # the camera's own buffer, sent again
+            self._replay(read)
             return
         # The camera's time stands in for a clock never set (inline: a
         # helper returning both would put a tuple on the heap for every car).
@@ -290,51 +304,69 @@ class Gate:
             time, quality = read.camera_time, Q_CAMERA
         else:
             time, quality = self.clock.now(), self.clock.quality
-        status = self._member_status(read, time, quality)
-        if self.lane.direction == lane.DIRECTION_IN:
-            if status == members.BLACKLISTED:
-                self.log("DENIED plate=%s blacklisted" % read.plate)
-                return
-            event = self.lane.entry(read, time, quality)
-            if status == members.MEMBER:
-                event.flags |= record.FLAG_MEMBER
-            self._pass(event)
+        if self.exit is not None:
+            self.exit.read(read, time, quality, now_ms)
             return
-        if self._pending_exit is not None:
-            self._charge_offline("superseded")
-        pending = self.lane.start_exit(read, time, quality)
+        if self.lane.is_repeat(read.plate, now_ms):
+            self.log("REPEAT plate=%s" % read.plate)
+            return
+        status = self.member_status(read, time, quality)
+        if status == members.BLACKLISTED:
+            self.log("DENIED plate=%s blacklisted" % read.plate)
+            return
+        event = self.lane.entry(read, time, quality)
         if status == members.MEMBER:
-            # Members leave at once, online or not: no fee to ask for.
-            event = self.lane.finish_exit(pending, 0, record.FEE_OFFLINE,
-                                          self.tariff.version if self.tariff else 0,
-                                          pending.entry_time)
             event.flags |= record.FLAG_MEMBER
-            self._pass(event)
-            return
-        if self.link.up:
-            # The seq this exit will be journaled under, with the plate: an
-            # answer to an earlier car cannot match (a seq handed out but
-            # never written before a power cut comes again only with a new
-            # query, whose plate the answer must also match).
-            pending.request = self.journal.next_seq
-            pending.deadline = ticks_add(now_ms, self.site["fee_timeout_ms"])
-            query = {"r": pending.request, "p": read.plate, "c": read.colour,
-                     "t": time, "et": pending.entry_time}
-            self._pending_exit = pending
-            if self.link.publish(self._topic_fee, json.dumps(query)):
-                return
-        self._pending_exit = pending
-        self._charge_offline("link down")
+        self.release(event)
+        if self.passage is not None:
+            if len(self._passing) >= _PASSAGES_MAX:
+                self._passing.pop(0)   # the oldest stays a car inside
+            self._passing.append((event, ticks_add(now_ms, self.site["passage_ms"])))
 
-    def _open_barrier(self):
-        self.relay.set(True)
-        self.openings += 1
-        self._relay_off_at = ticks_add(self.board.ticks_ms(), self.site["relay_pulse_ms"])
+    def _replay(self, read):
+        """A read from the camera's own offline buffer: the car went by
+        while the camera could not reach us. Journaled with the camera's
+        time and FLAG_REPLAY; the barrier does not move."""
+        if read.camera_time >= EARLIEST_VALID:
+            time, quality = read.camera_time, Q_CAMERA
+        else:
+            time, quality = self.clock.now(), self.clock.quality
+        if self.exit is not None:
+            event = self.lane.finish_exit(self.lane.start_exit(read, time, quality), 0,
+                                          record.FEE_NONE, 0, self.lane.inside.get(read.plate))
+        else:
+            event = self.lane.entry(read, time, quality)
+        event.flags |= record.FLAG_REPLAY
+        self.mark(event)
 
-    def _pass(self, event):
+    # --- the port the exit lane acts through --------------------------------
+    def release(self, event):
         """Journal the event, open the barrier, then the bookkeeping. The
         journal comes first: a power cut after the barrier opened but before
         the record was written would lose a car (and, at an exit, its fee)."""
+        self._append(event)
+        self._open_barrier()
+        self._noted(event)
+
+    def mark(self, event):
+        """Journal a record for which the barrier does not move."""
+        self._append(event)
+        self._noted(event)
+
+    def ask_fee(self, query):
+        return self.link.publish(self._topic_fee, json.dumps(query))
+
+    def next_request(self):
+        # The seq this exit will be journaled under, with the plate: an
+        # answer to an earlier car cannot match (a seq handed out but never
+        # written before a power cut comes again only with a new query,
+        # whose plate the answer must also match).
+        return self.journal.next_seq
+
+    def show(self, text):
+        self.display.show(text)
+
+    def _append(self, event):
         try:
             # Exits may use the journal's reserve: they carry a fee.
             n = record.encode_body_into(event, self._body_buf)
@@ -342,7 +374,8 @@ class Gate:
                                             event.kind == record.KIND_EXIT)
         except JournalFull:
             self.log("ALARM journal full: event not journaled plate=%s" % event.plate)
-        self._open_barrier()
+
+    def _noted(self, event):
         self.lane.note(event)
         if event.kind == record.KIND_EXIT:
             self.log("EVENT out seq=%d plate=%s t=%d q=%d fee=%d src=%s et=%d fl=%d" % (
@@ -353,36 +386,25 @@ class Gate:
             self.log("EVENT in seq=%d plate=%s t=%d q=%d fl=%d" % (
                 event.seq, event.plate, event.time, event.quality, event.flags))
 
-    def _finish_exit(self, event):
-        self._pending_exit = None
-        if event.fee == 0:
-            self.display.show("%s free" % event.plate)
-        elif self.site["exit_policy"] == "owed":
-            event.flags |= record.FLAG_OWED
-            self.display.show("%s %d.%02d yuan owed" % ((event.plate,) + divmod(event.fee, 100)))
-        else:
-            self._awaiting = event
-            self.display.show("%s %d.%02d yuan please pay" % (
-                (event.plate,) + divmod(event.fee, 100)))
-            self.log("AWAIT payment plate=%s fee=%d src=%s" % (
-                event.plate, event.fee,
-                "on" if event.fee_source == record.FEE_ONLINE else "off"))
-            return
-        self._pass(event)
+    def _open_barrier(self):
+        self.relay.set(True)
+        self.openings += 1
+        self._relay_off_at = ticks_add(self.board.ticks_ms(), self.site["relay_pulse_ms"])
 
-    def _paid(self, how):
-        """The waiting car has paid: record the exit as collected, open."""
-        event = self._awaiting
-        self._awaiting = None
-        self.log("PAID plate=%s fee=%d by %s" % (event.plate, event.fee, how))
-        self.display.show("%s paid, thank you" % event.plate)
-        self._pass(event)
-
-    def _on_paid(self, message):
-        event = self._awaiting
-        if event is not None and message.get("p") == event.plate and \
-                message.get("fee") == event.fee:
-            self._paid("lot server")
+    def _passage_due(self, now):
+        """Entries: a passage confirms the oldest opened-for car; one not
+        seen in time did not go in, and its entry is voided."""
+        if self.passage.passed():
+            if self.exit is not None:
+                self.exit.passage(now)
+            elif self._passing:
+                self._passing.pop(0)
+        if self._passing and ticks_diff(now, self._passing[0][1]) >= 0:
+            event = self._passing.pop(0)[0]
+            self.log("PASSAGE none plate=%s: entry voided" % event.plate)
+            self.mark(record.Event(record.KIND_ENTRY, event.time, event.quality, event.plate,
+                                   event.colour, event.confidence,
+                                   record.FLAG_NO_PASSAGE | (event.flags & record.FLAG_MEMBER)))
 
     def _on_command(self, envelope):
         """A signed remote open: run at most once, and never after its
@@ -395,7 +417,7 @@ class Gate:
                 raise sign.SignatureError("no trustworthy time to check the expiry")
             now = self.clock.now()
             sign.verify(self.key, envelope, "open", self.gate_id, self._last_command, now)
-            if not envelope["x"]:
+            if not envelope.get("x"):
                 raise sign.SignatureError("a command must carry an expiry")
             if envelope["x"] - now > self.site["command_max_s"]:
                 raise sign.SignatureError("expiry %d s away, at most %d allowed" % (
@@ -408,35 +430,69 @@ class Gate:
         self.display.show("opened by the lot office")
         self._open_barrier()
 
-    def _charge_offline(self, why):
-        pending = self._pending_exit
-        if self.tariff is None:
-            self.log("FEE unavailable plate=%s: no tariff and %s" % (pending.read.plate, why))
-            self._pending_exit = None
-            return
-        self._finish_exit(self.lane.offline_exit(pending, self.tariff))
-
     # --- network -----------------------------------------------------------
     def _on_link_up(self):
         self.uplink.reset()
         self._publish_status()
-        # Ask the lot server for the time on every (re)connect.
+        self._ask_clock()
+        if self.exit is not None:
+            self.exit.link(True, self.board.ticks_ms())
+            # The entries other lanes journaled while this one was away.
+            since = self._down_since - _CATCHUP_MARGIN_S if self._down_since else 0
+            self._catchup_request = (self._catchup_request + 1) & 0xFFFF
+            self._catchup = [self._catchup_request, since, 0]
+            self._ask_catchup(0)
+
+    def _on_link_down(self):
+        if self.clock.valid():
+            self._down_since = self.clock.now()
+        self._catchup = None
+        if self.exit is not None:
+            self.exit.link(False, self.board.ticks_ms())
+
+    def _ask_clock(self):
         self._clock_request = (self._clock_request + 1) & 0xFFFF
-        self._clock_asked_at = self.board.ticks_ms()
+        self._clock_asked_at = now = self.board.ticks_ms()
+        self._clock_due = ticks_add(now, self.site["clock_resync_s"] * 1000)
         self.link.publish(self._topic_clock_ask, '{"r":%d}' % self._clock_request)
+
+    def _ask_catchup(self, cursor):
+        catchup = self._catchup
+        catchup[2] += 1
+        self.link.publish(self._topic_catchup_ask, '{"r":%d,"s":%d,"c":%d}' % (
+            catchup[0], catchup[1], cursor))
+
+    def _on_catchup(self, message):
+        catchup = self._catchup
+        if catchup is None or message["r"] != catchup[0]:
+            raise Refused("r: %r is not the catch-up asked for" % message["r"])
+        heard = 0
+        for wire in message["e"]:
+            try:
+                event = record.from_wire(wire)
+            except record.RecordError:
+                continue
+            if event.kind == record.KIND_ENTRY:
+                self.lane.note(event)
+                heard += 1
+        cursor = message.get("c")
+        self.log("CATCHUP page=%d entries=%d inside=%d" % (catchup[2], heard,
+                                                           len(self.lane.inside)))
+        if cursor is None or catchup[2] >= _CATCHUP_PAGES_MAX:
+            self._catchup = None
+        else:
+            self._ask_catchup(cursor)
 
     def _on_clock(self, message):
         """Set the clock from the lot server's answer if it came back fast
         enough to be trusted to within a second."""
-        if message.get("r") != self._clock_request or self._clock_asked_at is None:
-            return
+        if message["r"] != self._clock_request or self._clock_asked_at is None:
+            raise Refused("r: %r is not the time asked for" % message["r"])
         round_trip = ticks_diff(self.board.ticks_ms(), self._clock_asked_at)
         self._clock_asked_at = None
-        server_time = message.get("t")
-        if type(server_time) is not int or server_time < EARLIEST_VALID or \
-                round_trip > _CLOCK_MAX_ROUND_TRIP_MS:
-            self.log("CLOCK answer refused t=%r rtt=%d" % (server_time, round_trip))
-            return
+        server_time = message["t"]
+        if server_time < EARLIEST_VALID or round_trip > _CLOCK_MAX_ROUND_TRIP_MS:
+            raise Refused("t=%d rtt=%d ms: not a time to set" % (server_time, round_trip))
         was = self.clock.now()
         self.clock.set(server_time + (round_trip + 500) // 2000, Q_SERVER)
         self.log("CLOCK set from lot server: step %d s, rtt %d ms" % (
@@ -455,53 +511,88 @@ class Gate:
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
 
+    def _kind_of(self, topic):
+        """The downlink kind a topic carries; None for a message that is
+        not for the gate (its own uplinks, heard back through the other
+        lanes' subscription); Refused for a down/ topic it does not know."""
+        if topic.startswith(self._prefix):
+            leaf = topic[len(self._prefix):]
+            if not leaf.startswith(b"down/"):
+                return None
+            kind = downlink.kind_of(leaf[5:].decode())
+            if kind is None:
+                raise Refused("no such downlink topic")
+            return kind
+        if topic == self._topic_presence:
+            return downlink.PRESENCE
+        if topic.endswith(b"/up/events"):
+            return downlink.EVENTS
+        return None
+
     def _on_message(self, topic, payload):
+        """Every message from the broker comes here, inside umqtt's
+        check_msg: nothing may escape, or the link would drop. A message
+        the gate cannot take is refused with its reason on up/refused."""
+        kind = None
+        message = None
         try:
-            message = json.loads(payload)
-        except ValueError:
-            self.log("DOWNLINK refused: not JSON on %s" % topic)
-            return
-        except MemoryError:
-            self.log("DOWNLINK dropped: %d bytes do not fit the heap" % len(payload))
-            return
-        if topic == self._topic_ack:
-            if self.uplink.on_ack(message):
-                self.log("ACK upto=%d" % self.journal.acked)
-        elif topic == self._topic_fee_answer:
-            self._on_fee_answer(message)
-        elif topic.endswith(b"/up/events"):
-            self._on_peer_events(message)
-        elif topic == self._topic_tariff:
-            self._install_tariff(message)
-        elif topic == self._topic_clock:
-            self._on_clock(message)
-        elif topic == self._topic_members:
-            self._install_members(message)
-        elif topic == self._topic_paid:
-            self._on_paid(message)
-        elif topic == self._topic_open:
-            self._on_command(message)
+            kind = self._kind_of(topic)
+            if kind is None:
+                return
+            message = downlink.decode(kind, payload)
+            downlink.check(kind, message)
+            self._HANDLERS[kind](self, message)
+        except (Refused, sign.SignatureError, members.MemberError) as exc:
+            self._refuse(kind or "?", message, exc)
+        except Exception as exc:   # a fault in a handler must not cost the link
+            self._refuse(kind or "?", message, "fault: %r" % (exc,))
+
+    def _on_ack(self, message):
+        if not self.uplink.on_ack(message):
+            raise Refused("ack j=%d %d..%d matches no batch sent" % (
+                message["j"], message["f"], message["l"]))
+        self.log("ACK upto=%d" % self.journal.acked)
 
     def _on_fee_answer(self, message):
-        pending = self._pending_exit
-        if pending is None or message.get("r") != pending.request or \
-                message.get("p") != pending.read.plate:
-            return
-        fee = message.get("fee")
-        if type(fee) is not int or fee < 0:
-            self.log("FEE refused answer %r" % (message,))
-            return
-        self._finish_exit(self.lane.finish_exit(
-            pending, fee, record.FEE_ONLINE, message.get("tv") or 0, message.get("et")))
+        if self.exit is None:
+            raise Refused("an entry lane asks no fees")
+        if not self.exit.fee_answer(message["r"], message["p"], message["fee"],
+                                    message.get("tv") or 0, message.get("et"),
+                                    self.board.ticks_ms()):
+            raise Refused("r=%d: no such fee query outstanding" % message["r"])
+
+    def _on_paid(self, message):
+        if self.exit is None or not self.exit.paid(message["p"], message["fee"], "lot server",
+                                                   self.board.ticks_ms()):
+            raise Refused("no car waiting to pay %d for %s" % (message["fee"], message["p"]))
+
+    def _on_presence(self, message):
+        online = message["on"] == 1
+        self.log("LOT server %s" % ("online" if online else "gone"))
+        if self.exit is not None:
+            self.exit.presence(online, self.board.ticks_ms())
 
     def _on_peer_events(self, message):
-        if message.get("g") == self.gate_id:
+        if message["g"] == self.gate_id:
             return
-        for wire in message.get("e", ()):
+        for wire in message["e"]:
             try:
                 self.lane.note(record.from_wire(wire))
             except record.RecordError:
                 pass
+
+    _HANDLERS = {
+        downlink.ACK: _on_ack,
+        downlink.FEE: _on_fee_answer,
+        downlink.PAID: _on_paid,
+        downlink.CLOCK: _on_clock,
+        downlink.TARIFF: _install_tariff,
+        downlink.MEMBERS: _install_members,
+        downlink.OPEN: _on_command,
+        downlink.CATCHUP: _on_catchup,
+        downlink.EVENTS: _on_peer_events,
+        downlink.PRESENCE: _on_presence,
+    }
 
     # --- the loop ----------------------------------------------------------
     def step(self):
@@ -520,22 +611,25 @@ class Gate:
             if ticks_diff(now, self._last_expire) >= _EXPIRE_EVERY_MS:
                 self.lane.expire(now)     # before a ticks wrap aliases old reads
                 self._last_expire = now
-        if self._awaiting is not None and self.confirm.pressed():
-            self._paid("attendant")
-        if self._queue and self._awaiting is None and self._pending_exit is None:
-            self._on_plate(self._queue.pop(0))    # the next car moves up
+        exit_lane = self.exit
+        if exit_lane is not None:
+            if exit_lane.state == PAYING and self.confirm.pressed():
+                exit_lane.confirm(now)
+            exit_lane.tick(now)
+        if self.passage is not None:
+            self._passage_due(now)
         if self._relay_off_at is not None and ticks_diff(now, self._relay_off_at) >= 0:
             self.relay.set(False)
             self._relay_off_at = None
-        pending = self._pending_exit
-        if pending is not None and ticks_diff(now, pending.deadline) >= 0:
-            self._charge_offline("fee timeout")
         if not busy:
             busy = self.link.service(now) or self.uplink.service(now)
             if self.link.up and ticks_diff(now, self._last_status) >= _STATUS_EVERY_MS:
                 self._publish_status()
-        if not busy and self._relay_off_at is None and self._pending_exit is None \
-                and self._awaiting is None:
+            if self.link.up and ticks_diff(now, self._clock_due) >= 0:
+                self._ask_clock()   # a clock drifts: ask again while connected
+        lane_busy = self._relay_off_at is not None or self._passing or \
+            (exit_lane is not None and exit_lane.state != IDLE)
+        if not busy and not lane_busy:
             busy = self.journal.maintain() or self.checkpoint.service()
         self.watchdog.feed()
         return busy
@@ -556,6 +650,13 @@ class Gate:
                 gc.collect()
                 if failures >= _FAILURES_BEFORE_RESET:
                     raise
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def run(board):

@@ -1,5 +1,6 @@
 # The lane: which cars are inside, repeat reads, and the events an entry or an
 # exit produces. Pure: no I/O, no clock of its own (callers pass times).
+from parkgate import plate as plates
 from parkgate import record
 from parkgate import tariff as tariff_engine
 from parkgate.compat import const, ticks_diff
@@ -8,10 +9,16 @@ from parkgate.sessions import OpenSessions
 DIRECTION_IN = "in"
 DIRECTION_OUT = "out"
 _RECENT_MAX = const(32)   # plates remembered for the repeat filter
+_LEFT_MAX = const(4)      # exits remembered across a reboot
+# A read of a plate whose exit (journaled with the time of its read) is
+# younger than this, with no entry of it heard since, is the car under the
+# barrier read again, even after a long wait to pay.
+_LEFT_WINDOW_S = const(600)
 
 
 class PendingExit:
     """An exit whose fee is being asked of the lot bridge."""
+    held = False   # no fee can be found for it yet: it waits at the barrier
 
     def __init__(self, read, time, quality, entry_time):
         self.read = read
@@ -33,33 +40,76 @@ class Lane:
         # then charged online, or offline as an exit without entry).
         self.inside = OpenSessions(inside_max)
         self._recent = {}    # plate -> ticks_ms of its last accepted read
+        # The last exits noted (unix times): they survive a reboot through
+        # the journal replay, where the ticks of _recent do not.
+        self._left_plates = [""] * _LEFT_MAX
+        self._left_times = [0] * _LEFT_MAX
+        self._left_next = 0
 
     def note(self, event):
         """Apply an entry or exit (journaled here, replayed at boot, or heard
-        from another lane) to the set of cars inside."""
+        from another lane) to the set of cars inside. An entry flagged
+        FLAG_NO_PASSAGE voids the entry of that plate at that time; an exit
+        so flagged only marks one already applied."""
         known = self.inside.get(event.plate)
-        if event.kind == record.KIND_ENTRY:
+        if event.flags & record.FLAG_NO_PASSAGE:
+            if event.kind == record.KIND_ENTRY and known == event.time:
+                self.inside.remove(event.plate)
+        elif event.kind == record.KIND_ENTRY:
             if known is None or known <= event.time:
                 self.inside.put(event.plate, event.time)
+            for i in range(_LEFT_MAX):    # it came back in: a new visit
+                if self._left_plates[i] == event.plate:
+                    self._left_times[i] = 0
         elif event.kind == record.KIND_EXIT:
             if known is not None and known <= event.time:
                 self.inside.remove(event.plate)
+            at = self._left_next
+            self._left_plates[at] = event.plate
+            self._left_times[at] = event.time
+            self._left_next = (at + 1) % _LEFT_MAX
 
-    def is_repeat(self, plate, now_ms):
-        """True if plate was accepted at this lane within the repeat window;
-        otherwise remembers this read and returns False. Ticks wrap (every
+    def just_left(self, plate, time):
+        """True if plate (or a misread of it) left within _LEFT_WINDOW_S
+        before time (unix seconds) and has not come in since: the camera
+        reading a car under the barrier again, after a long wait to pay or
+        after a reboot emptied the repeat filter."""
+        for i in range(_LEFT_MAX):
+            left = self._left_times[i]
+            if left and 0 <= time - left < _LEFT_WINDOW_S and \
+                    plates.similar(plate, self._left_plates[i]):
+                return True
+        return False
+
+    def is_repeat(self, plate, now_ms, loose=False):
+        """True if plate (loose: or a misread of it, plate.similar) was
+        accepted at this lane within the repeat window; otherwise
+        remembers this read and returns False. Ticks wrap (every
         2**30 ms, 12.4 days, on a 32-bit port): a read is recent only if it
         is less than the window behind now, and expire() drops older ones
         before a wrap could make them look recent again."""
-        last = self._recent.get(plate)
-        if last is not None and 0 <= ticks_diff(now_ms, last) < self.repeat_window_ms:
-            return True
+        recent = self._recent
+        window = self.repeat_window_ms
+        for seen in recent:   # keys only: items() would make a tuple per plate
+            if 0 <= ticks_diff(now_ms, recent[seen]) < window and \
+                    (plate == seen or (loose and plates.similar(plate, seen))):
+                return True
         if len(self._recent) >= _RECENT_MAX:
             self.expire(now_ms)
             if len(self._recent) >= _RECENT_MAX:
                 self._recent.clear()
         self._recent[plate] = now_ms
         return False
+
+    def touch(self, plate, now_ms):
+        """Restart plate's repeat window: the barrier just opened for it."""
+        if plate in self._recent:
+            self._recent[plate] = now_ms
+
+    def forget(self, plate):
+        """Undo is_repeat's acceptance of plate: its read was not acted on
+        (a full queue), so the camera's next read of it must count."""
+        self._recent.pop(plate, None)
 
     def expire(self, now_ms):
         """Forget the reads the repeat window no longer covers. The gate

@@ -105,6 +105,39 @@ def _already_normal(text):
     return True
 
 
+# Glyphs an ANPR camera confuses with one another on Chinese plates (which
+# never use I or O): a read differing from another in one such glyph is
+# taken for the same car.
+_CONFUSABLE = ("0DQU", "8B", "2Z", "5S", "6G", "1T7", "4A")
+
+
+def _confusable(x, y):
+    for group in _CONFUSABLE:
+        if x in group and y in group:
+            return True
+    return False
+
+
+def similar(a, b):
+    """True if two normalised plates may be reads of one car: the same, or
+    of one length and differing in at most two characters, each the
+    province character or a glyph the camera confuses with the other
+    (_CONFUSABLE). A misread is taken to change one glyph, so two misreads
+    of one car differ in at most two. Allocates nothing."""
+    if a == b:
+        return True
+    n = len(a)
+    if n != len(b):
+        return False
+    differ = 0
+    for i in range(n):
+        if a[i] != b[i]:
+            differ += 1
+            if differ > 2 or (i and not _confusable(a[i], b[i])):
+                return False
+    return True
+
+
 def _is_province(ch):
     return 0 <= _index(ch) < _PROVINCES
 

@@ -73,8 +73,9 @@ def test_repeat_reads_within_window_are_one():
 
 def test_repeat_memory_is_bounded():
     l = lane.Lane("in", repeat_window_ms=10000)
+    glyphs = "39CEFHJK"   # none of them confused with another (plate.similar)
     for i in range(200):
-        assert not l.is_repeat("P%d" % i, i)
+        assert not l.is_repeat("P" + glyphs[i // 64] + glyphs[i // 8 % 8] + glyphs[i % 8], i)
     assert len(l._recent) <= 32
 
 
@@ -123,3 +124,24 @@ def test_a_quiet_lane_opens_for_a_car_seen_again_13_days_later():
             left -= step
             l.expire(t)
         assert not l.is_repeat("P1", t), gap
+
+
+def test_an_entry_flagged_no_passage_voids_that_entry_only():
+    l = lane.Lane("out")
+    l.note(record.Event(record.KIND_ENTRY, 1000, 5, "P1"))
+    l.note(record.Event(record.KIND_ENTRY, 900, 5, "P1", flags=record.FLAG_NO_PASSAGE))
+    assert l.inside.get("P1") == 1000          # another entry's void: kept
+    l.note(record.Event(record.KIND_ENTRY, 1000, 5, "P1", flags=record.FLAG_NO_PASSAGE))
+    assert l.inside.get("P1") is None
+    l.note(record.Event(record.KIND_ENTRY, 2000, 5, "P2"))
+    l.note(record.Event(record.KIND_EXIT, 2000, 5, "P2", flags=record.FLAG_NO_PASSAGE))
+    assert l.inside.get("P2") == 2000          # a flagged exit closes nothing
+
+
+def test_a_car_that_just_left_is_known_until_it_comes_back_in():
+    l = lane.Lane("out")
+    l.note(record.Event(record.KIND_EXIT, 5000, 5, "粤B00077"))
+    assert l.just_left("粤B00077", 5100) and l.just_left("粤BD0077", 5100)
+    assert not l.just_left("粤B00077", 5600) and not l.just_left("粤B00078", 5100)
+    l.note(record.Event(record.KIND_ENTRY, 5200, 5, "粤B00077"))
+    assert not l.just_left("粤B00077", 5300)

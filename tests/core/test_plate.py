@@ -83,3 +83,14 @@ def test_a_plate_already_normal_comes_back_as_it_is():
         out = plate.normalise(raw)
         assert plate.normalise(out) is out, raw
     assert plate.normalise("京A12345") == "京A12345"
+
+
+def test_similar_plates_are_one_glyph_or_two_confusable_ones_apart():
+    from parkgate.plate import similar
+    assert similar("粤B00077", "粤B00077")
+    assert similar("粤B00077", "粤BD0077")        # 0 and D
+    assert similar("粤B00077", "京B00077")        # the province character
+    assert similar("粤B00077", "粤BD0071")        # two confusable glyphs
+    assert not similar("粤B00077", "粤B00078")    # 7 and 8 are not confused
+    assert not similar("粤B00077", "粤BDD071")    # three apart
+    assert not similar("粤B00077", "粤B0007")     # lengths differ

@@ -1,0 +1,138 @@
+# What the gate takes from the broker, checked at the boundary: a size cap
+# per kind, then the type and range of every field the gate will use. A
+# message that fails raises Refused with the reason the gate publishes on
+# up/refused; nothing behind this module sees a malformed message. Pure.
+import json
+
+from parkgate.compat import const
+
+_U32 = 0xFFFFFFFF           # not const(): a long int on the 32-bit port
+FEE_MAX = const(100000000)   # fen: one million yuan, far beyond any stay
+MAX_PLATE_BYTES = const(16)
+CATCHUP_PAGE_MAX = const(16)   # entries per catch-up page the gate takes
+PEER_BATCH_MAX = const(32)     # events per batch heard from another lane
+
+# Kinds, by the last level of their topic (peer events and the lot server's
+# presence come from other topics; the gate names them itself).
+ACK = "ack"
+FEE = "fee"
+PAID = "paid"
+CLOCK = "clock"
+TARIFF = "tariff"
+MEMBERS = "members"
+OPEN = "open"
+CATCHUP = "catchup"
+EVENTS = "events"
+PRESENCE = "presence"
+
+# Bytes a payload of each kind may have. Signed tables are the largest (a
+# tariff of 3 KB in its envelope); the broker caps every message at 4 KB.
+_MAX_BYTES = {ACK: 128, FEE: 256, PAID: 128, CLOCK: 128, TARIFF: 4096, MEMBERS: 1024,
+              OPEN: 512, CATCHUP: 1536, EVENTS: 1536, PRESENCE: 128}
+
+
+class Refused(ValueError):
+    pass
+
+
+def _int(message, key, low, high, optional=False):
+    value = message.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise Refused("%s: %r is not an integer in %d..%d" % (key, value, low, high))
+    return value
+
+
+def _text(message, key, max_bytes):
+    value = message.get(key)
+    if not isinstance(value, str) or not 0 < len(value) <= max_bytes or \
+            len(value.encode()) > max_bytes:
+        raise Refused("%s: %r is not a string of 1..%d bytes" % (key, value, max_bytes))
+    return value
+
+
+def _list(message, key, max_items):
+    value = message.get(key)
+    if not isinstance(value, list) or len(value) > max_items:
+        raise Refused("%s: not a list of at most %d" % (key, max_items))
+    return value
+
+
+def _ack(m):
+    _int(m, "j", 0, _U32)
+    _int(m, "f", 0, _U32)
+    _int(m, "l", 0, _U32)
+
+
+def _fee(m):
+    _int(m, "r", 0, _U32)
+    _text(m, "p", MAX_PLATE_BYTES)
+    _int(m, "fee", 0, FEE_MAX)
+    _int(m, "tv", 0, _U32, True)
+    _int(m, "et", 0, _U32, True)
+
+
+def _paid(m):
+    _text(m, "p", MAX_PLATE_BYTES)
+    _int(m, "fee", 0, FEE_MAX)
+
+
+def _clock(m):
+    _int(m, "r", 0, 0xFFFF)
+    _int(m, "t", 0, _U32)
+
+
+def _envelope(m):
+    # parkgate.sign checks the rest (kind, gate, signature, version order).
+    _int(m, "v", 0, _U32)
+    _int(m, "x", 0, _U32, True)
+    if not isinstance(m.get("b"), str):
+        raise Refused("b: an envelope needs a body")
+
+
+def _catchup(m):
+    _int(m, "r", 0, 0xFFFF)
+    _list(m, "e", CATCHUP_PAGE_MAX)
+    _int(m, "c", 0, _U32, True)
+
+
+def _events(m):
+    _text(m, "g", 32)
+    _list(m, "e", PEER_BATCH_MAX)
+
+
+def _presence(m):
+    _int(m, "on", 0, 1)
+
+
+_CHECKS = {ACK: _ack, FEE: _fee, PAID: _paid, CLOCK: _clock, TARIFF: _envelope,
+           MEMBERS: _envelope, OPEN: _envelope, CATCHUP: _catchup, EVENTS: _events,
+           PRESENCE: _presence}
+
+
+def kind_of(leaf):
+    """The kind a down/ topic's last level names, or None."""
+    return leaf if leaf in _CHECKS and leaf not in (EVENTS, PRESENCE) else None
+
+
+def decode(kind, payload):
+    """The JSON object a payload of a kind holds; Refused says why not (a
+    payload the heap cannot parse too). check() its fields next."""
+    if len(payload) > _MAX_BYTES[kind]:
+        raise Refused("%d bytes, at most %d" % (len(payload), _MAX_BYTES[kind]))
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        raise Refused("not JSON")
+    except MemoryError:
+        raise Refused("%d bytes do not fit the heap" % len(payload))
+    if not isinstance(message, dict):
+        raise Refused("not a JSON object")
+    return message
+
+
+def check(kind, message):
+    """Refused unless every field of a decoded message the gate uses has
+    its type and range."""
+    _CHECKS[kind](message)
