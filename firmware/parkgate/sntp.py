@@ -46,6 +46,26 @@ def _fraction_ms(buf, at):
     return (((buf[at] << 2) | (buf[at + 1] >> 6)) * 1000) >> 10
 
 
+def server_address(spec, port=123):
+    """(ip, port) of an NTP server given as "a.b.c.d" or "a.b.c.d:port"
+    (site.json "ntp"); None for anything else: a host name would need a
+    DNS query, which blocks."""
+    if not isinstance(spec, str):
+        return None
+    host, _, rest = spec.partition(":")
+    parts = host.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not part or len(part) > 3 or not part.isdigit() or int(part) > 255:
+            return None
+    if rest:
+        if len(rest) > 5 or not rest.isdigit() or not 0 < int(rest) < 65536:
+            return None
+        port = int(rest)
+    return host, port
+
+
 def ntp_to_unix(seconds32):
     """Unix seconds of a 32-bit NTP seconds field (era 0 or 1, see above)."""
     if seconds32 & 0x80000000:

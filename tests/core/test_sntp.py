@@ -132,6 +132,14 @@ def test_ntp_eras():
     assert sntp.unix_to_ntp(2085978496) == 0
 
 
+def test_server_addresses():
+    assert sntp.server_address("192.168.10.2") == ("192.168.10.2", 123)
+    assert sntp.server_address("127.0.0.1:12300") == ("127.0.0.1", 12300)
+    for bad in (None, "", "pool.ntp.org", "10.0.0", "10.0.0.256", "10.0.0.1:0",
+                "10.0.0.1:70000", "10.0.0.1:x", "1.2.3.4.5", 123, "10..0.1"):
+        assert sntp.server_address(bad) is None, bad
+
+
 def test_an_answer_from_era_1_is_taken():
     later = 2208988800                            # 2040-01-01
     sock, ticks, client = exchange()
