@@ -11,6 +11,16 @@
 #              and restarts the process) when it stops growing
 #   hang.relay present: the next relay change hangs the adapter (a stuck
 #              driver) until the watchdog resets the gate; removed when taken
+#   passage.in the passage input (PARKGATE_SIM_PASSAGE=1): one byte per car
+#              that went through
+#   reset.cause written by the host before it starts the gate: "watchdog" or
+#              "reset" (the RTC domain kept power: rtc and rtc.mem are kept)
+#              or anything else / absent (a power-on: both are dropped);
+#              removed when read
+#   rtc        the RTC's state, "board_seconds host_time rate_milli", kept
+#              across resets that are not a power-on, as an ESP32's RTC
+#   rtc.mem    the RTC memory (machine.RTC().memory() on an ESP32): the
+#              gate's last known time, lost with the RTC at a power-on
 # Environment:
 #   PARKGATE_SIM_DIR    the folder
 #   PARKGATE_SIM_CLOCK  "base,host_t0,rate": board time = base + (host time -
@@ -33,6 +43,10 @@
 #   PARKGATE_SIM_WDT_MS the watchdog timeout (default 8000, as the ESP32 boards)
 #   PARKGATE_SIM_PROBE  "heap": sample the heap after every pass and measure
 #                       what each car allocates from frame to relay (bench only)
+#   PARKGATE_SIM_CLOCK_DRIFT_PPM  how fast (or, negative, slow) the board's
+#                       clock runs against the host's, in ppm (200000: 20 %
+#                       fast); resolution 1000 ppm
+#   PARKGATE_SIM_PASSAGE "1": a passage input is fitted (PASSAGE, PassageSensor)
 import gc
 import json
 import os
@@ -74,6 +88,8 @@ _STALL_ERASE_US = int(_STALL[1])
 UART_RXBUF = _env_int("PARKGATE_SIM_UART_RXBUF", 512)
 WATCHDOG_MS = _env_int("PARKGATE_SIM_WDT_MS", 8000)
 _PROBE = os.getenv("PARKGATE_SIM_PROBE") == "heap"
+_DRIFT_PPM = _env_int("PARKGATE_SIM_CLOCK_DRIFT_PPM", 0)
+PASSAGE = os.getenv("PARKGATE_SIM_PASSAGE") == "1"
 
 # ticks_ms() as on a 32-bit port, started PARKGATE_SIM_TICKS before its wrap.
 _TICKS_MAX = time.ticks_add(0, -1)      # 2**30 - 1 on a 32-bit build
@@ -157,20 +173,82 @@ def _parse_clock():
     return float(base), float(host_t0), float(rate)
 
 
+# Whether the RTC domain kept power through the reset that started this
+# process (the host says so in reset.cause), as machine.reset_cause() tells
+# an ESP32: then the RTC and its memory are as the last process left them.
+_RTC_PATH = SIM_DIR + "/rtc"
+_RTC_MEM_PATH = SIM_DIR + "/rtc.mem"
+
+
+def _read_reset_cause():
+    # Once per process: this module is imported twice (the boot module's
+    # copy is dropped), so the verdict stays with the port's flash module,
+    # as BOOT_DEVICE does.
+    warm = getattr(flashdev, "RESET_WARM", None)
+    if warm is not None:
+        return warm
+    try:
+        with open(SIM_DIR + "/reset.cause") as f:
+            cause = f.read().strip()
+        os.remove(SIM_DIR + "/reset.cause")
+    except OSError:
+        cause = ""
+    warm = cause in ("watchdog", "reset")
+    if not warm:
+        for path in (_RTC_PATH, _RTC_MEM_PATH):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    flashdev.RESET_WARM = warm
+    return warm
+
+
+_WARM = _read_reset_cause()
+
+
+def kept_counting():
+    """True if the board's clock counted through the reset that started
+    this process (a watchdog or other reset, not a power-on)."""
+    return _WARM
+
+
 # The simulated RTC, one per process like the ESP32's, so a time set through
 # one ClockSource (a field tool's set-clock) is what every other one reads.
 # Board time = base + (host time - host_t0) * rate, kept as whole seconds
 # plus milliseconds from an anchor on ticks, re-anchored every 10 s: a reading
 # costs one long int (the time itself), as time.time() + epoch does on an
-# ESP32, and no floats.
+# ESP32, and no floats. The rate includes the drift (PARKGATE_SIM_CLOCK_DRIFT_PPM).
 _REANCHOR_MS = 10000
 _rtc = None     # [anchor seconds, anchor ms, anchor raw ticks, rate * 1000, remainder]
 
 
-def _rtc_set(board_seconds, rate):
+def _rtc_set(board_seconds, rate_milli):
     global _rtc
     whole = int(board_seconds)
-    _rtc = [whole, int((board_seconds - whole) * 1000), time.ticks_ms(), int(rate * 1000), 0]
+    _rtc = [whole, int((board_seconds - whole) * 1000), time.ticks_ms(), rate_milli, 0]
+    # The RTC domain's state, for a reset that keeps it (not on the hot path:
+    # only when the clock is set).
+    try:
+        with open(_RTC_PATH, "w") as f:
+            f.write("%r %r %d\n" % (board_seconds, time.time(), rate_milli))
+    except OSError:
+        pass
+
+
+def _rtc_restore():
+    # The RTC as the last process left it, counted on through the reset.
+    try:
+        with open(_RTC_PATH) as f:
+            board_seconds, host_time, rate_milli = f.read().split()
+        rate_milli = int(rate_milli)
+        return float(board_seconds) + (time.time() - float(host_time)) * rate_milli / 1000, rate_milli
+    except (OSError, ValueError):
+        return None
+
+
+def _rate_milli(rate):
+    return int(rate * (1000000 + _DRIFT_PPM) / 1000 + 0.5)
 
 
 class ClockSource:
@@ -178,13 +256,16 @@ class ClockSource:
 
     def __init__(self):
         if _rtc is None:
+            restored = _rtc_restore() if _WARM else None
             spec = _parse_clock()
-            if spec:
+            if restored:
+                _rtc_set(restored[0], restored[1])
+            elif spec:
                 base, host_t0, rate = spec
-                _rtc_set(base + (time.time() - host_t0) * rate, rate)
+                _rtc_set(base + (time.time() - host_t0) * rate, _rate_milli(rate))
             else:
                 # Unset: the clock starts at the 2000 epoch at the first reading.
-                _rtc_set(_ESP32_EPOCH, 1.0)
+                _rtc_set(_ESP32_EPOCH, _rate_milli(1.0))
 
     def seconds(self):
         rtc = _rtc
@@ -201,10 +282,26 @@ class ClockSource:
         return rtc[0] + (rtc[1] + (d * rtc[3] + rtc[4]) // 1000) // 1000
 
     def set_seconds(self, seconds):
-        _rtc_set(seconds, _rtc[3] / 1000)
+        _rtc_set(seconds, _rtc[3])
 
 
 BOOT_CLOCK_QUALITY = 6 if os.getenv("PARKGATE_SIM_CLOCK") else 0
+
+
+class ClockMemory:
+    """The RTC memory (an ESP32's machine.RTC().memory()) in rtc.mem: kept
+    across resets that are not a power-on."""
+
+    def read(self):
+        try:
+            with open(_RTC_MEM_PATH, "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    def write(self, data):
+        with open(_RTC_MEM_PATH, "wb") as f:
+            f.write(data)
 
 
 class Uart:
@@ -368,6 +465,25 @@ class ConfirmButton:
         return bool(self._file.read(1))
 
 
+class PassageSensor:
+    """The passage input (PASSAGE, PARKGATE_SIM_PASSAGE=1): the simulator
+    appends one byte to passage.in per car that went through (SimGate.pass_car)."""
+
+    def __init__(self):
+        path = SIM_DIR + "/passage.in"
+        try:
+            self._file = open(path, "rb")
+        except OSError:
+            open(path, "wb").close()
+            self._file = open(path, "rb")
+        self._file.seek(0, 2)   # cars from before this boot are not for us
+        self._byte = bytearray(1)
+
+    def passed(self):
+        """True once for each car since the last call (allocates nothing)."""
+        return bool(self._file.readinto(self._byte))
+
+
 class Display:
     """The lane display: every message is appended to display.log."""
 
@@ -440,6 +556,23 @@ def start_network(site):
 
 def network_up():
     return True
+
+
+def udp_socket():
+    """A non-blocking UDP socket for SNTP (the host's loopback is always up)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
+
+
+def ntp_server(site):
+    """The sockaddr of site.json "ntp" ("a.b.c.d" or "a.b.c.d:port"), as the
+    unix port's sendto takes it, or None (no server, or a name)."""
+    from parkgate.sntp import server_address
+    address = server_address(site.get("ntp"))
+    if address is None:
+        return None
+    return socket.getaddrinfo(address[0], address[1])[0][-1]
 
 
 def free_heap():

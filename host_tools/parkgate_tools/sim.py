@@ -54,7 +54,9 @@ class SimGate:
                      "broker": broker_host, "port": broker_port}
         self.site.update(site_extra or {})
         # PARKGATE_SIM_* settings of the board model (boards/unix-sim/board.py):
-        # ticks to the wrap, flash stall times, UART ring, watchdog timeout.
+        # ticks to the wrap, flash stall times, UART ring, watchdog timeout,
+        # clock drift (PARKGATE_SIM_CLOCK_DRIFT_PPM), a passage input
+        # (PARKGATE_SIM_PASSAGE=1, driven by pass_car()).
         self.board_env = dict(board_env or {})
         self.tariff_path = tariff_path
         self.proc = None
@@ -133,11 +135,16 @@ class SimGate:
         self.wait_for(lambda: self.boots > boots_before, 20, "gate %s boot" % self.gate)
         return self
 
-    def _power_on(self):
+    def _power_on(self, cause="power-on"):
+        """Start the gate's process. cause: what the board's reset cause
+        says (boards/unix-sim/board.py, reset.cause): "power-on" drops the
+        RTC and its memory; "watchdog" or "reset" keep them, as on an ESP32."""
         with self._power_lock:
             watchdog = os.path.join(self.dir, "watchdog")
             if os.path.exists(watchdog):
                 os.unlink(watchdog)     # disarmed until this boot arms it
+            with open(os.path.join(self.dir, "reset.cause"), "w") as f:
+                f.write(cause + "\n")
             self.proc = subprocess.Popen(
                 runtime.micropython_argv(BOOT, heap=self.heap), env=self.env(),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
@@ -175,13 +182,25 @@ class SimGate:
                     self._reset("watchdog not fed for %.1f s" % (time.time() - changed))
                     size, timeout = -1, None
 
-    def _reset(self, why):
+    def _reset(self, why, cause="watchdog"):
         with self._lines_lock:
             self._lines.append("SIM RESET %s" % why)
             self._lines_lock.notify_all()
-        self.watchdog_resets += 1
+        if cause == "watchdog":
+            self.watchdog_resets += 1
         self._kill_process()
-        self._power_on()
+        self._power_on(cause)
+
+    def reset(self, timeout=20):
+        """Reset the gate without cutting its power (machine.reset() on an
+        ESP32): its RTC and RTC memory keep what they held. Returns once it
+        has booted again."""
+        with self._lines_lock:
+            boots_before = self.boots
+        with self._power_lock:
+            self._reset("by the host", cause="reset")
+        self.wait_for(lambda: self.boots > boots_before, timeout, "gate %s boot" % self.gate)
+        return self
 
     def _read_output(self, proc):
         log_path = os.path.join(self.dir, "gate.log")
@@ -234,6 +253,12 @@ class SimGate:
         """Write one camera frame; returns the host time it was written."""
         self._seq = (self._seq + 1) & 0xFF
         return self.write_raw(frame.encode(self._seq, plate, colour, confidence, camera_time))
+
+    def pass_car(self):
+        """A car goes through the lane's passage input (a loop detector or
+        the barrier's contact; the gate needs PARKGATE_SIM_PASSAGE=1)."""
+        with open(os.path.join(self.dir, "passage.in"), "ab") as f:
+            f.write(b"P")
 
     def press_confirm(self):
         """The attendant presses the lane's confirm button once."""
