@@ -539,6 +539,8 @@ class Gate:
             kind = self._kind_of(topic)
             if kind is None:
                 return
+            if payload is None:
+                raise Refused("%d bytes do not fit the heap" % self.link.dropped_bytes())
             message = downlink.decode(kind, payload)
             downlink.check(kind, message)
             self._HANDLERS[kind](self, message)
@@ -568,6 +570,8 @@ class Gate:
 
     def _on_presence(self, message):
         online = message["on"] == 1
+        if self.exit is None or self.exit.server == online:
+            return
         self.log("LOT server %s" % ("online" if online else "gone"))
         if self.exit is not None:
             self.exit.presence(online, self.board.ticks_ms())

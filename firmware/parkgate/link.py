@@ -3,6 +3,7 @@
 # socket timeout. Reconnects with bounded exponential backoff and jitter,
 # keeps the connection alive with pings, and resubscribes after a reconnect.
 import errno
+import gc
 import random
 import select
 
@@ -26,6 +27,8 @@ class TimeoutSocket:
         self._ticks_ms = ticks_ms
         self._connected = connected
         self.last_read_ms = ticks_ms()
+        self.dropped = 0   # bytes of the last read that did not fit the heap
+        self._scratch = None
         sock.settimeout(timeout_s)
 
     def setblocking(self, flag):
@@ -42,10 +45,35 @@ class TimeoutSocket:
             self._sock.connect(address)
 
     def read(self, size):
-        data = self._sock.read(size)
-        if data:
+        self.dropped = 0
+        try:
+            data = self._sock.read(size)
+        except MemoryError:
+            # A message larger than the heap's largest free block (umqtt
+            # reads a whole payload at once): collect and try once more,
+            # else read it off the socket in small pieces and return b"",
+            # so the session stays in step and the gate refuses it.
+            gc.collect()
+            try:
+                data = self._sock.read(size)
+            except MemoryError:
+                self._drain(size)
+                data = b""
+        if data or self.dropped:
             self.last_read_ms = self._ticks_ms()
         return data
+
+    def _drain(self, size):
+        if self._scratch is None:
+            self._scratch = bytearray(64)
+        scratch = self._scratch
+        left = size
+        while left:
+            n = self._sock.readinto(scratch, min(left, 64))
+            if not n:
+                raise OSError(errno.ETIMEDOUT)   # the session is out of step: drop it
+            left -= n
+        self.dropped = size
 
     def write(self, data, size=None):
         if size is None:
@@ -174,8 +202,14 @@ class Link:
         self._will = (topic, payload)
 
     def _deliver(self, topic, payload):
+        """umqtt's callback. payload None: a message of that many bytes
+        (sockets.last.dropped) came that the heap could not take."""
         if self.on_message:
-            self.on_message(topic, payload)
+            last = self._sockets.last if self._sockets is not None else None
+            if not payload and last is not None and last.dropped:
+                self.on_message(topic, None)
+            else:
+                self.on_message(topic, payload)
 
     def _open_tcp(self, now):
         """Open the TCP connection over several passes without blocking;
@@ -261,6 +295,11 @@ class Link:
         except Exception as exc:
             self._drop(now, "read: %r" % (exc,))
         return False
+
+    def dropped_bytes(self):
+        """The size of the last message that did not fit the heap."""
+        last = self._sockets.last if self._sockets is not None else None
+        return last.dropped if last is not None else 0
 
     def publish(self, topic, payload, retain=False):
         """QoS 0 publish; False (and the link goes down) if it failed.
