@@ -18,7 +18,8 @@ from parkgate import camera, downlink, lane, members, plate, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
 from parkgate.checkpoint import Checkpointer
-from parkgate.clock import Clock, EARLIEST_VALID, Q_CAMERA, Q_SERVER, Q_UNSET, QUALITY_NAMES
+from parkgate.clock import (Clock, EARLIEST_VALID, Q_CAMERA, Q_NTP, Q_SERVER, Q_UNSET,
+                            QUALITY_NAMES, SAVE_EVERY_MS)
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.downlink import Refused
 from parkgate.exit_lane import IDLE, PAYING, ExitLane
@@ -79,6 +80,9 @@ class Gate:
         self.fs = board.mount_flash()
         self.tariff = self._load_tariff()
         self.clock = Clock(board.ClockSource(), board.BOOT_CLOCK_QUALITY)
+        # The boot rule (docs/clocks.md): estimated from the last known
+        # time when the clock kept counting through this reset.
+        self.clock.boot(board.ClockMemory(), board.kept_counting())
         self.journal = Journal(board.journal_device())
         self.journal.mount()
         # The cars inside: the newest checkpoint of the table in the journal,
@@ -131,6 +135,9 @@ class Gate:
         self._catchup = None         # [request, since, pages asked] while catching up
         self._down_since = 0         # unix time the link went down (0: not since boot)
         self._topic_refused = prefix + "up/refused"
+        self._ntp_address = board.ntp_server(site)   # None: no SNTP server configured
+        self.sntp = None
+        self._clock_saved = board.ticks_ms()
         make_client, sockets = board.mqtt(site["socket_timeout_ms"])
         self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
                          site["broker"], site.get("port", 1883), board.ticks_ms,
@@ -450,6 +457,24 @@ class Gate:
         if self.exit is not None:
             self.exit.link(False, self.board.ticks_ms())
 
+    def _service_ntp(self, now):
+        """SNTP, one non-blocking step per idle pass, over a socket made
+        once the network is up."""
+        if self.sntp is None:
+            if not self.board.network_up():
+                return
+            sock = self.board.udp_socket()
+            if sock is None:
+                return
+            from parkgate.sntp import SntpClient
+            self.sntp = SntpClient(sock, self._ntp_address, self.board.ticks_ms)
+        answer = self.sntp.service(now)
+        if answer is not None:
+            was = self.clock.now()
+            self.clock.set(answer[0], Q_NTP)
+            self.log("CLOCK set by NTP: step %d s, delay %d ms" % (
+                self.clock.now() - was, answer[1]))
+
     def _ask_clock(self):
         self._clock_request = (self._clock_request + 1) & 0xFFFF
         self._clock_asked_at = now = self.board.ticks_ms()
@@ -631,10 +656,15 @@ class Gate:
                 self._publish_status()
             if self.link.up and ticks_diff(now, self._clock_due) >= 0:
                 self._ask_clock()   # a clock drifts: ask again while connected
+            if self._ntp_address is not None:
+                self._service_ntp(now)
         lane_busy = self._relay_off_at is not None or self._passing or \
             (exit_lane is not None and exit_lane.state != IDLE)
         if not busy and not lane_busy:
             busy = self.journal.maintain() or self.checkpoint.service()
+            if not busy and ticks_diff(now, self._clock_saved) >= SAVE_EVERY_MS:
+                self._clock_saved = now
+                self.clock.save()
         self.watchdog.feed()
         return busy
 

@@ -250,3 +250,34 @@ def test_tcp_connect_does_not_block_and_reports_refusal():
             refused = True
             break
     assert refused
+
+
+class HeapShortSocket:
+    """Holds one 300-byte payload and a trailing byte; a read of more than
+    100 bytes at once fails as a fragmented heap would."""
+
+    def __init__(self):
+        self.data = bytearray(b"x" * 300 + b"\x30")
+
+    def settimeout(self, t):
+        pass
+
+    def read(self, n):
+        if n > 100:
+            raise MemoryError("memory allocation failed")
+        out = bytes(self.data[:n])
+        self.data = self.data[n:]
+        return out
+
+    def readinto(self, buf, n):
+        n = min(n, len(self.data), len(buf))
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+def test_a_payload_the_heap_cannot_take_is_drained_and_flagged():
+    from parkgate.link import TimeoutSocket
+    sock = TimeoutSocket(HeapShortSocket(), 0.5, lambda: 7)
+    assert sock.read(300) == b"" and sock.dropped == 300
+    assert sock.read(1) == b"\x30" and sock.dropped == 0   # still in step with the stream
