@@ -26,6 +26,7 @@
 # machine: nothing was journaled for a car that had not been released, and
 # the camera reads it again.
 from parkgate import members, plate, record
+from parkgate.lane import LEFT_WINDOW_S
 from parkgate.compat import const, ticks_add, ticks_diff
 
 IDLE = const(0)
@@ -79,8 +80,15 @@ class ExitLane:
         # barrier must not be charged as a new car (the cost: of two cars
         # whose plates differ in a confusable glyph, the second waits out
         # the repeat window).
+        # A car that paid has the tariff's grace_seconds to leave (at least
+        # the repeat window): its reads until then are that car again.
+        window_s = lane.repeat_window_ms // 1000
+        if self.tariff is not None and self.tariff.grace_seconds > window_s:
+            window_s = self.tariff.grace_seconds
+        elif self.tariff is None:
+            window_s = LEFT_WINDOW_S
         if lane.is_repeat(read.plate, now, True) or \
-                (quality and lane.just_left(read.plate, time)):
+                (quality and lane.just_left(read.plate, time, window_s)):
             self.port.log("REPEAT plate=%s" % read.plate)
             return READ_REPEAT
         if self.state == IDLE and not self.queue:

@@ -12,8 +12,9 @@ _RECENT_MAX = const(32)   # plates remembered for the repeat filter
 _LEFT_MAX = const(4)      # exits remembered across a reboot
 # A read of a plate whose exit (journaled with the time of its read) is
 # younger than this, with no entry of it heard since, is the car under the
-# barrier read again, even after a long wait to pay.
-_LEFT_WINDOW_S = const(600)
+# barrier read again, even after a long wait to pay: the tariff's
+# grace_seconds (the time a paid car has to leave), this without a tariff.
+LEFT_WINDOW_S = const(600)
 
 
 class PendingExit:
@@ -69,14 +70,14 @@ class Lane:
             self._left_times[at] = event.time
             self._left_next = (at + 1) % _LEFT_MAX
 
-    def just_left(self, plate, time):
-        """True if plate (or a misread of it) left within _LEFT_WINDOW_S
-        before time (unix seconds) and has not come in since: the camera
+    def just_left(self, plate, time, window_s=LEFT_WINDOW_S):
+        """True if plate (or a misread of it) left within window_s before
+        time (unix seconds) and has not come in since: the camera
         reading a car under the barrier again, after a long wait to pay or
         after a reboot emptied the repeat filter."""
         for i in range(_LEFT_MAX):
             left = self._left_times[i]
-            if left and 0 <= time - left < _LEFT_WINDOW_S and \
+            if left and 0 <= time - left < window_s and \
                     plates.similar(plate, self._left_plates[i]):
                 return True
         return False
