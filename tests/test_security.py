@@ -189,3 +189,11 @@ def test_tls_listener(tmp_path):
             gate.close()
         bridge.stop()
         broker.stop()
+
+
+def test_gates_may_read_the_lot_servers_presence_and_only_the_bridge_writes_it():
+    rules = security.acl_text("L1", ["in-2"])
+    bridge_part, gate_part = rules.split("user L1.in-2")
+    assert "topic readwrite pg/L1/server/status" in bridge_part
+    assert "topic read pg/L1/server/status" in gate_part
+    assert "write pg/L1/server" not in gate_part

@@ -20,6 +20,7 @@ import secrets as random_source
 
 SECRETS_NAME = "secrets.json"
 BRIDGE_ROLE = "_bridge"
+PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
 _ID = re.compile(r"[A-Za-z0-9-]+\Z")
 _PBKDF2_ITERATIONS = 101    # mosquitto_passwd's own default for $7$
 _SALT_BYTES = 12
@@ -43,6 +44,8 @@ def secrets_path(lot_dir):
 def _check_id(what, value):
     if not isinstance(value, str) or not _ID.match(value):
         raise ValueError("%s: %r is not letters, digits and -" % (what, value))
+    if what == "gate" and value == PRESENCE_LEVEL:
+        raise ValueError("gate: %r is the lot server's own topic level" % value)
 
 
 @contextlib.contextmanager
@@ -125,6 +128,7 @@ def acl_text(lot, gates):
              "topic read %s+/up/#" % prefix,
              "topic read %s+/status" % prefix,
              "topic write %s+/down/#" % prefix,
+             "topic readwrite %s%s/status" % (prefix, PRESENCE_LEVEL),   # its presence, will
              "topic readwrite %s%s/#" % (prefix, BRIDGE_ROLE)]
     for gate in sorted(gates):
         mine = prefix + gate + "/"
@@ -132,7 +136,8 @@ def acl_text(lot, gates):
                   "topic write %sup/#" % mine,
                   "topic write %sstatus" % mine,
                   "topic read %sdown/#" % mine,
-                  "topic read %s+/up/events" % prefix]
+                  "topic read %s+/up/events" % prefix,
+                  "topic read %s%s/status" % (prefix, PRESENCE_LEVEL)]
     return "\n".join(lines) + "\n"
 
 
