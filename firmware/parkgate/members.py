@@ -1,8 +1,11 @@
 # The member list on flash (members.bin), looked up by binary search with
 # seek/readinto into a 16-byte buffer: the list is never loaded into RAM.
-# The host builds it (build) and makes deltas (make_delta / apply_delta);
-# the gate applies a delta by a streaming merge into members.bin.new and a
-# rename (apply_delta_file). See firmware/docs/lane.md.
+# The host builds it (build) and makes deltas (make_delta / apply_delta).
+# The gate keeps the deltas it installs as an overlay beside members.bin
+# (members.ovl, below: parkgate.member_update writes it), so a delta needs
+# no second copy of the list; MemberList(path, overlay) looks up both. One
+# merge (Merger, a slice at a time) serves the host, the overlay and the
+# compaction. See firmware/docs/members.md.
 #
 # File, integers big-endian:
 #   0   4  magic "PGML"
@@ -34,6 +37,15 @@
 #  24   4  CRC-32 of the result's records
 #  28   4  CRC-32 of bytes 32 .. 32+17M
 #  32 17M  changes sorted by key, unique: op (0 remove, 1 put), record
+# Overlay (members.ovl): the changes that turn members.bin into the list in
+# use, then a trailer of TRAILER bytes, integers big-endian:
+#   0   17M changes sorted by key, unique, as in a delta
+#   17M 4   magic "PGMO"     +4 format 1   +5 record size 16   +6 2 bytes 0
+#   +8  4   base version   +12 base record count   +16 base records' CRC
+#           (members.bin's header: the overlay applies to that file only)
+#   +20 4   list version   +24 list record count   +28 list records' CRC
+#   +32 4   change count M     +36 CRC-32 of the changes
+#   +40 4   CRC-32 of trailer bytes 0..39
 import struct
 from binascii import crc32
 
@@ -60,8 +72,11 @@ _WINDOW = const(0x400000)
 _CHUNK = const(32)          # records per read/write in a merge (512 bytes)
 OP_REMOVE = const(0)
 OP_PUT = const(1)
+TRAILER = const(44)
 _MAGIC = b"PGML"
 _DELTA_MAGIC = b"PGMD"
+_OVERLAY_MAGIC = b"PGMO"
+LIST_MAGIC = _MAGIC
 DELTA_MAGIC = _DELTA_MAGIC   # the first bytes of a delta, as against a whole list
 
 
@@ -213,55 +228,152 @@ def version_of(data):
     return _parse_header(data, _MAGIC)[0]
 
 
+def _open(path_or_file):
+    # (file, True if opened here) for a path or a binary file object
+    if isinstance(path_or_file, str):
+        return open(path_or_file, "rb"), True
+    return path_or_file, False
+
+
+def _crc_of(f, at, length):
+    # CRC-32 of length bytes of f from at, read in 512-byte pieces
+    buf = bytearray(_CHUNK * RECORD)
+    mv = memoryview(buf)
+    f.seek(at)
+    crc = 0
+    while length:
+        n = min(length, len(buf))
+        if f.readinto(mv[0:n]) != n:
+            raise MemberError("file cut short")
+        crc = crc32(mv[0:n], crc)
+        length -= n
+    return crc & 0xFFFFFFFF
+
+
 class MemberList:
     """Lookups in a member file, given a path or a binary file object
-    (kept open; close() when done)."""
+    (kept open; close() when done). With overlay (a path or file of an
+    overlay made for this very file) the lookups, version and count are
+    those of the file with the overlay's changes applied."""
 
-    def __init__(self, path_or_file):
-        if isinstance(path_or_file, str):
-            self._f = open(path_or_file, "rb")
-            self._own = True
-        else:
-            self._f = path_or_file
-            self._own = False
+    def __init__(self, path_or_file, overlay=None):
+        self._ov = None
+        self._ov_own = False
+        self._f, self._own = _open(path_or_file)
         self._rec = bytearray(RECORD)
         self._key = bytearray(_KEY)
+        self._chg = bytearray(CHANGE)
         head = bytearray(HEADER)
-        self._f.seek(0)
-        if self._f.readinto(head) != HEADER:
-            raise MemberError("member file too short")
-        self.version, self.count, self._crc = _parse_header(head, _MAGIC)
+        try:
+            self._f.seek(0)
+            if self._f.readinto(head) != HEADER:
+                raise MemberError("member file too short")
+            self.version, self.count, self._crc = _parse_header(head, _MAGIC)
+        except Exception:
+            self.close()
+            raise
+        self.base_version = self.version    # members.bin's header
+        self.base_count = self.count
+        self.base_crc = self._crc
+        self.crc = self._crc        # of the list's records (with the overlay's changes)
+        self.changes = 0            # the overlay's change count and their CRC
+        self.changes_crc = 0
+        self.overlaid = False
+        if overlay is not None:
+            try:
+                self._open_overlay(overlay)
+            except Exception:
+                self.close()
+                raise
+
+    def _open_overlay(self, overlay):
+        self._ov, self._ov_own = _open(overlay)
+        f = self._ov
+        end = f.seek(0, 2)
+        t = bytearray(TRAILER)
+        if end is None or end < TRAILER:
+            raise MemberError("overlay too short")
+        f.seek(end - TRAILER)
+        if f.readinto(t) != TRAILER:
+            raise MemberError("overlay too short")
+        (bv, bc, bcrc, version, count, crc, changes, ov_crc,
+         own) = struct.unpack_from(">IIIIIIIII", t, 8)
+        if bytes(t[0:4]) != _OVERLAY_MAGIC or t[4] != FORMAT or t[5] != RECORD or \
+                own != crc32(memoryview(t)[0:40]) & 0xFFFFFFFF:
+            raise MemberError("not an overlay")
+        if changes * CHANGE + TRAILER != end:
+            raise MemberError("overlay of %d changes is %d bytes" % (changes, end))
+        if bv != self.version or bc != self.count or bcrc != self._crc:
+            raise MemberError("overlay is for list version %d (%d members), the file is "
+                              "version %d (%d members)" % (bv, bc, self.version, self.count))
+        self.version = version
+        self.count = count
+        self.crc = crc
+        self.changes = changes
+        self.changes_crc = ov_crc
+        self.overlaid = True
 
     def close(self):
-        if self._own:
-            self._f.close()
+        ov = self._ov
+        self._ov = None
+        try:
+            if self._own:
+                self._f.close()
+        finally:
+            if ov is not None and self._ov_own:
+                ov.close()
 
     def verify(self):
-        """Check the records against the header's CRC (reads the whole file
-        in 512-byte pieces); MemberError if they differ."""
-        buf = bytearray(_CHUNK * RECORD)
-        mv = memoryview(buf)
-        f = self._f
-        f.seek(HEADER)
-        left = self.count * RECORD
-        crc = 0
-        while left:
-            n = min(left, len(buf))
-            if f.readinto(mv[0:n]) != n:
-                raise MemberError("member file cut short")
-            crc = crc32(mv[0:n], crc)
-            left -= n
-        if crc & 0xFFFFFFFF != self._crc:
+        """Check the records against the header's CRC and an overlay's
+        changes against its trailer (reads both in 512-byte pieces);
+        MemberError if they differ."""
+        self.verify_records()
+        self.verify_changes()
+
+    def verify_records(self):
+        if _crc_of(self._f, HEADER, self.base_count * RECORD) != self._crc:
             raise MemberError("member file CRC mismatch")
+
+    def verify_changes(self):
+        if self._ov is not None and \
+                _crc_of(self._ov, 0, self.changes * CHANGE) != self.changes_crc:
+            raise MemberError("overlay CRC mismatch")
+
+    def _find_change(self, key):
+        # the index of key's change in the overlay (its op in self._chg), or -1
+        chg = self._chg
+        f = self._ov
+        lo = 0
+        hi = self.changes
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            f.seek(mid * CHANGE)
+            f.readinto(chg)
+            c = _cmp(chg, 1, key, 0)
+            if c == 0:
+                return mid
+            if c < 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        return -1
 
     def find(self, text):
         """True if the normalised plate's record was read into self._rec."""
         key = self._key
         _key_into(text, key)
         rec = self._rec
+        if self._ov is not None:
+            at = self._find_change(key)
+            if at >= 0:
+                if self._chg[0] != OP_PUT:
+                    return False
+                self._ov.seek(at * CHANGE + 1)
+                self._ov.readinto(rec)
+                return True
         f = self._f
         lo = 0
-        hi = self.count
+        hi = self.base_count
         while lo < hi:
             mid = (lo + hi) >> 1
             f.seek(HEADER + mid * RECORD)
@@ -314,65 +426,217 @@ class MemberList:
         return MEMBER, record
 
 
+class _Run:
+    # Entries of one size read from a file a chunk of 32 at a time; the CRC
+    # of every byte read so far.
+    def __init__(self, f, count, size):
+        self.f = f
+        self.left = count
+        self.size = size
+        self.buf = bytearray(_CHUNK * size)
+        self.mv = memoryview(self.buf)
+        self.n = self.i = 0
+        self.crc = 0
+        self.reads = 0
+
+    def fill(self):
+        # True if an entry is at self.i (reading the next chunk if needed)
+        if self.i < self.n:
+            return True
+        if not self.left:
+            return False
+        k = min(self.left, _CHUNK)
+        nb = k * self.size
+        if self.f.readinto(self.mv[0:nb]) != nb:
+            raise MemberError("member file cut short" if self.size == RECORD
+                              else "changes cut short")
+        self.crc = crc32(self.mv[0:nb], self.crc)
+        self.left -= k
+        self.n = k
+        self.i = 0
+        self.reads += 1
+        return True
+
+
+class _Mem:
+    # readinto() over bytes in RAM from an offset: a delta held whole
+    def __init__(self, data, at):
+        self._mv = memoryview(data)
+        self._at = at
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self._mv) - self._at)
+        buf[0:n] = self._mv[self._at:self._at + n]
+        self._at += n
+        return n
+
+
+class Merger:
+    """The sorted records of a member file (base, positioned at its first
+    record, count of them) merged with up to two sorted change streams
+    (older, newer: files positioned at their first change; on a key both
+    change, newer wins), a slice at a time: step() reads at most one chunk
+    of 32 base records and handles at most 32 changes, and returns False
+    once all is merged. Outputs, each a file or None: out_records gets the
+    resulting records, out_changes the combined changes (less any removal
+    of a key the base does not have). It counts and CRCs the result
+    (count, crc), the combined changes (changes, changes_crc) and every
+    input (base_crc, older_crc, newer_crc), and checks that newer is
+    sorted and its ops known (MemberError)."""
+
+    def __init__(self, base, count, older=None, older_count=0, newer=None, newer_count=0,
+                 out_records=None, out_changes=None):
+        self._base = _Run(base, count, RECORD)
+        self._older = _Run(older, older_count, CHANGE) if older is not None else None
+        self._newer = _Run(newer, newer_count, CHANGE) if newer is not None else None
+        self._out_records = out_records
+        self._out_changes = out_changes
+        self._prev = bytearray(_KEY)
+        self._has_prev = False
+        self.count = 0
+        self._crc = 0
+        self.changes = 0
+        self._changes_crc = 0
+        self.done = False
+
+    @property
+    def crc(self):
+        return self._crc & 0xFFFFFFFF
+
+    @property
+    def changes_crc(self):
+        return self._changes_crc & 0xFFFFFFFF
+
+    @property
+    def base_crc(self):
+        return self._base.crc & 0xFFFFFFFF
+
+    @property
+    def older_crc(self):
+        return self._older.crc & 0xFFFFFFFF if self._older is not None else 0
+
+    @property
+    def newer_crc(self):
+        return self._newer.crc & 0xFFFFFFFF if self._newer is not None else 0
+
+    def _pass(self, j):
+        # base records i .. j-1 go to the result unchanged
+        base = self._base
+        mv = base.mv[base.i * RECORD:j * RECORD]
+        self._crc = crc32(mv, self._crc)
+        self.count += j - base.i
+        if self._out_records is not None:
+            self._out_records.write(mv)
+        base.i = j
+
+    def _first_not_below(self, key, at):
+        # the first record of the base chunk from i whose key >= key[at:at+7]
+        base = self._base
+        buf = base.buf
+        lo = base.i
+        hi = base.n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if _cmp(buf, mid * RECORD, key, at) < 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def step(self):
+        if self.done:
+            return False
+        base = self._base
+        older = self._older
+        newer = self._newer
+        reads = base.reads
+        budget = _CHUNK
+        while budget:
+            run = None
+            has_old = older is not None and older.fill()
+            has_new = newer is not None and newer.fill()
+            if has_old and has_new:
+                c = _cmp(older.buf, older.i * CHANGE + 1, newer.buf, newer.i * CHANGE + 1)
+                if c == 0:
+                    older.i += 1            # the newer change replaces it
+                run = older if c < 0 else newer
+            elif has_old:
+                run = older
+            elif has_new:
+                run = newer
+            # the base records before the change's key (all, if none is left)
+            while True:
+                if base.i == base.n:
+                    if not base.left:
+                        break
+                    if base.reads != reads:
+                        return True         # one chunk read per slice
+                    base.fill()
+                if run is None:
+                    self._pass(base.n)
+                    continue
+                j = self._first_not_below(run.buf, run.i * CHANGE + 1)
+                if j > base.i:
+                    self._pass(j)
+                if j < base.n:
+                    break
+            if run is None:
+                self.done = True
+                return False
+            buf = run.buf
+            at = run.i * CHANGE
+            op = buf[at]
+            if op > OP_PUT:
+                raise MemberError("delta op %d unknown" % op)
+            if run is newer:
+                prev = self._prev
+                if self._has_prev and _cmp(prev, 0, buf, at + 1) >= 0:
+                    raise MemberError("delta changes not sorted")
+                for t in range(_KEY):
+                    prev[t] = buf[at + 1 + t]
+                self._has_prev = True
+            present = base.i < base.n and _cmp(base.buf, base.i * RECORD, buf, at + 1) == 0
+            if present:
+                base.i += 1
+            if op == OP_PUT:
+                rec = run.mv[at + 1:at + CHANGE]
+                self._crc = crc32(rec, self._crc)
+                self.count += 1
+                if self._out_records is not None:
+                    self._out_records.write(rec)
+            if self._out_changes is not None and (op == OP_PUT or present):
+                change = run.mv[at:at + CHANGE]
+                self._out_changes.write(change)
+                self._changes_crc = crc32(change, self._changes_crc)
+                self.changes += 1
+            run.i += 1
+            budget -= 1
+        return True
+
+
+def overlay_trailer(base_version, base_count, base_crc, version, count, crc, changes,
+                    changes_crc):
+    """The trailer that ends an overlay file (see the top of this file)."""
+    t = bytearray(TRAILER)
+    t[0:4] = _OVERLAY_MAGIC
+    t[4] = FORMAT
+    t[5] = RECORD
+    struct.pack_into(">IIIIIIII", t, 8, base_version, base_count, base_crc, version, count,
+                     crc, changes, changes_crc)
+    struct.pack_into(">I", t, 40, crc32(memoryview(t)[0:40]) & 0xFFFFFFFF)
+    return t
+
+
 def _merge(src, count, src_crc, dst, delta, changes):
     """Stream the count records of src (positioned at the first) merged
     with the delta's sorted changes into dst; returns (records written,
     their CRC). MemberError if src's records do not match src_crc."""
-    inb = bytearray(_CHUNK * RECORD)
-    outb = bytearray(_CHUNK * RECORD)
-    inv = memoryview(inb)
-    outv = memoryview(outb)
-    in_n = in_i = 0
-    left = count
-    out_n = 0
-    written = 0
-    crc_in = 0
-    crc_out = 0
-    j = 0
-    while True:
-        if in_i == in_n and left:
-            k = min(left, _CHUNK)
-            if src.readinto(inv[0:k * RECORD]) != k * RECORD:
-                raise MemberError("member file cut short")
-            crc_in = crc32(inv[0:k * RECORD], crc_in)
-            left -= k
-            in_n = k
-            in_i = 0
-        if in_i < in_n:
-            if j < changes:
-                c = _cmp(inb, in_i * RECORD, delta, HEADER + j * CHANGE + 1)
-            else:
-                c = -1
-        elif j < changes:
-            c = 1
-        else:
-            break
-        if c < 0:
-            o = out_n * RECORD
-            outv[o:o + RECORD] = inv[in_i * RECORD:in_i * RECORD + RECORD]
-            out_n += 1
-            in_i += 1
-        else:
-            at = HEADER + j * CHANGE
-            if delta[at] == OP_PUT:
-                o = out_n * RECORD
-                outv[o:o + RECORD] = delta[at + 1:at + CHANGE]
-                out_n += 1
-            j += 1
-            if c == 0:
-                in_i += 1
-        if out_n == _CHUNK:
-            dst.write(outb)
-            crc_out = crc32(outb, crc_out)
-            written += out_n
-            out_n = 0
-    if out_n:
-        dst.write(outv[0:out_n * RECORD])
-        crc_out = crc32(outv[0:out_n * RECORD], crc_out)
-        written += out_n
-    if crc_in & 0xFFFFFFFF != src_crc:
+    m = Merger(src, count, newer=_Mem(delta, HEADER), newer_count=changes, out_records=dst)
+    while m.step():
+        pass
+    if m.base_crc != src_crc:
         raise MemberError("member file CRC mismatch")
-    return written, crc_out & 0xFFFFFFFF
+    return m.count, m.crc
 
 
 def _check_delta(delta):
