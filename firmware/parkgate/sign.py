@@ -9,6 +9,14 @@
 # a gate refuses a version it has already applied (replay) or an older one
 # (stale). "x" is a unix time after which a command must not run (0: never
 # expires; tables do not expire).
+#
+# A payload too large for one message (a member list) goes in parts: each
+# part's envelope adds "i" (part index from 0), "n" (part count), "z" (the
+# whole payload's size in bytes) and "h" (hex SHA-256 of the whole payload),
+# and its MAC covers "k\ng\nv\nx\n" then "i/n/z/h\n" then the body, so a
+# part cannot be moved to another place, payload or version. (A body with
+# no part fields never holds a newline where a part line would be: kind
+# "members" bodies are base64.)
 import binascii
 import hashlib
 
@@ -45,19 +53,50 @@ def equal(a, b):
     return diff == 0
 
 
-def _signed_bytes(kind, gate, version, expiry, body):
-    return ("%s\n%s\n%d\n%d\n" % (kind, gate, version, expiry)).encode() + body.encode()
+def _signed_bytes(kind, gate, version, expiry, body, part=None):
+    head = "%s\n%s\n%d\n%d\n" % (kind, gate, version, expiry)
+    if part is not None:
+        head += "%d/%d/%d/%s\n" % part
+    return head.encode() + body.encode()
 
 
-def sign(key, kind, gate, version, body, expiry=0):
-    """The envelope dict for body (str), signed with key (bytes)."""
-    mac = hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body))
-    return {"k": kind, "g": gate, "v": version, "x": expiry, "b": body,
-            "s": binascii.hexlify(mac).decode()}
+def sign(key, kind, gate, version, body, expiry=0, part=None):
+    """The envelope dict for body (str), signed with key (bytes). part:
+    (index, count, payload size, payload SHA-256 hex) for one part of a
+    payload sent in parts."""
+    mac = hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body, part))
+    envelope = {"k": kind, "g": gate, "v": version, "x": expiry, "b": body,
+                "s": binascii.hexlify(mac).decode()}
+    if part is not None:
+        envelope["i"], envelope["n"], envelope["z"], envelope["h"] = part
+    return envelope
 
 
-def verify(key, envelope, kind, gate, applied_version, now=None):
-    """Check an envelope meant for this gate; returns its body.
+def _is_hex64(text):
+    if not isinstance(text, str) or len(text) != 64:
+        return False
+    for ch in text:
+        if ch not in "0123456789abcdef":
+            return False
+    return True
+
+
+def part_of(envelope):
+    """(index, count, size, sha256 hex) of a part envelope; SignatureError
+    if its part fields are missing or malformed."""
+    i = envelope.get("i")
+    n = envelope.get("n")
+    z = envelope.get("z")
+    h = envelope.get("h")
+    if type(i) is not int or type(n) is not int or type(z) is not int or \
+            i < 0 or n < 1 or z < 0 or not _is_hex64(h):
+        raise SignatureError("malformed part fields (i, n, z, h)")
+    return i, n, z, h
+
+
+def verify(key, envelope, kind, gate, applied_version, now=None, part=False):
+    """Check an envelope meant for this gate; returns its body. part=True:
+    it must be a part envelope (see part_of), its part fields signed too.
     Raises SignatureError naming what is wrong."""
     if not isinstance(envelope, dict):
         raise SignatureError("not an envelope")
@@ -67,6 +106,7 @@ def verify(key, envelope, kind, gate, applied_version, now=None):
     mac_hex = envelope.get("s")
     if type(version) is not int or type(expiry) is not int or not isinstance(body, str):
         raise SignatureError("malformed envelope")
+    fields = part_of(envelope) if part else None
     if not isinstance(mac_hex, str) or len(mac_hex) != 64:
         raise SignatureError("unsigned")
     if envelope.get("k") != kind or envelope.get("g") != gate:
@@ -76,7 +116,8 @@ def verify(key, envelope, kind, gate, applied_version, now=None):
         mac = binascii.unhexlify(mac_hex)
     except ValueError:
         raise SignatureError("unsigned")
-    if not equal(mac, hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body))):
+    if not equal(mac, hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body,
+                                                     fields))):
         raise SignatureError("bad signature")
     if version <= applied_version:
         raise SignatureError("stale: version %d, %d applied" % (version, applied_version))
