@@ -1,8 +1,13 @@
 """Signed downlink to a gate in the simulator: tariff tables that are
 tampered with, unsigned, replayed, stale, for another gate or invalid are
 refused and the gate keeps charging with its previous table; a good one is
-applied atomically and survives a reboot."""
+applied atomically and survives a reboot. Member updates in parts, as the
+lot server builds them (downlink.members_parts): each part's envelope fits
+the gate's message cap and heap, and they install through
+parkgate.member_update."""
+import base64
 import binascii
+import hashlib
 import json
 import threading
 import time
@@ -10,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from parkgate import members, sign
+from parkgate import member_update, members, sign
 from parkgate_tools import downlink
 from parkgate_tools.broker import Broker
 from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
@@ -238,3 +243,64 @@ def test_the_lot_server_confirms_a_payment(tmp_path):
     finally:
         gate.stop()
         broker.stop()
+
+
+def roster(n, prefix="粤B"):
+    return [{"plate": "%s%05d" % (prefix, i), "from": None, "until": None, "window": None,
+             "blacklist": False} for i in range(n)]
+
+
+def test_member_parts_carry_the_payload_each_signed_and_small():
+    boundary = pytest.importorskip("parkgate.downlink")     # the gate's message checks
+    data = members.build(roster(3000), 0xFFFFFFFF)          # every number at its widest
+    digest = hashlib.sha256(data).hexdigest()
+    for gate in ("g1", "g" * 32):
+        parts = downlink.members_parts(KEY, gate, data)
+        n = len(parts)
+        assert n == -(-len(data) // downlink.PART_BYTES) == 101
+        assert b"".join(base64.b64decode(p["b"]) for p in parts) == data
+        for i, part in enumerate(parts):
+            assert (part["k"], part["v"], part["i"], part["n"], part["z"], part["h"]) == (
+                "members", 0xFFFFFFFF, i, n, len(data), digest)
+            payload = downlink.encode(part)
+            assert len(payload) <= downlink.ENVELOPE_MAX, (gate, i, len(payload))
+            assert sign.verify(KEY, part, "members", gate, -1, part=True) == part["b"]
+            boundary.check("members", boundary.decode("members", payload))
+        with pytest.raises(sign.SignatureError, match="bad signature"):
+            sign.verify(KEY, dict(parts[1], i=2), "members", gate, -1, part=True)
+    with pytest.raises(ValueError, match="more than 900"):
+        downlink.members_parts(KEY, "g" * 100, data)
+    # 50,000 members: 1,667 parts, the widest numbers still under the cap
+    whole = members.build(roster(50000), 7)
+    parts = downlink.members_parts(KEY, "g" * 32, whole)
+    assert len(parts) == 1667
+    assert max(len(downlink.encode(p)) for p in parts) <= downlink.ENVELOPE_MAX
+
+
+def test_member_parts_from_the_host_install_through_the_gates_store(tmp_path):
+    lines = []
+    store = member_update.MemberStore(str(tmp_path), lambda path: 10 ** 7, lines.append)
+    first = members.build(roster(500), 1)
+    for part in downlink.members_parts(KEY, "g1", first):
+        store.offer(part, KEY, "g1")
+    while store.step():
+        pass
+    assert (store.current.version, store.current.count) == (1, 500)
+    delta = members.make_delta(first, [{"plate": "粤B00001", "remove": True}]
+                               + roster(20, "沪C"), 2)
+    parts = downlink.members_parts(KEY, "g1", delta)
+    for part in parts + parts:                       # the lot server sends them twice
+        store.offer(part, KEY, "g1")
+    while store.step():
+        pass
+    assert (store.current.version, store.current.count) == (2, 519)
+    assert [line for line in lines if "installed" in line] == [
+        "MEMBERS installed version=1 count=500", "MEMBERS installed version=2 count=519"]
+    # the single-message form still installs a small update
+    small = members.make_delta(members.apply_delta_bytes(first, delta),
+                               [{"plate": "粤B00002", "remove": True}], 3)
+    store.offer(downlink.members_envelope(KEY, "g1", small), KEY, "g1")
+    while store.step():
+        pass
+    assert (store.current.version, store.current.count) == (3, 518)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["members.bin"]
