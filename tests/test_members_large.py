@@ -1,16 +1,21 @@
 """50,000 members: built on CPython, looked up on CPython and under the
 MicroPython unix port (compiled firmware, the gate's heap) with identical
 answers for a sample; a delta applied (host merge, and the gate's streaming
-apply_delta_file under micropython) equals a rebuild."""
+apply_delta_file under micropython) equals a rebuild. A delta of 1,000
+changes sent in signed parts (parkgate_tools.downlink.members_parts) and
+installed by parkgate.member_update within the boards' 1.25 MiB
+filesystem: on CPython against a littlefs space model, and on the gate's
+image on the board's own littlefs in its 64 KiB heap."""
 import io
+import json
 import os
 import random
 import subprocess
 
 import pytest
 
-from parkgate import members
-from parkgate_tools import runtime
+from parkgate import member_update, members
+from parkgate_tools import downlink, runtime
 
 E = members.EPOCH
 DAY = 86400
@@ -161,3 +166,163 @@ def test_delta_equals_rebuild_on_host_and_on_the_gate(big, tmp_path):
     assert run_mp(tmp_path, MP_DELTA, str(gate_file), str(dfile)) == ["12"]
     assert gate_file.read_bytes() == new
     assert not os.path.exists(str(gate_file) + ".new")
+
+
+KEY = bytes(range(32))
+GATE = "gate-large"
+FS_BLOCKS = 320                  # boards/unix-sim FS_BLOCKS: the ESP32 boards' vfs
+BLOCK = 4096
+
+
+class LittlefsModel:
+    """Free space of a folder as littlefs on 320 blocks of 4 KiB would
+    report it: superblock and root directory pairs, each file its data in
+    whole blocks less its skip-list pointers, tiny files inline; and the
+    most ever used."""
+
+    def __init__(self, path, other=3400):
+        self.path = path
+        self.other = other           # site.json and a tariff beside the list
+        self.peak = 0
+
+    def used(self):
+        blocks = 4 + (self.other + BLOCK - 9) // (BLOCK - 8)
+        for name in os.listdir(self.path):
+            size = os.path.getsize(os.path.join(self.path, name))
+            if size > 64:
+                blocks += (size + BLOCK - 9) // (BLOCK - 8)
+        return blocks * BLOCK
+
+    def __call__(self, path):
+        used = self.used()
+        self.peak = max(self.peak, used)
+        return FS_BLOCKS * BLOCK - used
+
+
+def big_delta(ms, data, seed=4, n=1000, version=12):
+    rng = random.Random(seed)
+    picked = rng.sample(ms, n * 7 // 10)
+    changes = [{"plate": m["plate"], "remove": True} for m in picked[:n * 3 // 10]]
+    changes += [dict(m, until=NOW + 500 * DAY) for m in picked[n * 3 // 10:]]
+    known = set(m["plate"] for m in ms)
+    changes += [m for m in make_members(400, seed=seed + 50) if m["plate"] not in known][
+        :n - len(changes)]
+    assert len(changes) == n
+    return changes, members.make_delta(data, changes, version)
+
+
+def test_a_delta_of_1000_changes_in_parts_fits_the_boards_filesystem(big, tmp_path):
+    ms, data, _ = big
+    changes, delta = big_delta(ms, data)
+    new = members.apply_delta_bytes(data, delta)
+    parts = downlink.members_parts(KEY, GATE, delta)
+    assert len(parts) == 36 and max(len(downlink.encode(p)) for p in parts) < 900
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    (fs / "members.bin").write_bytes(data)
+    space = LittlefsModel(str(fs))
+    lines = []
+    store = member_update.MemberStore(str(fs), space, lines.append)
+    assert space(str(fs)) < 2 * len(data)           # no room for a second copy
+    # a whole list beside the list: refused before anything is written
+    whole = downlink.members_parts(KEY, GATE, members.build(ms[:49000], 12))
+    with pytest.raises(member_update.Refused, match="not enough flash"):
+        store.offer(whole[0], KEY, GATE)
+    assert os.listdir(str(fs)) == ["members.bin"]
+    for envelope in parts:
+        store.offer(envelope, KEY, GATE)
+        space(str(fs))
+    steps = []
+    while True:
+        r = store.step()
+        space(str(fs))
+        if r == 0:
+            break
+        steps.append(r)
+    assert steps.count(2) == 1
+    assert space.peak < FS_BLOCKS * BLOCK
+    assert space.peak - LittlefsModel(str(fs)).used() < 64 * 1024
+    assert any("changes kept beside the list" in line for line in lines)
+    cur = store.current
+    assert (cur.version, cur.count, cur.changes) == (12, len(new) // 16 - 2, 1000)
+    assert (fs / "members.bin").read_bytes() == data          # not rewritten
+    # base + overlay is the host's merge, record for record
+    out = io.BytesIO()
+    with open(str(fs / "members.bin"), "rb") as base, open(str(fs / "members.ovl"), "rb") as ovl:
+        base.seek(32)
+        merger = members.Merger(base, 50000, newer=ovl, newer_count=cur.changes,
+                                out_records=out)
+        while merger.step():
+            pass
+    assert out.getvalue() == new[32:]
+    want = members.MemberList(io.BytesIO(new))
+    for text, now, offset in queries(ms) + [(c["plate"], NOW, 0) for c in changes]:
+        assert cur.lookup(text, now, offset) == want.lookup(text, now, offset), text
+    # the next delta merges with the overlay
+    changes2, delta2 = big_delta(ms, new, seed=9, n=500, version=13)
+    for envelope in downlink.members_parts(KEY, GATE, delta2):
+        store.offer(envelope, KEY, GATE)
+    while store.step():
+        space(str(fs))
+    newer = members.apply_delta_bytes(new, delta2)
+    want = members.MemberList(io.BytesIO(newer))
+    assert store.current.version == 13 and store.current.count == want.count
+    for text, now, offset in queries(ms, 200, seed=5) + [(c["plate"], NOW, 0)
+                                                         for c in changes2 + changes]:
+        assert store.current.lookup(text, now, offset) == want.lookup(text, now, offset)
+    assert space.peak < FS_BLOCKS * BLOCK
+
+
+MP_INSTALL = """
+import json, sys
+import board
+from parkgate.member_update import MemberStore
+fs = board.mount_flash()
+buf = bytearray(512)
+with open(sys.argv[1], "rb") as f, open(fs + "/members.bin", "wb") as g:
+    while True:
+        n = f.readinto(buf)
+        if not n:
+            break
+        g.write(memoryview(buf)[0:n])
+store = MemberStore(fs, board.free_flash, print)
+with open(sys.argv[2]) as f:
+    for line in f:
+        store.offer(json.loads(line), bytes(range(32)), "gate-large")
+while store.step():
+    pass
+ml = store.current
+print("LIST %d %d %d" % (ml.version, ml.count, ml.changes))
+with open(sys.argv[3]) as f:
+    for line in f:
+        text, now, offset = line.rstrip("\\n").split("\\t")
+        print("%d %r" % ml.lookup(text, int(now), int(offset)))
+"""
+
+
+def test_the_gate_installs_the_delta_on_its_littlefs_in_its_heap(big, tmp_path):
+    ms, data, path = big
+    changes, delta = big_delta(ms, data)
+    new = members.apply_delta_bytes(data, delta)
+    parts_file = tmp_path / "parts.jsonl"
+    parts_file.write_bytes(b"".join(downlink.encode(p) + b"\n"
+                                    for p in downlink.members_parts(KEY, GATE, delta)))
+    qs = queries(ms, 300) + [(c["plate"], NOW, 0) for c in changes[::5]]
+    qfile = tmp_path / "queries.tsv"
+    qfile.write_text("".join("%s\t%d\t%d\n" % q for q in qs))
+    script = tmp_path / "install.py"
+    script.write_text(MP_INSTALL)
+    env = runtime.micropython_env()
+    env["PARKGATE_SIM_DIR"] = str(tmp_path)
+    env["PARKGATE_SIM_FLASH_STALL"] = "0,0"
+    proc = subprocess.run(
+        runtime.micropython_argv(str(script), path, str(parts_file), str(qfile),
+                                 heap=runtime.GATE_HEAP),
+        env=env, capture_output=True, text=True, timeout=600, cwd=runtime.ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout.splitlines()
+    assert "MEMBERS installed version=12 count=%d" % (len(new) // 16 - 2) in out, out[:10]
+    assert "LIST 12 %d 1000" % (len(new) // 16 - 2) in out
+    want = members.MemberList(io.BytesIO(new))
+    got = out[out.index("LIST 12 %d 1000" % (len(new) // 16 - 2)) + 1:]
+    assert got == ["%d %r" % want.lookup(*q) for q in qs]
