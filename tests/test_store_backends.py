@@ -214,3 +214,197 @@ def test_a_lock_held_past_lock_wait_is_named(tmp_path, caplog):
         store.close()
     with pytest.raises(ValueError):
         Store(path, lock_wait=-1)
+
+
+# ---- sessions: the record flags FLAG_NO_PASSAGE and FLAG_REPLAY ----
+
+NO_PASSAGE = record.FLAG_NO_PASSAGE
+REPLAY = record.FLAG_REPLAY
+
+
+def flagged_entry(seq, plate, t, flags):
+    return ev(dict(entry(seq, plate, t), fl=flags))
+
+
+def test_a_no_passage_entry_voids_the_entry_of_its_gate_plate_and_time(store, db_path):
+    store.ingest("in-1", 1, [ev(entry(1, "A1", T0)), ev(entry(2, "B2", T0 + 5)),
+                             ev(entry(3, "C3", T0 + 7))])
+    void = [flagged_entry(4, "A1", T0, NO_PASSAGE),        # voids in-1's A1 at T0
+            flagged_entry(5, "B2", T0 + 6, NO_PASSAGE),    # another time: voids nothing
+            flagged_entry(6, "D4", T0 + 8, NO_PASSAGE)]    # no entry to void: opens nothing
+    assert store.ingest("in-1", 1, void) == (4, 6, 3)
+    assert store.ingest("in-1", 1, void) == (4, 6, 0)      # stored once, like every event
+    store.ingest("in-2", 1, [flagged_entry(1, "C3", T0 + 7, NO_PASSAGE)])   # another gate
+    assert fetch_all(db_path, "SELECT COUNT(*) FROM events") == [(7,)]
+    assert store.inside_at(T0 + 100) == {"B2", "C3"}
+    assert store.open_entry("A1", T0 + 100) is None
+    assert store.open_entry("D4", T0 + 100) is None
+    assert store.open_entry("C3", T0 + 100)[:3] == ("in-1", 1, 3)
+    entries, cursor = store.open_entries_page(0)
+    assert [(gate, e.plate) for _, gate, e in entries] == [("in-1", "B2"), ("in-1", "C3")]
+    assert cursor is None
+    # nothing billed from a voided entry: its exit finds no stored entry
+    store.ingest("out-1", 1, [ev(exit_(1, "A1", T0 + 600, 2000, flags=1))])
+    assert [x["stored_entry"] for x in store.exits_with_entries(T0, T0 + 1000)] == [None]
+    # an unconfirmed entry wants no operator's look
+    assert [f["plate"] for f in store.flagged()] == ["A1"]
+
+
+def test_a_no_passage_exit_is_flagged_and_closes_nothing(store):
+    store.ingest("in-1", 1, [ev(entry(1, "A1", T0))])
+    store.ingest("out-1", 1, [ev(exit_(1, "A1", T0 + 100, 100, entry_time=T0,
+                                       flags=NO_PASSAGE))])
+    assert store.inside_at(T0 + 200) == {"A1"}
+    assert store.open_entry("A1", T0 + 200)[:3] == ("in-1", 1, 1)
+    assert [e.plate for _, _, e in store.open_entries_page(0)[0]] == ["A1"]
+    assert [(f["gate"], f["kind"], f["flags"]) for f in store.flagged()] == [
+        ("out-1", "out", NO_PASSAGE)]
+    # the real exit later closes the session, and finds its entry
+    store.ingest("out-1", 1, [ev(exit_(2, "A1", T0 + 300, 100, entry_time=T0))])
+    assert store.inside_at(T0 + 400) == set()
+    assert [x["stored_entry"] for x in store.exits_with_entries(T0, T0 + 1000)] == [T0, T0]
+    # a no-passage exit before any entry opens nothing
+    store.ingest("out-1", 1, [ev(exit_(3, "B2", T0 + 500, 0, flags=NO_PASSAGE | 1))])
+    assert store.inside_at(T0 + 600) == set()
+
+
+def test_replays_are_entries_and_exits_like_any_other(store):
+    store.ingest("in-1", 1, [flagged_entry(1, "A1", T0, REPLAY)])
+    assert store.inside_at(T0 + 1) == {"A1"}
+    assert store.open_entry("A1", T0 + 1)[:3] == ("in-1", 1, 1)
+    replayed_exit = record.Event(record.KIND_EXIT, T0 + 100, 2, "A1", flags=REPLAY,
+                                 fee_source=record.FEE_NONE, seq=1)
+    assert record.from_wire(record.to_wire(replayed_exit)) == replayed_exit
+    assert record.to_wire(replayed_exit)["fs"] is None
+    store.ingest("out-1", 1, [ev(record.to_wire(replayed_exit))])
+    assert store.inside_at(T0 + 200) == set()
+    assert store.summary()["exits"]["none"] == {"count": 1, "fees": 0}
+    # the replayed exit (no fee, the barrier did not open for it) is flagged;
+    # the replayed entry is not
+    assert [(f["kind"], f["flags"]) for f in store.flagged()] == [("out", REPLAY)]
+
+
+# ---- lane catch-up pages ----
+
+def all_pages(store, since, **kwargs):
+    """Every page from cursor 0 to the last: [(entries, cursor)]."""
+    pages, cursor = [], 0
+    while True:
+        entries, cursor = store.open_entries_page(since, cursor, **kwargs)
+        pages.append((entries, cursor))
+        if cursor is None:
+            return pages
+        assert len(pages) < 100
+
+
+def test_catchup_pages_are_exact_when_many_entries_share_one_second(store):
+    # 30 entries in one second from two gates, interleaved batches, and some
+    # entries before and after it; some closed, one voided, one replaced by
+    # a re-entry.
+    store.ingest("in-1", 1, [ev(entry(1, "OLD", T0 - 10))])
+    for first in range(0, 30, 5):
+        gate = "in-1" if first % 10 == 0 else "in-2"
+        store.ingest(gate, 1, [ev(entry(100 + s, "S%02d" % s, T0))
+                               for s in range(first, first + 5)])
+    store.ingest("in-1", 1, [ev(entry(200, "LATE", T0 + 1)), ev(entry(201, "S03", T0 + 2)),
+                             flagged_entry(202, "S04", T0, NO_PASSAGE)])
+    store.ingest("in-2", 1, [flagged_entry(203, "S12", T0, NO_PASSAGE)])   # S12 is in-1.s
+    store.ingest("out-1", 1, [ev(exit_(s, "S%02d" % s, T0 + 5, 100)) for s in (1, 2, 20)])
+    store.ingest("out-1", 1, [ev(exit_(9, "S09", T0 + 5, 100, flags=NO_PASSAGE))])
+    expected = (["S%02d" % s for s in range(30) if s not in (1, 2, 3, 4, 20)]
+                + ["LATE", "S03"])
+    pages = all_pages(store, T0)
+    assert [len(entries) for entries, _ in pages] == [8, 8, 8, 3]
+    assert all(cursor == entries[-1][0] for entries, cursor in pages[:-1])
+    got = [(gate, e.plate) for entries, _ in pages for _, gate, e in entries]
+    assert [plate for _, plate in got] == expected
+    assert [gate for gate, _ in got] == [
+        "in-1" if plate in ("LATE", "S03") or int(plate[1:]) // 5 % 2 == 0 else "in-2"
+        for plate in expected]
+    first_entry = pages[0][0][0][2]
+    assert (first_entry.kind, first_entry.time, first_entry.seq, first_entry.quality,
+            first_entry.confidence) == (record.KIND_ENTRY, T0, 100, 5, 90)
+    # since: at or after it
+    assert [e.plate for entries, _ in all_pages(store, T0 + 1) for _, _, e in entries] == [
+        "LATE", "S03"]
+    assert [e.plate for _, _, e in store.open_entries_page(T0 - 10)[0]][:2] == ["OLD", "S00"]
+    assert store.open_entries_page(T0 + 3) == ([], None)
+    # a cursor taken before rows were added still pages exactly: the new
+    # entries that sort after it come on later pages
+    entries, cursor = store.open_entries_page(T0)
+    store.ingest("in-2", 2, [ev(entry(1, "NEW", T0 + 1))])
+    rest = [e.plate for entries, _ in all_pages_from(store, T0, cursor) for _, _, e in entries]
+    assert rest == expected[8:-1] + ["NEW", "S03"]
+
+
+def all_pages_from(store, since, cursor):
+    pages = []
+    while cursor is not None:
+        entries, cursor = store.open_entries_page(since, cursor)
+        pages.append((entries, cursor))
+    return pages
+
+
+def test_catchup_bounds_the_entries_looked_at_per_request(store):
+    store.ingest("in-1", 1, [ev(entry(s, "P%02d" % s, T0 + s)) for s in range(1, 21)])
+    store.ingest("out-1", 1, [ev(exit_(s, "P%02d" % s, T0 + 100, 100)) for s in range(1, 16)])
+    pages = all_pages(store, 0, limit=3, scan=6)
+    # 6 entries looked at per request: the first two windows hold only
+    # closed sessions, the third the five open ones (page of 3, then 2)
+    assert [[e.plate for _, _, e in entries] for entries, _ in pages] == [
+        [], [], ["P16", "P17", "P18"], ["P19", "P20"]]
+    assert [c is None for _, c in pages] == [False, False, False, True]
+
+
+def test_catchup_refuses_a_cursor_that_is_no_row(store):
+    store.ingest("in-1", 1, [ev(entry(1, "A1", T0))])
+    with pytest.raises(ValueError, match="not a stored row id"):
+        store.open_entries_page(0, 12345)
+
+
+def test_rows_get_ids_in_insertion_order(store, db_path):
+    store.ingest_many([("in-1", 1, [ev(entry(s, "A%d" % s, T0)) for s in (1, 2)]),
+                       ("in-2", 1, [ev(entry(1, "B1", T0))])])
+    store.ingest("in-1", 1, [ev(entry(s, "A%d" % s, T0)) for s in (2, 3)])   # 2 again
+    rows = fetch_all(db_path, "SELECT id, gate, seq FROM events ORDER BY id")
+    assert [(gate, seq) for _, gate, seq in rows] == [
+        ("in-1", 1), ("in-1", 2), ("in-2", 1), ("in-1", 3)]
+    assert len({row_id for row_id, _, _ in rows}) == 4 and all(r[0] for r in rows)
+
+
+OLD_EVENTS_TABLE = """CREATE TABLE events (
+    gate TEXT NOT NULL, jid BIGINT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,
+    time BIGINT NOT NULL, quality INTEGER NOT NULL, plate TEXT NOT NULL,
+    colour INTEGER NOT NULL, confidence INTEGER NOT NULL, flags INTEGER NOT NULL,
+    fee BIGINT, fee_source TEXT, tariff_version BIGINT, entry_time BIGINT,
+    received_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (gate, jid, seq))"""
+
+
+def test_a_database_made_before_row_ids_gets_them(db_path):
+    statements = [OLD_EVENTS_TABLE] + [
+        "INSERT INTO events VALUES ('in-1', 1, %d, 'in', %d, 5, 'P%d', 0, 90, 0, NULL, NULL,"
+        " NULL, NULL, 0)" % (s, T0, s) for s in (2, 1, 3)]
+    if db_path.startswith("postgresql://"):
+        import psycopg
+        with psycopg.connect(db_path, autocommit=True) as con:
+            for statement in statements:
+                con.execute(statement)
+    else:
+        con = sqlite3.connect(db_path)
+        with con:
+            for statement in statements:
+                con.execute(statement)
+        con.close()
+    opened = store_class(db_path)(db_path)
+    try:
+        rows = fetch_all(db_path, "SELECT id, seq FROM events ORDER BY id")
+        assert [seq for _, seq in rows] == [2, 1, 3] and rows[0][0] >= 1
+        opened.ingest("in-1", 1, [ev(entry(4, "P4", T0))])
+        entries, cursor = opened.open_entries_page(0, limit=3)
+        assert [e.seq for _, _, e in entries] == [2, 1, 3] and cursor == entries[-1][0]
+        assert [e.seq for _, _, e in opened.open_entries_page(0, cursor)[0]] == [4]
+    finally:
+        opened.close()
+    reopened = store_class(db_path)(db_path)     # opening again changes nothing
+    reopened.close()
+    assert fetch_all(db_path, "SELECT id, seq FROM events ORDER BY id")[:3] == rows

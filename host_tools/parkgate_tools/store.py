@@ -25,6 +25,9 @@ from parkgate import record
 log = logging.getLogger("parkgate.store")
 
 LOCK_WAIT_S = 10.0       # default bound on waiting for a locked SQLite database
+CATCHUP_PAGE = 8         # lane catch-up: open sessions per page (bridge.CATCHUP_MAX_BYTES)
+CATCHUP_SCAN = 2000      # lane catch-up: entries looked at per request, open or not
+_I64_MAX = 2 ** 63 - 1
 _BUSY_SLICE_S = 1.0      # SQLite's own busy wait within one attempt
 _RETRY_FIRST_S = 0.05    # pause after the first locked attempt, doubling
 _RETRY_MAX_S = 1.0
@@ -67,6 +70,7 @@ SCHEMA = (
         tariff_version BIGINT,         -- exits
         entry_time BIGINT,             -- exits: NULL when no entry was found
         received_at DOUBLE PRECISION NOT NULL,
+        id BIGINT,                     -- the store's row id, in insertion order (catch-up cursor)
         PRIMARY KEY (gate, jid, seq))""",
     "CREATE INDEX IF NOT EXISTS events_by_plate ON events (plate, kind, time)",
     "CREATE INDEX IF NOT EXISTS events_by_time ON events (time)",
@@ -110,18 +114,65 @@ SCHEMA = (
 # refunded takes it off, waived and reviewed only close the flag.
 CORRECTION_ACTIONS = {"collected": 1, "refunded": -1, "waived": 0, "reviewed": 0}
 
+# After the tables (and after adding the id column to a table made before it).
+_ID_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events (id)",
+    "CREATE INDEX IF NOT EXISTS events_by_kind_time ON events (kind, time, id)",
+)
+
 _EVENT_COLUMNS = ("gate, jid, seq, kind, time, quality, plate, colour, confidence, flags, fee,"
                   " fee_source, tariff_version, entry_time, received_at")
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROWS_PER_INSERT = 500   # 15 parameters a row, well under SQLite's 32,766
+_ROWS_PER_INSERT = 500   # 16 parameters a row, well under SQLite's 32,766
+
+# Sessions (firmware/docs/mqtt.md, "Sessions"). An entry counts unless it
+# is itself a read the passage input did not confirm (FLAG_NO_PASSAGE) or
+# one such entry voids it: same gate, plate and time. An exit closes the
+# plate's sessions entered at or before it unless it has FLAG_NO_PASSAGE
+# (then it is only flagged for the operator). Replays (FLAG_REPLAY) count
+# like any other event.
+_NO_PASSAGE = record.FLAG_NO_PASSAGE
+
+
+def _live_entry(e):
+    """SQL: the row aliased e is an entry that opens a session."""
+    return ("{e}.kind = 'in' AND ({e}.flags & {np}) = 0 AND NOT EXISTS ("
+            "SELECT 1 FROM events {e}_void WHERE {e}_void.plate = {e}.plate"
+            " AND {e}_void.kind = 'in' AND {e}_void.time = {e}.time"
+            " AND {e}_void.gate = {e}.gate AND ({e}_void.flags & {np}) <> 0)"
+            ).format(e=e, np=_NO_PASSAGE)
+
+
+def _closing_exit(x):
+    """SQL: the row aliased x is an exit that closes sessions."""
+    return "{x}.kind = 'out' AND ({x}.flags & {np}) = 0".format(x=x, np=_NO_PASSAGE)
+
 
 # The latest entry of the plate at or before the time with no exit of the
 # same plate at or after it.
 _OPEN_ENTRY = """SELECT e.gate, e.jid, e.seq, e.time, e.colour FROM events e
-    WHERE e.kind = 'in' AND e.plate = ? AND e.time <= ?
+    WHERE e.plate = ? AND e.time <= ? AND %s
       AND NOT EXISTS (SELECT 1 FROM events x
-                      WHERE x.kind = 'out' AND x.plate = e.plate AND x.time >= e.time)
-    ORDER BY e.time DESC, e.received_at DESC LIMIT 1"""
+                      WHERE x.plate = e.plate AND x.time >= e.time AND %s)
+    ORDER BY e.time DESC, e.received_at DESC LIMIT 1""" % (_live_entry("e"), _closing_exit("x"))
+
+# Lane catch-up. The position of the CATCHUP_SCAN-th entry after a
+# position (time, id): the end of the window one request looks at.
+_ENTRY_WINDOW_END = """SELECT time, id FROM events
+    WHERE kind = 'in' AND (time, id) > (?, ?)
+    ORDER BY time, id LIMIT 1 OFFSET ?"""
+# The open sessions in a window (time, id) in (start, end]: live entries no
+# exit has closed and no later live entry of the plate (a re-entry) has
+# replaced, oldest first.
+_OPEN_ENTRIES = """SELECT e.id, e.gate, e.seq, e.time, e.quality, e.plate, e.colour,
+        e.confidence, e.flags FROM events e
+    WHERE e.kind = 'in' AND (e.time, e.id) > (?, ?) AND (e.time, e.id) <= (?, ?) AND %s
+      AND NOT EXISTS (SELECT 1 FROM events x
+                      WHERE x.plate = e.plate AND x.time >= e.time AND %s)
+      AND NOT EXISTS (SELECT 1 FROM events y
+                      WHERE y.plate = e.plate AND (y.time, y.id) > (e.time, e.id) AND %s)
+    ORDER BY e.time, e.id LIMIT ?""" % (_live_entry("e"), _closing_exit("x"), _live_entry("y"))
+_ROW_TIME = "SELECT time FROM events WHERE id = ?"
 
 _UPSERT_STATUS = """INSERT INTO gates (gate, status, received_at) VALUES (?, ?, ?)
     ON CONFLICT (gate) DO UPDATE SET status = excluded.status,
@@ -159,22 +210,28 @@ _DAY_EVENTS = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_sour
 # Plates inside at a moment: an entry before it with no exit of the plate
 # between that entry and the moment.
 _INSIDE_AT = """SELECT DISTINCT e.plate FROM events e
-    WHERE e.kind = 'in' AND e.time < ?
-      AND NOT EXISTS (SELECT 1 FROM events x WHERE x.kind = 'out' AND x.plate = e.plate
-                      AND x.time >= e.time AND x.time < ?)"""
+    WHERE e.time < ? AND %s
+      AND NOT EXISTS (SELECT 1 FROM events x WHERE x.plate = e.plate
+                      AND x.time >= e.time AND x.time < ? AND %s)""" % (
+    _live_entry("e"), _closing_exit("x"))
 # Exits in a period with the stored entry of their stay (NULL: none stored).
 _EXITS_WITH_ENTRY = """SELECT x.gate, x.jid, x.seq, x.plate, x.colour, x.time, x.fee,
         x.fee_source, x.entry_time, x.flags,
         (SELECT MAX(e.time) FROM events e
-         WHERE e.kind = 'in' AND e.plate = x.plate AND e.time <= x.time
-           AND NOT EXISTS (SELECT 1 FROM events y WHERE y.kind = 'out' AND y.plate = x.plate
-                           AND y.time >= e.time AND y.time < x.time)) AS stored_entry
+         WHERE e.plate = x.plate AND e.time <= x.time AND %s
+           AND NOT EXISTS (SELECT 1 FROM events y WHERE y.plate = x.plate
+                           AND y.time >= e.time AND y.time < x.time AND %s)) AS stored_entry
     FROM events x WHERE x.kind = 'out' AND x.time >= ? AND x.time < ?
-    ORDER BY x.time, x.gate, x.jid, x.seq"""
-# Flag bits 0 (exit without entry) and 1 (re-entry) want an operator's look;
-# bit 2 (member, no fee) does not.
+    ORDER BY x.time, x.gate, x.jid, x.seq""" % (_live_entry("e"), _closing_exit("y"))
+# Flag bits 0 (exit without entry) and 1 (re-entry) want an operator's look
+# on any event, and on an exit bits 5 (a camera replay: the barrier did not
+# open for it, no fee) and 6 (no car went through); bit 2 (member, no fee)
+# does not, nor does a replayed or unconfirmed entry.
+FLAGGED_ANY = record.FLAG_NO_ENTRY | record.FLAG_REENTRY
+FLAGGED_EXIT = record.FLAG_REPLAY | record.FLAG_NO_PASSAGE
 _FLAGGED = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
-        flags FROM events WHERE (flags & 3) <> 0 ORDER BY time DESC LIMIT ?"""
+        flags FROM events WHERE (flags & %d) <> 0 OR (kind = 'out' AND (flags & %d) <> 0)
+    ORDER BY time DESC LIMIT ?""" % (FLAGGED_ANY, FLAGGED_EXIT)
 _EVENT = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
         flags FROM events WHERE gate = ? AND jid = ? AND seq = ?"""
 _INSERT_CORRECTION = """INSERT INTO corrections (id, gate, jid, seq, action, amount, note,
@@ -285,13 +342,25 @@ class Store:
         """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING the new identities."""
         new = []
         for start in range(0, len(rows), _ROWS_PER_INSERT):
-            chunk = rows[start:start + _ROWS_PER_INSERT]
-            values = ", ".join([_EVENT_VALUES] * len(chunk))
+            chunk = self._with_ids(cur, rows[start:start + _ROWS_PER_INSERT])
+            columns, one = _EVENT_COLUMNS, _EVENT_VALUES
+            if len(chunk[0]) > len(_EVENT_COLUMNS.split(",")):
+                columns, one = columns + ", id", one[:-1] + ", ?)"
+            values = ", ".join([one] * len(chunk))
             sql = "INSERT INTO events (%s) VALUES %s ON CONFLICT (gate, jid, seq) DO NOTHING " \
-                  "RETURNING gate, jid, seq" % (_EVENT_COLUMNS, values)
+                  "RETURNING gate, jid, seq" % (columns, values)
             cur.execute(self._sql(sql), [value for row in chunk for value in row])
             new.extend(tuple(found) for found in cur.fetchall())
         return new
+
+    def _with_ids(self, cur, rows):
+        """The rows with their row ids appended: SQLite numbers them after
+        the highest stored, inside the write transaction (BEGIN IMMEDIATE:
+        one writer at a time, so no two rows get one id); a row that turns
+        out to be stored already leaves a gap, which is harmless."""
+        cur.execute("SELECT COALESCE(MAX(id), 0) FROM events")
+        base = cur.fetchone()[0]
+        return [row + (base + i,) for i, row in enumerate(rows, 1)]
 
     def _insert_outbox(self, cur, identities, now):
         for start in range(0, len(identities), _ROWS_PER_INSERT):
@@ -364,9 +433,38 @@ class Store:
 
     def open_entry(self, plate, before_time):
         """The latest entry of plate at any gate of the lot at or before
-        before_time that no exit has closed, as an Entry, else None."""
+        before_time that no exit has closed and none voided, as an Entry,
+        else None."""
         rows = self._query(_OPEN_ENTRY, (plate, before_time))
         return Entry(*rows[0]) if rows else None
+
+    def open_entries_page(self, since, cursor=0, limit=CATCHUP_PAGE, scan=CATCHUP_SCAN):
+        """One page of lane catch-up (firmware/docs/mqtt.md): the lot's open
+        sessions entered at or after since, from any gate, oldest first by
+        (time, row id), after the entry whose row id is cursor (0: from the
+        start). Looks at no more than `scan` entries after that position,
+        open or not, so one request costs at most that much.
+
+        Returns (entries, next_cursor): up to limit (row id, gate,
+        record.Event) and the cursor of the next page, or None when there is
+        none. A page may be short, even empty, with a cursor: the scan
+        window ended first. ValueError if cursor is not a stored row id."""
+        start = (since, 0)
+        if cursor:
+            rows = self._query(_ROW_TIME, (cursor,))
+            if not rows:
+                raise ValueError("c: %r is not a stored row id" % (cursor,))
+            start = max(start, (rows[0][0], cursor))
+        end = self._query(_ENTRY_WINDOW_END, start + (scan - 1,))
+        window_end = tuple(end[0]) if end else (_I64_MAX, _I64_MAX)
+        rows = self._query(_OPEN_ENTRIES, start + window_end + (limit + 1,))
+        entries = [(row_id, gate, record.Event(record.KIND_ENTRY, t, quality, plate, colour,
+                                               confidence, flags, seq=seq))
+                   for row_id, gate, seq, t, quality, plate, colour, confidence, flags in rows]
+        if len(entries) > limit:
+            entries = entries[:limit]
+            return entries, entries[-1][0]
+        return entries, (window_end[1] if end else None)
 
     def statuses(self):
         """{gate: (last status dict, received_at unix seconds)}."""
@@ -408,7 +506,8 @@ class Store:
         return [dict(zip(EVENT_FIELDS, row)) for row in self._query(_DAY_EVENTS, (start, end))]
 
     def inside_at(self, moment):
-        """The plates inside at unix time moment (entered, not yet out)."""
+        """The plates inside at unix time moment (entered, not yet out;
+        voided entries and unconfirmed exits do not count)."""
         return {row[0] for row in self._query(_INSIDE_AT, (moment, moment))}
 
     def exits_with_entries(self, start, end):
@@ -419,7 +518,9 @@ class Store:
         return [dict(zip(keys, row)) for row in self._query(_EXITS_WITH_ENTRY, (start, end))]
 
     def flagged(self, limit=200):
-        """The most recent events flagged no-entry or re-entry, as dicts."""
+        """The most recent events flagged for the operator, as dicts: no
+        entry or re-entry, and exits that were camera replays or that no car
+        went through (FLAGGED_ANY, FLAGGED_EXIT)."""
         return [dict(zip(EVENT_FIELDS, row)) for row in self._query(_FLAGGED, (limit,))]
 
     def summary(self):
@@ -456,6 +557,13 @@ class Store:
 
     def _create_schema(self, cur):
         for statement in SCHEMA:
+            cur.execute(statement)
+        cur.execute("PRAGMA table_info(events)")
+        if "id" not in [column[1] for column in cur.fetchall()]:
+            # A file made before row ids: number its rows in insertion order.
+            cur.execute("ALTER TABLE events ADD COLUMN id BIGINT")
+            cur.execute("UPDATE events SET id = rowid")
+        for statement in _ID_INDEXES:
             cur.execute(statement)
 
     def _retry_locked(self, what, work):
@@ -555,6 +663,21 @@ class PgStore(Store):
         cur.execute("SELECT pg_advisory_xact_lock(7240517)")
         for statement in SCHEMA:
             cur.execute(statement)
+        # Row ids come from a sequence (workers insert concurrently); a
+        # database made before row ids gets the column, numbered.
+        cur.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS id BIGINT")
+        cur.execute("""SELECT column_default FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'events'
+              AND column_name = 'id'""")
+        if cur.fetchone()[0] is None:
+            cur.execute("CREATE SEQUENCE IF NOT EXISTS events_id_seq OWNED BY events.id")
+            cur.execute("ALTER TABLE events ALTER COLUMN id SET DEFAULT nextval('events_id_seq')")
+            cur.execute("UPDATE events SET id = nextval('events_id_seq') WHERE id IS NULL")
+        for statement in _ID_INDEXES:
+            cur.execute(statement)
+
+    def _with_ids(self, cur, rows):
+        return rows    # the column's default, nextval('events_id_seq')
 
     def _reconnect_if_lost(self):
         if self._db.closed or self._db.broken:
