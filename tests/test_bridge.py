@@ -1,8 +1,11 @@
 """The lot bridge against a real mosquitto and fake gates: exactly-once
 storage, acks only after commit, refusal of bad input, fee answers, broker
-crashes, the broker's backlog, the summary and the `parkgate bridge` command
-(which gives up, naming the lock, on a SQLite file locked past --lock-wait).
-Every test that stores runs on SQLite and on PostgreSQL (fixture db_path)."""
+crashes, the broker's backlog, the summary, the lot server's presence
+(retained, with a last will), the size cap at mosquitto and at the bridge,
+lane catch-up pages, and the `parkgate bridge` command (which gives up,
+naming the lock, on a SQLite file locked past --lock-wait). Every test that
+stores runs on SQLite and on PostgreSQL (fixture db_path)."""
+import glob
 import json
 import logging
 import os
@@ -10,14 +13,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import uuid
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from fixtures_mqtt import (backend, broker, bridge, db_path, gates, make_bridge,  # noqa: F401
                            pg_server)
-from fixtures_mqtt import LOT, TARIFF, WAIT_S, entry, exit_, fetch_all, store_class, wait_for
+from fixtures_mqtt import (LOT, TARIFF, WAIT_S, FakeGate, entry, exit_, fetch_all, store_class,
+                           wait_for)
 from parkgate import record, tariff
-from parkgate_tools.bridge import Bridge, load_tariff
+from parkgate_tools import downlink
+from parkgate_tools.bench_bridge import Worker
+from parkgate_tools.bridge import CATCHUP_MAX_BYTES, Bridge, load_tariff
+from parkgate_tools.broker import MAX_MESSAGE_BYTES, Broker
+from parkgate_tools.store import CATCHUP_PAGE
 
 T0 = 1795564800          # 2026-11-25 08:00 at UTC+8
 PLATE_A = "京A12345"
@@ -314,3 +325,309 @@ def test_bridge_command_exits_naming_a_lock_held_past_lock_wait(tmp_path):
     assert "attempt 1, retrying" in proc.stderr
     assert ("cannot start: SQLite database %s is locked by another connection (creating the "
             "schema)" % db) in proc.stderr
+
+
+# ---- the lot server's presence: pg/<lot>/server/status ----
+
+PRESENCE = "pg/%s/server/status" % LOT
+
+
+class Watcher:
+    """A paho client subscribed to one topic, keeping (payload, retained)."""
+
+    def __init__(self, broker, topic):
+        self.messages = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="watch-" + uuid.uuid4().hex[:8])
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message):
+        with self._cond:
+            self.messages.append((message.payload, bool(message.retain)))
+            self._cond.notify_all()
+
+    def wait(self, predicate, what):
+        with self._cond:
+            assert self._cond.wait_for(lambda: predicate(self.messages), WAIT_S), (
+                "%s: got %r" % (what, self.messages))
+            return list(self.messages)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def retained_presence(broker):
+    """What a gate connecting now gets on the presence topic (retained)."""
+    watcher = Watcher(broker, PRESENCE)
+    try:
+        payload, retained = watcher.wait(len, "a retained presence")[0]
+        assert retained
+        return payload
+    finally:
+        watcher.close()
+
+
+def test_presence_is_retained_online_and_offline_after_a_clean_stop(broker, make_bridge):
+    live = make_bridge(clock=lambda: T0)
+    wait_for(lambda: retained_presence(broker) == b'{"on":1,"t":%d}' % T0,
+             what="the retained presence online")
+    assert "server" not in live.store.statuses()      # not kept as a gate
+    assert live.refused == 0
+    watcher = Watcher(broker, PRESENCE)
+    watcher.wait(len, "the retained presence")
+    live.stop()
+    watcher.wait(lambda got: got[-1] == (b'{"on":0}', False), "offline published by the stop")
+    watcher.close()
+    assert retained_presence(broker) == b'{"on":0}'
+
+
+def test_presence_goes_offline_by_the_last_will_when_the_bridge_is_killed(broker, tmp_path):
+    worker = Worker(LOT, broker, str(tmp_path / "lot.sqlite"), 0)
+    try:
+        wait_for(lambda: worker.live() or worker.proc.poll() is not None, what="live")
+        assert worker.live(), "".join(worker.lines)
+        wait_for(lambda: json.loads(retained_presence(broker))["on"] == 1,
+                 what="the presence online")
+        watcher = Watcher(broker, PRESENCE)
+        watcher.wait(len, "the retained presence")
+        worker.proc.kill()
+        worker.proc.wait()
+        watcher.wait(lambda got: got[-1] == (b'{"on":0}', False), "the last will")
+        watcher.close()
+        assert retained_presence(broker) == b'{"on":0}'
+    finally:
+        worker.stop()
+
+
+def test_a_live_worker_puts_presence_back_after_another_workers_will(broker, db_path, tmp_path):
+    """Workers sharing a lot: one killed leaves its will (offline); the one
+    still live says online again."""
+    if db_path.startswith("postgresql://"):
+        other_db = db_path
+    else:
+        other_db = str(tmp_path / "other.sqlite")   # the presence does not need one file
+    first = Bridge(LOT, broker.host, broker.port, db_path, TARIFF, share_group="workers",
+                   client_id="parkgate-bridge-%s-0" % LOT)
+    second = Worker(LOT, broker, other_db, 1, share="workers",
+                    client_id="parkgate-bridge-%s-1" % LOT)
+    watcher = None
+    try:
+        first.start()
+        assert first.wait_live(WAIT_S)
+        wait_for(lambda: second.live() or second.proc.poll() is not None, what="worker live")
+        assert second.live(), "".join(second.lines)
+        watcher = Watcher(broker, PRESENCE)
+        watcher.wait(len, "the retained presence")
+        second.proc.kill()
+        second.proc.wait()
+        got = watcher.wait(lambda got: json.loads(got[-1][0])["on"] == 1
+                           and (b'{"on":0}', False) in got, "offline, then online again")
+        assert json.loads(got[-1][0])["on"] == 1
+        assert json.loads(retained_presence(broker))["on"] == 1
+    finally:
+        if watcher is not None:
+            watcher.close()
+        second.stop()
+        first.stop()
+
+
+def test_a_gate_named_server_is_refused(bridge, gates, db_path):
+    impostor = gates("server")
+    impostor.publish("up/events", batch("server", 1, [entry(1, PLATE_A, T0)]))
+    wait_for(lambda: bridge.refused == 1, what="the refusal")
+    assert stored_rows(db_path) == []
+
+
+# ---- one size cap: mosquitto's message_size_limit and the bridge ----
+
+def padded_batch(gate, jid, seq, size):
+    """A valid batch of one entry, padded with spaces to exactly size bytes."""
+    payload = json.dumps(batch(gate, jid, [entry(seq, PLATE_A, T0 + seq)])).encode()
+    assert len(payload) <= size
+    return payload[:-1] + b" " * (size - len(payload)) + b"}"
+
+
+def test_the_broker_drops_a_payload_over_the_cap(broker, bridge, gates, db_path):
+    assert "message_size_limit %d\n" % MAX_MESSAGE_BYTES in open(broker.conf_path).read()
+    gate = gates("in-1")
+    gate.publish("up/events", padded_batch("in-1", 1, 1, MAX_MESSAGE_BYTES + 1))
+    gate.publish("up/events", padded_batch("in-1", 1, 2, MAX_MESSAGE_BYTES))   # at the cap
+    assert gate.expect("down/ack") == [b'{"j":1,"f":2,"l":2}']
+    assert [row[2] for row in stored_rows(db_path)] == [2]
+    assert bridge.refused == bridge.oversize == 0      # the bridge never saw it
+
+
+def test_the_bridge_refuses_a_payload_over_the_cap_before_parsing_it(tmp_path, db_path, caplog):
+    caplog.set_level(logging.WARNING, logger="parkgate.bridge")
+    with Broker(str(tmp_path / "broker"), message_size_limit=4 * MAX_MESSAGE_BYTES) as roomy:
+        bridge = Bridge(LOT, roomy.host, roomy.port, db_path, TARIFF)
+        gate = None
+        try:
+            bridge.start()
+            assert bridge.wait_live(WAIT_S)
+            gate = FakeGate(roomy, LOT, "in-1")
+            gate.publish("up/events", padded_batch("in-1", 1, 1, MAX_MESSAGE_BYTES + 1))
+            gate.publish("up/fee", b'{"r": 1, "p": "' + b"x" * MAX_MESSAGE_BYTES + b'"}')
+            gate.publish("up/events", padded_batch("in-1", 1, 2, MAX_MESSAGE_BYTES))
+            assert gate.expect("down/ack") == [b'{"j":1,"f":2,"l":2}']
+            assert gate.received("down/fee") == []
+            assert bridge.oversize == bridge.refused == 2
+            assert "refused pg/%s/in-1/up/events: %d bytes, more than %d" % (
+                LOT, MAX_MESSAGE_BYTES + 1, MAX_MESSAGE_BYTES) in caplog.text
+            assert [row[2] for row in stored_rows(db_path)] == [2]
+        finally:
+            if gate is not None:
+                gate.close()
+            bridge.stop()
+
+
+def test_every_shipped_tariff_fits_the_cap_signed():
+    for path in glob.glob(os.path.join(os.path.dirname(TARIFF), "*.json")):
+        with open(path, encoding="utf-8") as f:
+            envelope = downlink.tariff_envelope(bytes(32), "gate-with-a-long-id", f.read())
+        payload = json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+        assert len(payload) <= MAX_MESSAGE_BYTES, path
+
+
+# ---- voided entries and unconfirmed exits in fee answers ----
+
+def test_fee_answers_respect_voided_entries_and_unconfirmed_exits(bridge, gates):
+    table = load_tariff(TARIFF)
+    entrance, exit_lane = gates("in-1"), gates("out-1")
+    now = T0 + 3600
+    entrance.publish("up/events", batch("in-1", 1, [
+        entry(1, PLATE_A, T0), entry(2, PLATE_B, T0 + 60),
+        dict(entry(3, PLATE_A, T0), fl=record.FLAG_NO_PASSAGE)]))     # voids seq 1
+    entrance.expect("down/ack")
+    exit_lane.publish("up/events", batch("out-1", 1, [
+        exit_(1, PLATE_B, T0 + 120, 0, flags=record.FLAG_NO_PASSAGE)]))  # closes nothing
+    exit_lane.expect("down/ack")
+    exit_lane.publish("up/fee", {"r": 1, "p": PLATE_A, "c": 0, "t": now, "et": None})
+    exit_lane.publish("up/fee", {"r": 2, "p": PLATE_B, "c": 0, "t": now, "et": None})
+    assert exit_lane.expect("down/fee", 2) == [
+        fee_answer(1, PLATE_A, tariff.quote_no_entry(table, now, 0).fee, None),
+        fee_answer(2, PLATE_B, tariff.quote(table, T0 + 60, now, 0).fee, T0 + 60)]
+
+
+# ---- lane catch-up: up/catchup, down/catchup ----
+
+def catchup_pages(gate, since, first_request=1):
+    """Ask page after page as a gate does; returns the decoded answers."""
+    answers, cursor, request = [], 0, first_request
+    while True:
+        before = len(gate.received("down/catchup"))
+        gate.publish("up/catchup", {"r": request, "s": since, "c": cursor})
+        payload = gate.expect("down/catchup", before + 1)[before]
+        assert len(payload) <= CATCHUP_MAX_BYTES
+        answer = json.loads(payload)
+        assert answer["r"] == request
+        answers.append(answer)
+        cursor, request = answer["c"], request + 1
+        if cursor is None:
+            return answers
+        assert len(answers) < 50
+
+
+def test_catchup_pages_the_open_sessions_of_every_gate(bridge, gates):
+    in1, in2, out = gates("in-1"), gates("in-2"), gates("out-1")
+    # 13 entries in one second from in-1, 6 in the same second from in-2,
+    # in interleaved batches; one voided, two closed by exits
+    # (each ack awaited: the store's order is the order of arrival)
+    in1.publish("up/events", batch("in-1", 1, [entry(s, "A%02d" % s, T0) for s in range(1, 8)]))
+    in1.expect("down/ack")
+    in2.publish("up/events", batch("in-2", 1, [entry(s, "B%02d" % s, T0) for s in range(1, 7)]))
+    in2.expect("down/ack")
+    in1.publish("up/events", batch("in-1", 1, [entry(s, "A%02d" % s, T0) for s in range(8, 14)]
+                                   + [dict(entry(14, "A03", T0), fl=record.FLAG_NO_PASSAGE)]))
+    in1.expect("down/ack", 2)
+    out.publish("up/events", batch("out-1", 1, [exit_(1, "A05", T0 + 60, 100),
+                                                exit_(2, "B02", T0 + 60, 100)]))
+    out.expect("down/ack")
+    in2.publish("up/events", batch("in-2", 1, [entry(7, "B07", T0 + 90)]))
+    in2.expect("down/ack", 2)
+    expected = ([("in-1", "A%02d" % s, s) for s in range(1, 8) if s not in (3, 5)]
+                + [("in-2", "B%02d" % s, s) for s in range(1, 7) if s != 2]
+                + [("in-1", "A%02d" % s, s) for s in range(8, 14)]
+                + [("in-2", "B07", 7)])
+    answers = catchup_pages(out, T0 - 3600)
+    assert [len(a["e"]) for a in answers] == [CATCHUP_PAGE, CATCHUP_PAGE, 1]
+    assert all(type(a["c"]) is int for a in answers[:-1]) and answers[-1]["c"] is None
+    got = [(e["g"], e["p"], e["s"]) for a in answers for e in a["e"]]
+    assert got == expected
+    # each entry in the wire form of record.to_wire, with its gate
+    first = answers[0]["e"][0]
+    assert first == dict(entry(1, "A01", T0), g="in-1")
+    assert record.from_wire(first).plate == "A01"
+    # the asker's own entries come too; s filters by entry time
+    assert [(e["g"], e["p"]) for a in catchup_pages(in2, T0 + 1, 100) for e in a["e"]] == [
+        ("in-2", "B07")]
+    assert catchup_pages(out, T0 + 91, 200) == [{"r": 200, "e": [], "c": None}]
+    assert in1.received("down/catchup") == []      # answers go to the asker only
+
+
+def test_a_full_catchup_page_fits_the_gates_heap(bridge, gates):
+    """The largest entries (16-byte plates, seqs and times near 2^32, every
+    flag, 16-character gate ids) still make a page under 1 KB; longer gate
+    ids make shorter pages, and the cursor goes on exactly."""
+    plates = ["京A%s" % ("%012d" % i) for i in range(12)]
+    assert all(len(p.encode()) == record.MAX_PLATE_BYTES for p in plates)
+    big = 0xFFFFFFF0
+
+    def big_entry(seq, plate):
+        return dict(entry(seq, plate, big, colour=255), cf=100, q=6, fl=0xFF & ~64)
+    short_gate = gates("g" * 16)
+    short_gate.publish("up/events", batch("g" * 16, 1, [big_entry(big + i, p)
+                                                         for i, p in enumerate(plates[:10])]))
+    short_gate.expect("down/ack")
+    answers = catchup_pages(short_gate, big)
+    assert [len(a["e"]) for a in answers] == [CATCHUP_PAGE, 2]
+    full = short_gate.received("down/catchup")[0]
+    assert len(full) < 1024, len(full)
+    long_gate = gates("g" * 40)
+    long_gate.publish("up/events", batch("g" * 40, 1, [big_entry(big + i, p)
+                                                        for i, p in enumerate(plates[10:])]))
+    long_gate.publish("up/events", batch("g" * 40, 2, [big_entry(big + i, "L%d" % i)
+                                                        for i in range(CATCHUP_PAGE)]))
+    long_gate.expect("down/ack", 2)
+    answers = catchup_pages(long_gate, big, 10)
+    sizes = [len(payload) for payload in long_gate.received("down/catchup")]
+    assert max(sizes) <= CATCHUP_MAX_BYTES
+    # 40-character ids: a page of 8 would be about 1,180 bytes
+    assert [len(a["e"]) for a in answers] == [CATCHUP_PAGE, 7, 5]
+    assert [e["p"] for a in answers for e in a["e"]] == plates + ["L%d" % i
+                                                                  for i in range(CATCHUP_PAGE)]
+
+
+def test_junk_catchup_requests_get_no_answer(bridge, gates, caplog):
+    caplog.set_level(logging.WARNING, logger="parkgate.bridge")
+    gate = gates("out-1")
+    gate.publish("up/events", batch("out-1", 1, [entry(1, PLATE_A, T0)]))
+    gate.expect("down/ack")
+    junk = [
+        (b"[1]", "not a JSON object"),
+        ({"s": T0, "c": 0}, "r: None is not an integer in 0..65535"),
+        ({"r": 65536, "s": T0, "c": 0}, "r: 65536"),
+        ({"r": -1, "s": T0, "c": 0}, "r: -1"),
+        ({"r": "1", "s": T0, "c": 0}, "r: '1'"),
+        ({"r": True, "s": T0, "c": 0}, "r: True"),
+        ({"r": 1, "s": 1.5, "c": 0}, "s: 1.5"),
+        ({"r": 1, "s": 2 ** 32, "c": 0}, "s: 4294967296"),
+        ({"r": 1, "s": T0}, "c: None"),
+        ({"r": 1, "s": T0, "c": -3}, "c: -3"),
+        ({"r": 1, "s": T0, "c": 2 ** 63}, "c: 9223372036854775808"),
+        ({"r": 1, "s": T0, "c": 987654321}, "c: 987654321 is not a stored row id"),
+    ]
+    for payload, _ in junk:
+        gate.publish("up/catchup", payload)
+    gate.publish("up/catchup", {"r": 65535, "s": 0, "c": 0})
+    answer = json.loads(gate.expect("down/catchup")[0])
+    assert answer["r"] == 65535 and [e["p"] for e in answer["e"]] == [PLATE_A]
+    assert len(gate.received("down/catchup")) == 1
+    assert bridge.refused == len(junk)
+    for _, reason in junk:
+        assert reason in caplog.text, reason

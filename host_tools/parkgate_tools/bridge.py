@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from parkgate import record, tariff
+from parkgate_tools.broker import MAX_MESSAGE_BYTES
 from parkgate_tools.forwarder import Forwarder
 from parkgate_tools.store import LOCK_WAIT_S, DatabaseLocked, open_store
 
@@ -26,6 +27,19 @@ RECONNECT_MIN_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 8
 # Gate and lot ids are letters, digits and "-", so this level is never a gate.
 SYNC_LEVEL = "_bridge"
+# pg/<lot>/server/status: the lot server's presence, retained: {"on": 1, "t":
+# unix seconds} while the bridge is live, {"on": 0} after it stopped (its
+# own message) or died (its last will). "server" is therefore no gate id.
+SERVER_LEVEL = "server"
+PRESENCE_OFFLINE = b'{"on":0}'
+PRESENCE_STOP_WAIT_S = 2
+# Lane catch-up (down/catchup): a page holds at most CATCHUP_PAGE entries
+# (store.py) and its JSON at most this many bytes, so that the gate can take
+# it in one piece of heap: 8 entries with 16-byte plates, the largest seqs and
+# times and 16-character gate ids come to about 990 bytes.
+CATCHUP_MAX_BYTES = 1000
+_REQUEST_MAX = 0xFFFF
+_CURSOR_MAX = 2 ** 63 - 1
 _ID = re.compile(r"[A-Za-z0-9-]+\Z")
 _U32 = 0xFFFFFFFF
 # One commit takes every batch waiting, up to these many (group commit).
@@ -141,8 +155,16 @@ class Bridge:
         self.batches = 0       # batches committed (and acknowledged)
         self.events = 0        # events in those batches
         self.commits = 0       # transactions that stored them
-        self.refused = 0       # messages refused as malformed
+        self.refused = 0       # messages refused as malformed (or oversize)
+        self.oversize = 0      # of those, payloads over MAX_MESSAGE_BYTES, never parsed
         self.failed = 0        # batches not stored because the store failed
+        self.catchups = 0      # catch-up pages sent
+        self._presence_topic = self._prefix + SERVER_LEVEL + "/status"
+        if share_group is not None:
+            # Every worker hears the presence topic (not shared), so that a
+            # live one puts "on" back after another worker's last will.
+            self._filters.append(self._presence_topic)
+        self._stopping = False
 
     def _use_stored_tariff(self):
         """A tariff taken from the central server earlier wins over the file
@@ -163,7 +185,10 @@ class Bridge:
     # ---- life cycle ----
 
     def start(self):
-        """Connect in the background; reconnects by itself until stop()."""
+        """Connect in the background; reconnects by itself until stop().
+        Once live, publishes the retained presence {"on": 1, "t": now} on
+        pg/<lot>/server/status; its last will there is {"on": 0}."""
+        self._stopping = False
         self._writer = threading.Thread(target=self._write_loop, daemon=True,
                                         name="bridge-writer-" + self.client_id)
         self._writer.start()
@@ -179,6 +204,7 @@ class Bridge:
         if self.tls_ca:
             client.tls_set(ca_certs=self.tls_ca)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.will_set(self._presence_topic, PRESENCE_OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -208,8 +234,18 @@ class Bridge:
     def stop(self):
         """Disconnect, stop the network, writer and forwarder threads and
         close the store it opened. Batches not yet committed are not
-        acknowledged: their gates send them again."""
+        acknowledged: their gates send them again. Publishes the retained
+        presence {"on": 0} first (disconnecting cleanly skips the will)."""
+        self._stopping = True
+        self._live.clear()
         if self._client is not None:
+            if self._client.is_connected():
+                info = self._client.publish(self._presence_topic, PRESENCE_OFFLINE, qos=1,
+                                            retain=True)
+                try:
+                    info.wait_for_publish(PRESENCE_STOP_WAIT_S)
+                except (RuntimeError, ValueError) as exc:
+                    log.warning("presence offline not published: %s", exc)
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
@@ -249,6 +285,10 @@ class Bridge:
 
     def _on_message(self, client, userdata, message):
         try:
+            if len(message.payload) > MAX_MESSAGE_BYTES:
+                self.oversize += 1
+                raise BadMessage("%d bytes, more than %d" % (len(message.payload),
+                                                            MAX_MESSAGE_BYTES))
             self._dispatch(message.topic, message.payload)
         except BadMessage as exc:
             self.refused += 1
@@ -261,15 +301,22 @@ class Bridge:
     def _dispatch(self, topic, payload):
         levels = topic.split("/")
         if topic == self._sync_topic:
-            if payload.decode(errors="replace") == self._sync_token:
+            if payload.decode(errors="replace") == self._sync_token and not self._stopping:
                 self._live.set()
                 log.info("live: broker backlog delivered")
+                self._publish_presence()
+            return
+        if topic == self._presence_topic:
+            self._on_presence(payload)
             return
         gate, kind = levels[2], "/".join(levels[3:])
         if gate == SYNC_LEVEL:
             return   # another worker's sync
+        if gate == SERVER_LEVEL:
+            raise BadMessage("gate id %r is the lot server's" % gate)
         handler = {"up/events": self._on_events, "up/fee": self._on_fee,
-                   "up/clock": self._on_clock, "status": self._on_status}.get(kind)
+                   "up/clock": self._on_clock, "up/catchup": self._on_catchup,
+                   "status": self._on_status}.get(kind)
         if handler is None:
             log.debug("ignored %s", topic)
             return
@@ -329,6 +376,38 @@ class Bridge:
     def _on_status(self, gate, message):
         self._queue.put(("status", gate, message))
 
+    def _on_catchup(self, gate, message):
+        """A lane's request for the open sessions it missed: validated here,
+        answered by the writer thread in order (after the batches before it
+        are stored)."""
+        values = []
+        for key, high in (("r", _REQUEST_MAX), ("s", _U32), ("c", _CURSOR_MAX)):
+            value = message.get(key)
+            if type(value) is not int or not 0 <= value <= high:
+                raise BadMessage("%s: %r is not an integer in 0..%d" % (key, value, high))
+            values.append(value)
+        self._queue.put(("catchup", gate, tuple(values), self._live.is_set()))
+
+    def _publish_presence(self):
+        client = self._client
+        if client is not None:
+            client.publish(self._presence_topic, _compact({"on": 1, "t": int(self.clock())}),
+                           qos=1, retain=True)
+
+    def _on_presence(self, payload):
+        """The lot server's presence as the broker has it: when another
+        worker's last will (or a stop) said offline while this one is live,
+        say online again."""
+        try:
+            message = json.loads(payload) if payload else {}
+        except ValueError:
+            message = {}
+        if isinstance(message, dict) and message.get("on") == 1:
+            return
+        if self._live.is_set() and not self._stopping:
+            log.info("presence said offline while live: online again")
+            self._publish_presence()
+
     # ---- the writer thread ----
 
     def _write_loop(self):
@@ -355,13 +434,14 @@ class Bridge:
                 else:
                     self._commit(batches, statuses)
                     batches, statuses = [], []
+                    answer = self._answer_fee if item[0] == "fee" else self._answer_catchup
                     try:
-                        self._answer_fee(item[1], *item[2], live=item[3])
+                        answer(item[1], *item[2], live=item[3])
                     except BadMessage as exc:
                         self.refused += 1
-                        log.warning("refused fee query of %s: %s", item[1], exc)
+                        log.warning("refused %s query of %s: %s", item[0], item[1], exc)
                     except Exception:
-                        log.exception("fee query of %s failed", item[1])
+                        log.exception("%s query of %s failed", item[0], item[1])
             self._commit(batches, statuses)
 
     def _commit(self, batches, statuses):
@@ -430,6 +510,37 @@ class Bridge:
         log.debug("fee gate=%s r=%r plate=%s et=%s (stored %s, gate %s) t=%d: %d", gate,
                   request, plate, entry_time, entry.time if entry else None, gate_entry,
                   exit_time, quote.fee)
+
+    def _answer_catchup(self, gate, request, since, cursor, live):
+        if not live:
+            log.info("catch-up gate=%s r=%d not answered: queued while the bridge was away",
+                     gate, request)
+            return
+        try:
+            entries, next_cursor = self.store.open_entries_page(since, cursor)
+        except ValueError as exc:
+            raise BadMessage(str(exc))
+        wires = []
+        for row_id, entry_gate, event in entries:
+            wire = record.to_wire(event)
+            wire["g"] = entry_gate
+            wires.append(wire)
+        payload = _compact({"r": request, "e": wires, "c": next_cursor})
+        while len(payload) > CATCHUP_MAX_BYTES and len(wires) > 1:
+            # Long gate ids: fewer entries, the next page goes on after them.
+            wires.pop()
+            entries.pop()
+            next_cursor = entries[-1][0]
+            payload = _compact({"r": request, "e": wires, "c": next_cursor})
+        self.catchups += 1
+        self._publish_raw(gate, "down/catchup", payload)
+        log.debug("catch-up gate=%s r=%d s=%d c=%d: %d entries, next %s", gate, request, since,
+                  cursor, len(wires), next_cursor)
+
+    def _publish_raw(self, gate, leaf, payload):
+        client = self._client
+        if client is not None:
+            client.publish(self._prefix + gate + "/" + leaf, payload, qos=0)
 
     def _publish(self, gate, leaf, obj):
         client = self._client

@@ -13,6 +13,16 @@ from parkgate_tools import security
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mosquitto.conf")
 
+# The largest payload of any message on a lot's broker, in bytes: mosquitto
+# drops a larger publish (message_size_limit) and the bridge refuses one
+# before parsing it (bridge.py). Gates send batches of at most 1 KB; the
+# largest downlink, a signed tariff or member list, stays under 4 KB.
+MAX_MESSAGE_BYTES = 4096
+# A whole MQTT packet may add its fixed header, topic, packet id and MQTT 5
+# properties to that; a client sending a larger packet is disconnected
+# (max_packet_size) before mosquitto reads it into memory.
+PACKET_OVERHEAD_BYTES = 512
+
 
 def mosquitto_binary():
     """Path of the mosquitto executable (PATH, else /usr/sbin)."""
@@ -64,11 +74,17 @@ class Broker:
     limits each gate to its own topics (parkgate_tools.security).
     tls=True: the listener speaks TLS only, with a CA and server
     certificate made by openssl in workdir/tls (ca_path for clients).
+    message_size_limit: the largest payload mosquitto passes on
+    (MAX_MESSAGE_BYTES; tests raise it to reach the bridge's own check).
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir, port=0, lot=None, gates=None, lot_dir=None, tls=False):
+    def __init__(self, workdir, port=0, lot=None, gates=None, lot_dir=None, tls=False,
+                 message_size_limit=MAX_MESSAGE_BYTES):
+        if type(message_size_limit) is not int or message_size_limit < 1:
+            raise ValueError("message_size_limit: %r is not a byte count" % (message_size_limit,))
+        self.message_size_limit = message_size_limit
         self.workdir = os.path.abspath(workdir)
         self.port = port or free_port(self.host)
         self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
@@ -142,7 +158,10 @@ class Broker:
                 self.ca_path, os.path.join(folder, "server.crt"),
                 os.path.join(folder, "server.key"))
         text = template.substitute(port=self.port, workdir=self.workdir, user=getpass.getuser(),
-                                   auth=auth, listener_options=listener_options)
+                                   auth=auth, listener_options=listener_options,
+                                   message_size_limit=self.message_size_limit,
+                                   max_packet_size=self.message_size_limit
+                                   + PACKET_OVERHEAD_BYTES)
         with open(self.conf_path, "w") as f:
             f.write(text)
         return self.conf_path
