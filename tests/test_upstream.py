@@ -166,6 +166,7 @@ def test_central_down_for_a_long_stretch_with_real_gates(tmp_path, central):
             lanes["out"].send_plate(plate)
             time.sleep(0.1)
         lanes["in"].wait_line(r"EVENT in ", 10, count=20)
+        lanes["out"].read_until_journaled(plates, 30)   # the cars queued past its bound
         lanes["out"].wait_line(r"EVENT out ", 10, count=20)
         wait_for(lambda: bridge.store.summary()["rows"] == 40, 30, "40 events at the bridge")
         assert bridge.forwarder.failures > 0 and bridge.store.outbox_backlog() == 40

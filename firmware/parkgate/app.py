@@ -14,7 +14,7 @@ import gc
 import json
 import os
 
-from parkgate import camera, downlink, lane, members, plate, record, sign
+from parkgate import camera, downlink, lane, member_update, members, plate, record, sign
 from parkgate import tariff as tariff_engine
 from parkgate import tariff_check  # noqa: F401  validation code, loaded while the heap is whole
 from parkgate.checkpoint import Checkpointer
@@ -101,7 +101,9 @@ class Gate:
         self.watchdog = board.Watchdog()
         self.parser = camera.make_parser(site["camera"], self._on_plate, self._on_reject)
         self._reject_names = camera.reject_names(site["camera"])
-        self.members = self._open_members()
+        # The member list and its updates (checked at boot; a leftover of
+        # an install cut short is finished or removed).
+        self.member_store = member_update.MemberStore(self.fs, board.free_flash, self.log)
         self._uart_buf = bytearray(128)
         self._uart_mv = memoryview(self._uart_buf)
         self._body_buf = bytearray(record.MAX_BODY_BYTES)   # the journal body of the car at the barrier
@@ -217,51 +219,14 @@ class Gate:
         self.log("TARIFF installed version=%d" % table.version)
         self._publish_status()
 
-    def _install_members(self, envelope):
-        """A signed member list (a whole file, or a delta to the current
-        one), base64 in the envelope's body. Either is written beside the
-        list and renamed over it: a power cut leaves the old list or the new."""
-        applied = self.members.version if self.members else 0
-        path = self.fs + "/members.bin"
+    def _on_members(self, envelope):
+        """One signed part of a member list update (or a small update in one
+        envelope): stored to flash at once; the install runs in slices
+        while the lane is idle (member_update.MemberStore.step)."""
         try:
-            if not self.key:
-                raise sign.SignatureError("no downlink key configured")
-            data = binascii.a2b_base64(
-                sign.verify(self.key, envelope, "members", self.gate_id, applied))
-            if data[:4] == members.DELTA_MAGIC:
-                if self.members is None:
-                    raise members.MemberError("a delta needs a list to apply to")
-                self.members.close()
-                self.members = None
-                try:
-                    members.apply_delta_file(path, data)
-                finally:
-                    self.members = self._open_members()
-            else:
-                with open(path + ".new", "wb") as f:
-                    f.write(data)
-                fresh = members.MemberList(path + ".new")
-                try:
-                    fresh.verify()
-                    if fresh.version != envelope["v"]:
-                        raise members.MemberError("list version %d, envelope %d" % (
-                            fresh.version, envelope["v"]))
-                finally:
-                    fresh.close()
-                if self.members is not None:
-                    self.members.close()
-                os.rename(path + ".new", path)
-                self.members = self._open_members()
-        except (sign.SignatureError, members.MemberError, ValueError, MemoryError,
-                OSError) as exc:
-            _remove(path + ".new")
-            if self.members is None:
-                self.members = self._open_members()
-            self._refuse("members", envelope, exc)
-            return
-        self.log("MEMBERS installed version=%d count=%d" % (
-            self.members.version, self.members.count))
-        self._publish_status()
+            self.member_store.offer(envelope, self.key, self.gate_id)
+        except member_update.Refused as exc:
+            raise Refused(str(exc))
 
     def _refuse(self, kind, envelope, why):
         version = envelope.get("v") if isinstance(envelope, dict) else None
@@ -273,26 +238,13 @@ class Gate:
     def _on_reject(self, reason, count):
         self.log("REJECT %s n=%d" % (self._reject_names[reason], count))
 
-    def _open_members(self):
-        path = self.fs + "/members.bin"
-        try:
-            os.stat(path)
-        except OSError:
-            return None
-        try:
-            member_list = members.MemberList(path)
-            member_list.verify()
-            return member_list
-        except (OSError, members.MemberError) as exc:
-            self.log("ALARM member list unusable: %s" % exc)
-            return None
-
     def member_status(self, read, time, quality):
         """The member list's verdict, or UNKNOWN without a list or a clock."""
-        if self.members is None or quality == Q_UNSET:
+        member_list = self.member_store.current
+        if member_list is None or quality == Q_UNSET:
             return members.UNKNOWN
         offset = self.tariff.utc_offset_minutes if self.tariff else self.site["utc_offset_minutes"]
-        return self.members.lookup(read.plate, time, offset)[0]
+        return member_list.lookup(read.plate, time, offset)[0]
 
 
     def _on_plate(self, read):
@@ -457,6 +409,18 @@ class Gate:
         if self.exit is not None:
             self.exit.link(False, self.board.ticks_ms())
 
+    def _member_step(self):
+        """A slice of a member list install, if one is under way."""
+        store = self.member_store
+        done = store.step()
+        if done == 2:
+            self._publish_status()
+        if store.failure is not None:
+            version, why = store.failure
+            store.failure = None
+            self._refuse("members", {"v": version}, why)
+        return done != 0
+
     def _service_ntp(self, now):
         """SNTP, one non-blocking step per idle pass, over a socket made
         once the network is up."""
@@ -531,7 +495,7 @@ class Gate:
                   "heap": self.board.free_heap(), "flash": self.board.free_flash(self.fs),
                   "clock": self.clock.quality,
                   "tv": self.tariff.version if self.tariff else None,
-                  "mv": self.members.version if self.members else None}
+                  "mv": self.member_store.current.version if self.member_store.current else None}
         self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
@@ -616,7 +580,7 @@ class Gate:
         downlink.PAID: _on_paid,
         downlink.CLOCK: _on_clock,
         downlink.TARIFF: _install_tariff,
-        downlink.MEMBERS: _install_members,
+        downlink.MEMBERS: _on_members,
         downlink.OPEN: _on_command,
         downlink.CATCHUP: _on_catchup,
         downlink.EVENTS: _on_peer_events,
@@ -661,7 +625,7 @@ class Gate:
         lane_busy = self._relay_off_at is not None or self._passing or \
             (exit_lane is not None and exit_lane.state != IDLE)
         if not busy and not lane_busy:
-            busy = self.journal.maintain() or self.checkpoint.service()
+            busy = self.journal.maintain() or self.checkpoint.service() or self._member_step()
             if not busy and ticks_diff(now, self._clock_saved) >= SAVE_EVERY_MS:
                 self._clock_saved = now
                 self.clock.save()

@@ -71,14 +71,19 @@ class Lane:
             self._left_next = (at + 1) % _LEFT_MAX
 
     def just_left(self, plate, time, window_s=LEFT_WINDOW_S):
-        """True if plate (or a misread of it) left within window_s before
-        time (unix seconds) and has not come in since: the camera
-        reading a car under the barrier again, after a long wait to pay or
-        after a reboot emptied the repeat filter."""
+        """True if plate left within window_s before time (unix seconds),
+        or a misread of it (plate.similar) within the repeat window, and it
+        has not come in since: the camera reading a car under the barrier
+        again, after a long wait to pay or after a reboot emptied the
+        repeat filter."""
+        loose_s = self.repeat_window_ms // 1000
         for i in range(_LEFT_MAX):
             left = self._left_times[i]
-            if left and 0 <= time - left < window_s and \
-                    plates.similar(plate, self._left_plates[i]):
+            if not left:
+                continue
+            age = time - left
+            if 0 <= age < window_s and (plate == self._left_plates[i] or (
+                    age < loose_s and plates.similar(plate, self._left_plates[i]))):
                 return True
         return False
 

@@ -106,9 +106,10 @@ def _already_normal(text):
 
 
 # Glyphs an ANPR camera confuses with one another on Chinese plates (which
-# never use I or O): a read differing from another in one such glyph is
-# taken for the same car.
-_CONFUSABLE = ("0DQU", "8B", "2Z", "5S", "6G", "1T7", "4A")
+# never use I or O), letters against digits: a read differing from another
+# in such glyphs is taken for the same car. Digit against digit (1 and 7)
+# is left out: plates numbered in sequence would collide.
+_CONFUSABLE = ("0DQU", "8B", "2Z", "5S", "6G", "1T", "4A")
 
 
 def _confusable(x, y):

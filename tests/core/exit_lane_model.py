@@ -16,7 +16,7 @@ from parkgate.compat import ticks_add
 TARIFF = tariff_engine.loads(open("firmware/tariffs/default.json").read())
 _SERIAL = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
 _CONFUSE = {"0": "D", "D": "0", "8": "B", "B": "8", "2": "Z", "Z": "2", "5": "S", "S": "5",
-            "6": "G", "G": "6", "1": "7", "7": "1", "4": "A", "A": "4"}
+            "6": "G", "G": "6", "1": "T", "T": "1", "4": "A", "A": "4"}
 _PROVINCES = "京津沪粤鄂苏浙"
 
 

@@ -90,7 +90,8 @@ def test_similar_plates_are_one_glyph_or_two_confusable_ones_apart():
     assert similar("粤B00077", "粤B00077")
     assert similar("粤B00077", "粤BD0077")        # 0 and D
     assert similar("粤B00077", "京B00077")        # the province character
-    assert similar("粤B00077", "粤BD0071")        # two confusable glyphs
+    assert similar("粤B00077", "粤BD007T") is False   # three apart
+    assert similar("粤B00071", "粤BD007T")        # two confusable glyphs
     assert not similar("粤B00077", "粤B00078")    # 7 and 8 are not confused
     assert not similar("粤B00077", "粤BDD071")    # three apart
     assert not similar("粤B00077", "粤B0007")     # lengths differ
