@@ -1,4 +1,4 @@
-"""Clocks that stay right and the passage input, on the gate's own image:
+"""Clocks that stay right, the passage input and lane catch-up, on the gate's own image:
 a clock that drifts is corrected while the gate stays connected, a gate
 with no lot server takes its time from an NTP server, and an entry the
 passage input never saw go through leaves no car inside."""
@@ -113,3 +113,29 @@ def test_an_entry_never_seen_going_through_leaves_no_car_inside(lot):
     went_in, turned_away = exit_gate.events()
     assert went_in["et"] > 0 and not went_in["fl"] & 1
     assert turned_away["et"] == 0 and turned_away["fl"] & 1
+
+
+def test_an_exit_lane_that_was_away_catches_up_and_charges_from_the_right_entry(lot):
+    # Ten cars come in while the exit lane is off; it boots, asks the lot
+    # server for the entries it missed (pages of 8), and when the lot server
+    # is then gone it charges their exits offline from those entries.
+    entry = lot.gate("cu-in", "in")
+    plates = ["鄂C%05d" % (11111 * (i % 9) + i // 9) for i in range(10)]
+    for plate in plates:
+        entry.send_plate(plate)
+        entry.wait_line(r"EVENT in seq=\d+ plate=%s " % plate, 5)
+    entered = {e["plate"]: e["t"] for e in entry.events()}
+    wait_until_stored = time.time() + 20
+    while lot.stored("cu-in") < len(plates) and time.time() < wait_until_stored:
+        time.sleep(0.05)
+    exit_gate = lot.gate("cu-out", "out", site_extra={"exit_policy": "owed"})
+    exit_gate.wait_line(r"CATCHUP page=2 ", 10)
+    pages = exit_gate.lines(r"CATCHUP page=")
+    assert sum(int(line.split("entries=")[1].split()[0]) for line in pages) == len(plates)
+    lot.bridge.stop()
+    exit_gate.wait_line(r"LOT server gone", 10)
+    for plate in plates[:3]:
+        exit_gate.send_plate(plate)
+        exit_gate.wait_line(r"EVENT out seq=\d+ plate=%s .* src=off " % plate, 5)
+    for event in exit_gate.events():
+        assert event["et"] == entered[event["plate"]] and not event["fl"] & 1
