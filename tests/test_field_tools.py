@@ -527,3 +527,18 @@ def test_members_and_site_checks():
     assert caught.value.field == "wifi_ssid"
     assert fieldtool.check_site(dict(site, gate="g1", colour="red")) == [
         "site: colour: not a key the firmware knows (kept)"]
+
+
+def test_site_keys_for_clocks_passage_and_the_lane_are_checked():
+    from parkgate_tools.fieldtool import Refused, check_site_value
+    for key, value in (("ntp", "192.168.1.1:123"), ("passage", True), ("rtc", "ds3231"),
+                       ("camera", "vz"), ("exit_policy", "owed"), ("passage_ms", 8000),
+                       ("clock_resync_s", 3600), ("utc_offset_minutes", 480)):
+        assert check_site_value(key, value) is None, key
+    for key, value in (("ntp", "pool.ntp.org"), ("passage", 1), ("rtc", "ds1307"),
+                       ("exit_policy", "free"), ("utc_offset_minutes", 900)):
+        try:
+            check_site_value(key, value)
+        except Refused:
+            continue
+        raise AssertionError("%s=%r accepted" % (key, value))

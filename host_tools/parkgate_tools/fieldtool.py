@@ -139,7 +139,11 @@ def remote_join(root, name):
 # --- validation on the host ---------------------------------------------------
 
 _SITE_INTS = ("relay_pulse_ms", "fee_timeout_ms", "repeat_window_ms", "keepalive_s",
-              "socket_timeout_ms", "backoff_max_ms")
+              "socket_timeout_ms", "backoff_max_ms", "inside_max", "uplink_batch",
+              "uplink_window", "command_max_s", "passage_ms", "clock_resync_s")
+# Keys with a fixed set of values (firmware/parkgate/app.py DEFAULTS, the boards).
+_SITE_CHOICES = {"camera": ("pg", "vz"), "exit_policy": ("confirm", "owed"),
+                 "passage": (True, False), "rtc": (None, "ds3231")}
 _SITE_STRS = ("broker", "mqtt_user", "mqtt_password", "wifi_ssid", "wifi_password")
 SITE_REQUIRED = ("lot", "gate", "direction", "broker")
 
@@ -164,6 +168,18 @@ def check_site_value(key, value):
     elif key in _SITE_INTS:
         if type(value) is not int or value < 0:
             refuse("%r is not a non-negative integer" % (value,))
+    elif key in _SITE_CHOICES:
+        if value not in _SITE_CHOICES[key] or type(value) is int:
+            refuse("%r is not one of %s" % (value, ", ".join(
+                json.dumps(c) for c in _SITE_CHOICES[key])))
+    elif key == "utc_offset_minutes":
+        if type(value) is not int or not -720 <= value <= 840:
+            refuse("%r is not minutes in -720..840" % (value,))
+    elif key == "ntp":
+        if value is not None and (not isinstance(value, str) or not re.fullmatch(
+                r"(\d{1,3}\.){3}\d{1,3}(:\d{1,5})?", value)):
+            refuse("%r is not an IP address with an optional :port (the gate does no "
+                   "DNS on the lane)" % (value,))
     elif key == "key":
         if value is not None and (not isinstance(value, str) or not value or len(value) % 2
                                   or not re.fullmatch(r"[0-9a-fA-F]+", value)):
