@@ -22,7 +22,6 @@ from parkgate.clock import (Clock, EARLIEST_VALID, Q_CAMERA, Q_NTP, Q_SERVER, Q_
                             QUALITY_NAMES, SAVE_EVERY_MS)
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.downlink import Refused
-from parkgate.exit_lane import IDLE, PAYING, ExitLane
 from parkgate.journal import Journal, JournalFull
 from parkgate.link import Link
 from parkgate.uplink import Uplink
@@ -118,6 +117,8 @@ class Gate:
         self._passing = []
         self.exit = None
         if self.lane.direction == lane.DIRECTION_OUT:
+            # Imported here: an entry lane's heap does not hold its code.
+            from parkgate.exit_lane import ExitLane
             self.exit = ExitLane(self.lane, self, site["exit_policy"], site["fee_timeout_ms"],
                                  site["relay_pulse_ms"],
                                  site["passage_ms"] if self.passage else 0)
@@ -606,7 +607,7 @@ class Gate:
                 self._last_expire = now
         exit_lane = self.exit
         if exit_lane is not None:
-            if exit_lane.state == PAYING and self.confirm.pressed():
+            if exit_lane.state == exit_lane.PAYING_STATE and self.confirm.pressed():
                 exit_lane.confirm(now)
             exit_lane.tick(now)
         if self.passage is not None:
@@ -623,7 +624,7 @@ class Gate:
             if self._ntp_address is not None:
                 self._service_ntp(now)
         lane_busy = self._relay_off_at is not None or self._passing or \
-            (exit_lane is not None and exit_lane.state != IDLE)
+            (exit_lane is not None and exit_lane.state != exit_lane.IDLE_STATE)
         if not busy and not lane_busy:
             busy = self.journal.maintain() or self.checkpoint.service() or self._member_step()
             if not busy and ticks_diff(now, self._clock_saved) >= SAVE_EVERY_MS:

@@ -100,8 +100,7 @@ class MemberStore:
         self._stg = fs_path + "/members.stg"
         self._upd = fs_path + "/members.upd"
         self._cmp = fs_path + "/members.bin.new"
-        self._buf = bytearray(_SLICE)
-        self._mv = memoryview(self._buf)
+        self._buf = self._mv = None   # the slice buffer, only while an install runs
         self._files = []
         self._merger = None
         self._compact = 0
@@ -410,8 +409,14 @@ class MemberStore:
         self._files = []
         self._merger = None
 
+    def _slice_buffer(self):
+        if self._buf is None:
+            self._buf = bytearray(_SLICE)
+            self._mv = memoryview(self._buf)
+
     def _check_step(self):
         # the staged payload's SHA-256, and for a whole list its order and CRC
+        self._slice_buffer()
         if not self._files:
             self._src = self._open(self._stg, "rb")
             self._sha = hashlib.sha256()
@@ -513,6 +518,7 @@ class MemberStore:
     def _readback(self, path, at):
         # one slice of reading a file written in this install back from the
         # flash; True when all of it was read and its CRC is the one written
+        self._slice_buffer()
         if not self._files:
             self._src = self._open(path, "rb")
             self._src.seek(at)
@@ -551,6 +557,7 @@ class MemberStore:
             self._open_current(True)
 
     def _clear(self):
+        self._buf = self._mv = None
         self._phase = _IDLE
         self._v = self._n = self._z = self._p = self._next = -1
         self._h = None

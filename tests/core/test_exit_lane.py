@@ -176,3 +176,4 @@ def test_random_interleavings_keep_every_promise():
     # Thousands of seeded runs of the physical lane (tests/core/exit_lane_model.py),
     # here and on the gate's MicroPython.
     assert exit_lane_model.run_cases(1, 4000, random) == 4000
+
