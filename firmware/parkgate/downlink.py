@@ -94,7 +94,7 @@ def _envelope(m):
 def _catchup(m):
     _int(m, "r", 0, 0xFFFF)
     _list(m, "e", CATCHUP_PAGE_MAX)
-    _int(m, "c", 0, _U32, True)
+    _int(m, "c", 0, 0x3FFFFFFFFFFFFFFF, True)   # the lot store's row id
 
 
 def _events(m):

@@ -254,13 +254,13 @@ class SimGate:
         self._seq = (self._seq + 1) & 0xFF
         return self.write_raw(frame.encode(self._seq, plate, colour, confidence, camera_time))
 
-    def read_until_journaled(self, plates, timeout=60, every=1.5, colours=None):
-        """The camera reading cars that stand in front of it: every plate
-        not yet journaled at this gate is read again each `every` seconds,
-        as a real camera reads a car waiting at the lane (an exit lane
-        holds only exit_lane.QUEUE_MAX cars behind the one at the barrier
-        and drops the reads of others). Raises TimeoutError naming the
-        cars still waiting."""
+    def read_until_journaled(self, plates, timeout=60, every=1.0, colours=None, front=4):
+        """The camera reading cars that stand in front of it: the first
+        `front` plates not yet journaled at this gate, in order, are read
+        again each `every` seconds, as a real camera reads the cars waiting
+        at the lane (an exit lane holds only exit_lane.QUEUE_MAX cars
+        behind the one at the barrier and drops the reads of others).
+        Raises TimeoutError naming the cars still waiting."""
         deadline = time.time() + timeout
         while True:
             done = {e["plate"] for e in self.events()}
@@ -270,7 +270,7 @@ class SimGate:
             if time.time() > deadline:
                 raise TimeoutError("%s: %d cars never journaled: %s" % (
                     self.gate, len(waiting), " ".join(waiting[:8])))
-            for plate in waiting:
+            for plate in waiting[:front]:
                 self.send_plate(plate, (colours or {}).get(plate, 0))
             time.sleep(every)
 
