@@ -4,7 +4,7 @@
 import gc
 import sys
 
-from check import raises
+from check import raises, xorshift
 from parkgate import frame
 from parkgate.frame import (BAD_CRC, BAD_LENGTH, BAD_PAYLOAD, BAD_VERSION,
                             GARBAGE, TRUNCATED, FrameParser, encode)
@@ -220,15 +220,7 @@ def test_idle_drops_a_partial_frame_once_and_then_nothing():
 def test_fuzz_random_bytes_yield_nothing_then_good_frame_parses():
     # fixed-seed xorshift32 (the same bytes on both runtimes); markers and
     # plausible headers are mixed in so candidates are often collected
-    state = [20240611]
-
-    def rand(n):
-        x = state[0]
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        state[0] = x
-        return x % n
+    rand = xorshift(20240611)
 
     reads = []
     counted = [0]
@@ -315,15 +307,7 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
     # xorshift32 with a fixed seed: good frames, broken frames (cut short,
     # a byte flipped, a length changed) and garbage rich in "P"/"PG",
     # back to back with no quiet line, fed in chunks of 1..64 bytes
-    state = [0x9E3779B9]
-
-    def rand(n):
-        x = state[0]
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        state[0] = x
-        return x % n
+    rand = xorshift(0x9E3779B9)
 
     reads = []
     counted = [0]

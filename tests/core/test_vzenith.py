@@ -3,7 +3,7 @@
 import gc
 import sys
 
-from check import raises
+from check import raises, xorshift
 from parkgate import camera, frame, vzenith
 from parkgate.vzenith import (BAD_JSON, BAD_LENGTH, BAD_PAYLOAD, BAD_PLATE, BAD_TYPE,
                               GARBAGE, NO_PLATE, TRUNCATED, VzParser, encode)
@@ -154,15 +154,7 @@ def test_idle_truncates_and_counts_every_byte():
 
 
 def test_fuzz_random_bytes_then_good_frame():
-    state = [20240611]
-
-    def rand(n):
-        x = state[0]
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        state[0] = x
-        return x % n
+    rand = xorshift(20240611)
 
     reads = []
     counted = [0]
@@ -297,15 +289,7 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
     # bad type, false heartbeats claiming a body, garbage rich in "V"/"VZ",
     # back to back with no quiet line, fed in chunks of 1..64 bytes; the
     # false heartbeats claim 4096 bytes, so the next frame always cuts them
-    state = [0x9E3779B9]
-
-    def rand(n):
-        x = state[0]
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        state[0] = x
-        return x % n
+    rand = xorshift(0x9E3779B9)
 
     reads = []
     rejects = [0]
