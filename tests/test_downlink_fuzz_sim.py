@@ -6,14 +6,13 @@ never drops for it, and every car is journaled and stored."""
 import json
 import random
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from parkgate_tools.simlot import SimLot
 
-from fixtures_mqtt import FakeGate
+from fixtures_mqtt import FakeGate, wait_for
 
 MESSAGES = 2400
 BURST = 40
@@ -100,14 +99,6 @@ def lot(tmp_path):
         yield lot
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
 def test_malformed_downlinks_are_refused_without_dropping_the_link_or_a_car(lot):
     entry = lot.gate("fz-in", "in")
     gate = lot.gate("fz-out", "out", site_extra={"exit_policy": "owed"})
@@ -138,10 +129,10 @@ def test_malformed_downlinks_are_refused_without_dropping_the_link_or_a_car(lot)
                 # Through the flood, the fee answer may come late: the exit
                 # is then charged offline; either way the car goes out.
                 gate.wait_line(r"EVENT out seq=\d+ plate=%s " % plate, 20)
-            wait_until(lambda: refusals.count >= sent - BURST, 60, "the gate to keep up")
-        wait_until(lambda: refusals.count >= sent, 60, "every refusal")
-        wait_until(lambda: len(gate.lines(r" EVENT out ")) == cars, 30, "every exit")
-        wait_until(lambda: lot.stored("fz-out") == cars and lot.stored("fz-in") == cars, 60,
+            wait_for(lambda: refusals.count >= sent - BURST, 60, "the gate to keep up")
+        wait_for(lambda: refusals.count >= sent, 60, "every refusal")
+        wait_for(lambda: len(gate.lines(r" EVENT out ")) == cars, 30, "every exit")
+        wait_for(lambda: lot.stored("fz-out") == cars and lot.stored("fz-in") == cars, 60,
                    "every car stored")
     finally:
         refusals.close()
