@@ -607,7 +607,9 @@ class Gate:
                 self._last_expire = now
         exit_lane = self.exit
         if exit_lane is not None:
-            if exit_lane.state == exit_lane.PAYING_STATE and self.confirm.pressed():
+            # The attendant's button: a car paying at the booth, or one no
+            # fee can be found for (the machine ignores it otherwise).
+            if exit_lane.state != exit_lane.IDLE_STATE and self.confirm.pressed():
                 exit_lane.confirm(now)
             exit_lane.tick(now)
         if self.passage is not None:

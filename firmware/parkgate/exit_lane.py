@@ -51,8 +51,7 @@ def _on(source):
 
 
 class ExitLane:
-    IDLE_STATE = IDLE    # the states, for a caller that does not import the module
-    PAYING_STATE = PAYING
+    IDLE_STATE = IDLE    # for a caller that does not import the module
 
     def __init__(self, lane, port, policy=POLICY_CONFIRM, fee_timeout_ms=1500,
                  pulse_ms=800, passage_ms=0):

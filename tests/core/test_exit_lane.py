@@ -177,3 +177,16 @@ def test_random_interleavings_keep_every_promise():
     # here and on the gate's MicroPython.
     assert exit_lane_model.run_cases(1, 4000, random) == 4000
 
+
+
+def test_with_no_fee_to_be_found_the_car_waits_until_the_attendant_lets_it_out():
+    m, port = machine(link=False)
+    m.tariff = None
+    read(m, CAR, 0)
+    m.tick(5000)
+    assert m.state == exit_lane.ASKING and not port.released
+    assert len([line for line in port.logs if "FEE unavailable" in line]) == 1
+    m.confirm(5100)
+    event = port.released[0]
+    assert event.flags & record.FLAG_OWED and event.fee == 0
+    assert event.fee_source == record.FEE_NONE
