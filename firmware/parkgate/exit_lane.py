@@ -209,10 +209,7 @@ class ExitLane:
             self._release(event, now)
             return
         if self.link_up and self.server is not False:
-            car.request = self.port.next_request()
-            query = {"r": car.request, "p": read.plate, "c": read.colour,
-                     "t": time, "et": car.entry_time}
-            if self.port.ask_fee(query):
+            if self._ask(car):
                 self.state = ASKING
                 self.deadline = ticks_add(now, self.fee_timeout_ms)
                 return
@@ -220,6 +217,14 @@ class ExitLane:
         else:
             why = "lot server gone" if self.link_up else "link down"
         self._offline(why, now)
+
+    def _ask(self, car):
+        """Publish the fee query for the car at the barrier; False if it
+        could not go out."""
+        car.request = self.port.next_request()
+        read = car.read
+        return self.port.ask_fee({"r": car.request, "p": read.plate, "c": read.colour,
+                                  "t": car.time, "et": car.entry_time})
 
     def _offline(self, why, now):
         car = self.car
@@ -234,9 +239,7 @@ class ExitLane:
             self.state = ASKING
             self.deadline = ticks_add(now, self.fee_timeout_ms)
             if self.link_up and self.server is not False:
-                car.request = self.port.next_request()
-                self.port.ask_fee({"r": car.request, "p": car.read.plate, "c": car.read.colour,
-                                   "t": car.time, "et": car.entry_time})
+                self._ask(car)
             return
         self.port.log("FEE offline plate=%s: %s" % (car.read.plate, why))
         self._charge(self.lane.offline_exit(car, self.tariff), now)
