@@ -84,6 +84,26 @@ class MemberError(ValueError):
     pass
 
 
+def _bisect(f, start, size, count, buf, key_at, key):
+    """Binary search of count sorted records of size bytes from start in
+    file f, each read into buf (its key at key_at): the index of key's
+    record, left in buf, or -1."""
+    lo = 0
+    hi = count
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        f.seek(start + mid * size)
+        f.readinto(buf)
+        c = _cmp(buf, key_at, key, 0)
+        if c == 0:
+            return mid
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return -1
+
+
 def _key_into(text, buf):
     # the 7-byte key of a normalised plate into buf[0:7]
     data = text.encode()
@@ -341,22 +361,7 @@ class MemberList:
 
     def _find_change(self, key):
         # the index of key's change in the overlay (its op in self._chg), or -1
-        chg = self._chg
-        f = self._ov
-        lo = 0
-        hi = self.changes
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            f.seek(mid * CHANGE)
-            f.readinto(chg)
-            c = _cmp(chg, 1, key, 0)
-            if c == 0:
-                return mid
-            if c < 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        return -1
+        return _bisect(self._ov, 0, CHANGE, self.changes, self._chg, 1, key)
 
     def find(self, text):
         """True if the normalised plate's record was read into self._rec."""
@@ -371,21 +376,7 @@ class MemberList:
                 self._ov.seek(at * CHANGE + 1)
                 self._ov.readinto(rec)
                 return True
-        f = self._f
-        lo = 0
-        hi = self.base_count
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            f.seek(HEADER + mid * RECORD)
-            f.readinto(rec)
-            c = _cmp(rec, 0, key, 0)
-            if c == 0:
-                return True
-            if c < 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        return False
+        return _bisect(self._f, HEADER, RECORD, self.base_count, rec, 0, key) >= 0
 
     def lookup(self, text, now, utc_offset_minutes=0):
         """(status, record) of a plate at unix time now; record is None for
