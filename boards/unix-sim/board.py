@@ -447,41 +447,46 @@ class Relay:
         self._log.flush()
 
 
-class ConfirmButton:
-    """The attendant's confirm button: the simulator appends one byte to
-    confirm.in per press."""
+class _HostInput:
+    """An input the simulator drives by appending one byte per event to a
+    file in the gate's folder (SimGate.press_confirm, SimGate.pass_car)."""
 
-    def __init__(self):
-        path = SIM_DIR + "/confirm.in"
+    def __init__(self, name):
+        path = SIM_DIR + "/" + name
         try:
             self._file = open(path, "rb")
         except OSError:
             open(path, "wb").close()
             self._file = open(path, "rb")
-        self._file.seek(0, 2)   # presses from before this boot are not for us
+        self._file.seek(0, 2)   # events from before this boot are not for us
+        self._byte = bytearray(1)
+
+    def _event(self):
+        # True once for each event since the last call (allocates nothing)
+        return bool(self._file.readinto(self._byte))
+
+
+class ConfirmButton(_HostInput):
+    """The attendant's confirm button: one byte in confirm.in per press."""
+
+    def __init__(self):
+        super().__init__("confirm.in")
 
     def pressed(self):
         """True once for each press since the last call."""
-        return bool(self._file.read(1))
+        return self._event()
 
 
-class PassageSensor:
-    """The passage input (PASSAGE, PARKGATE_SIM_PASSAGE=1): the simulator
-    appends one byte to passage.in per car that went through (SimGate.pass_car)."""
+class PassageSensor(_HostInput):
+    """The passage input (PASSAGE, PARKGATE_SIM_PASSAGE=1): one byte in
+    passage.in per car that went through."""
 
     def __init__(self):
-        path = SIM_DIR + "/passage.in"
-        try:
-            self._file = open(path, "rb")
-        except OSError:
-            open(path, "wb").close()
-            self._file = open(path, "rb")
-        self._file.seek(0, 2)   # cars from before this boot are not for us
-        self._byte = bytearray(1)
+        super().__init__("passage.in")
 
     def passed(self):
-        """True once for each car since the last call (allocates nothing)."""
-        return bool(self._file.readinto(self._byte))
+        """True once for each car since the last call."""
+        return self._event()
 
 
 class Display:
