@@ -177,10 +177,7 @@ class Gate:
 
     def _load_tariff(self):
         path = self.fs + "/tariff.json"
-        try:
-            os.remove(path + ".new")   # a push cut short by a power cut
-        except OSError:
-            pass
+        _remove(path + ".new")   # a push cut short by a power cut
         try:
             with open(path) as f:
                 return tariff_engine.loads(f.read())
