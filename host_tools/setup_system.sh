@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the simulator and tests run: mosquitto, socat,
 # PostgreSQL (the tests start throwaway clusters of their own with initdb and
-# pg_ctl, parkgate_tools/pgserver.py) and Chromium with its WebDriver (the
+# pg_ctl, parkgate_tools/sim/pgserver.py) and Chromium with its WebDriver (the
 # operator page's browser test), and gcc-multilib to build the gate's 32-bit
 # image. Only what is missing is installed.
 set -euo pipefail

@@ -1,7 +1,7 @@
 """Shared test fixtures: a real mosquitto on a free port (Broker), a lot
 bridge on it, fake gates (raw paho clients), and the lot's database on
 either backend: ``db_path`` is parametrized over SQLite and PostgreSQL (a
-throwaway cluster started once per session by parkgate_tools.pgserver, a
+throwaway cluster started once per session by parkgate_tools.sim.pgserver, a
 fresh database per test). Import the fixtures into a test module
 explicitly: ``from fixtures_mqtt import broker, bridge, gates``."""
 import json
@@ -15,10 +15,10 @@ import pytest
 
 from parkgate import record
 from parkgate_tools import runtime
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.pgserver import PgServer
-from parkgate_tools.store import PgStore, Store
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.pgserver import PgServer
+from parkgate_tools.lot.store import PgStore, Store
 
 LOT = "lot1"
 TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")

@@ -24,11 +24,11 @@ from fixtures_mqtt import (backend, broker, bridge, db_path, gates, make_bridge,
 from fixtures_mqtt import (LOT, TARIFF, WAIT_S, FakeGate, entry, exit_, fetch_all, store_class,
                            wait_for)
 from parkgate import record, tariff
-from parkgate_tools import downlink
-from parkgate_tools.bench_bridge import Worker
-from parkgate_tools.bridge import CATCHUP_MAX_BYTES, Bridge, load_tariff
-from parkgate_tools.broker import MAX_MESSAGE_BYTES, Broker
-from parkgate_tools.store import CATCHUP_PAGE
+from parkgate_tools.lot import downlink
+from parkgate_tools.bench.bridge import Worker
+from parkgate_tools.lot.bridge import CATCHUP_MAX_BYTES, Bridge, load_tariff
+from parkgate_tools.sim.broker import MAX_MESSAGE_BYTES, Broker
+from parkgate_tools.lot.store import CATCHUP_PAGE
 
 T0 = 1795564800          # 2026-11-25 08:00 at UTC+8
 PLATE_A = "京A12345"
@@ -273,7 +273,7 @@ def test_bridge_refuses_a_bad_tariff(tmp_path):
 # `parkgate bridge ...` with only this subcommand registered, as cli.main does.
 BRIDGE_COMMAND = [sys.executable, "-c", (
     "import argparse, sys\n"
-    "from parkgate_tools import bridge_cli\n"
+    "from parkgate_tools.lot import cli as bridge_cli\n"
     "parser = argparse.ArgumentParser(prog='parkgate')\n"
     "bridge_cli.add_parser(parser.add_subparsers(required=True))\n"
     "args = parser.parse_args()\n"

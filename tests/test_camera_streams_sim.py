@@ -6,8 +6,8 @@ time and FLAG_REPLAY, and the barrier does not open for it."""
 import random
 
 from parkgate import frame, record, vzenith
-from parkgate_tools.broker import free_port
-from parkgate_tools.sim import SimClock, SimGate
+from parkgate_tools.sim.broker import free_port
+from parkgate_tools.sim.gate import SimClock, SimGate
 
 START = 1767225600   # 2026-01-01T00:00:00Z
 CARS = 12

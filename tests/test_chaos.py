@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from parkgate_tools.broker import Broker
-from parkgate_tools.netproxy import NetProxy
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.netproxy import NetProxy
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 LOT = "chaos"
 SEEDS = [int(s) for s in os.environ.get("PARKGATE_CHAOS_SEEDS", "11,12").split(",")]

@@ -7,11 +7,12 @@ import os
 import subprocess
 import time
 
-from parkgate_tools import fieldtool, runtime
-from parkgate_tools.bench_boot import fill
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools import runtime
+from parkgate_tools.field import fieldtool
+from parkgate_tools.bench.boot import fill
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 LOT = "t"
 START = 1795564800

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from parkgate.sntp import NTP_TO_UNIX
-from parkgate_tools.simlot import SimLot
+from parkgate_tools.sim.lot import SimLot
 
 
 @pytest.fixture

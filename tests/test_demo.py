@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from parkgate_tools import demo
+from parkgate_tools.sim import demo
 
 
 def test_demo_loses_nothing_and_charges_offline_exits_from_local_records(tmp_path):

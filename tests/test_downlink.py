@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from parkgate import member_update, members, sign
-from parkgate_tools import downlink
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.lot import downlink
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 LOT = "dl"
 KEY = bytes(range(32))

@@ -10,7 +10,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from parkgate_tools.simlot import SimLot
+from parkgate_tools.sim.lot import SimLot
 
 from fixtures_mqtt import FakeGate, wait_for
 

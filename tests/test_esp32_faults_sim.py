@@ -8,7 +8,7 @@ import time
 import pytest
 
 from parkgate import frame
-from parkgate_tools.simlot import SimLot
+from parkgate_tools.sim.lot import SimLot
 
 from fixtures_mqtt import FakeGate
 

@@ -23,11 +23,12 @@ import time
 import pytest
 
 from parkgate import members, tariff
-from parkgate_tools import fieldtool, lint, runtime
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
-from parkgate_tools.sim_repl import FlashGate, SimRepl
+from parkgate_tools import lint, runtime
+from parkgate_tools.field import fieldtool
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.repl import FlashGate, SimRepl
 
 LOT = "ft"
 START = 1795564800   # 2026-11-25 08:00 UTC+8
@@ -530,7 +531,7 @@ def test_members_and_site_checks():
 
 
 def test_site_keys_for_clocks_passage_and_the_lane_are_checked():
-    from parkgate_tools.fieldtool import Refused, check_site_value
+    from parkgate_tools.field.fieldtool import Refused, check_site_value
     for key, value in (("ntp", "192.168.1.1:123"), ("passage", True), ("rtc", "ds3231"),
                        ("camera", "vz"), ("exit_policy", "owed"), ("passage_ms", 8000),
                        ("clock_resync_s", 3600), ("utc_offset_minutes", 480)):

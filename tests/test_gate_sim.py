@@ -7,8 +7,8 @@ import time
 import pytest
 
 from parkgate import frame, tariff
-from parkgate_tools.sim import DEFAULT_TARIFF
-from parkgate_tools.simlot import SimLot
+from parkgate_tools.sim.gate import DEFAULT_TARIFF
+from parkgate_tools.sim.lot import SimLot
 
 LOT = "t"
 START = 1795564800   # 2026-11-25 08:00 UTC+8

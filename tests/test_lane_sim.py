@@ -3,8 +3,8 @@ unreachable, Vzenith cameras with GBK plates, plate normalisation."""
 import pytest
 
 from parkgate import members, vzenith
-from parkgate_tools.broker import free_port
-from parkgate_tools.sim import SimClock, SimGate
+from parkgate_tools.sim.broker import free_port
+from parkgate_tools.sim.gate import SimClock, SimGate
 
 START = 1795564800            # 2026-11-25 08:00 in UTC+8
 MEMBER = "粤B12345"
@@ -122,8 +122,8 @@ def test_reboot_with_no_clock_bills_from_camera_time_and_never_from_the_epoch(tm
     camera timestamps date the events (quality 2) and the fee is the tariff's
     for that stay; a read without camera time is not billed from 2000."""
     from parkgate import tariff
-    from parkgate_tools.broker import Broker
-    from parkgate_tools.sim import DEFAULT_TARIFF
+    from parkgate_tools.sim.broker import Broker
+    from parkgate_tools.sim.gate import DEFAULT_TARIFF
     broker = Broker(str(tmp_path / "broker"))
     broker.start()
     gates = []

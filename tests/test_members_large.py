@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from parkgate import member_update, members
-from parkgate_tools import downlink, runtime
+from parkgate_tools import runtime
+from parkgate_tools.lot import downlink
 
 E = members.EPOCH
 DAY = 86400

@@ -18,11 +18,11 @@ import pytest
 
 from fixtures_mqtt import TARIFF, entry, exit_, wait_for
 from parkgate import record, tariff
-from parkgate_tools import demo
-from parkgate_tools.broker import free_port
-from parkgate_tools.bridge import load_tariff
-from parkgate_tools.operator_page import OperatorPage, fen_from_yuan, yuan
-from parkgate_tools.store import Store
+from parkgate_tools.sim import demo
+from parkgate_tools.sim.broker import free_port
+from parkgate_tools.lot.bridge import load_tariff
+from parkgate_tools.lot.operator_page import OperatorPage, fen_from_yuan, yuan
+from parkgate_tools.lot.store import Store
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -312,7 +312,7 @@ def test_correction_endpoint_refuses_bad_input(tmp_path):
 
 
 def test_bridge_command_serves_the_page(tmp_path):
-    from parkgate_tools.broker import Broker
+    from parkgate_tools.sim.broker import Broker
     port = free_port()
     with Broker(str(tmp_path / "broker")) as broker:
         proc = subprocess.Popen(

@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fixtures_mqtt import LOT, TARIFF, WAIT_S, FakeGate, entry, wait_for
-from parkgate_tools import security
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
+from parkgate_tools.lot import security
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
 
 T0 = 1795564800
 

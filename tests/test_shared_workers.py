@@ -9,11 +9,11 @@ import threading
 
 from fixtures_mqtt import backend, broker, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import LOT, TARIFF, WAIT_S, FakeGate, entry, fetch_all, wait_for
-from parkgate_tools.bench_bridge import Worker
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.loadgen import LoadGen
-from parkgate_tools.store import Store
+from parkgate_tools.bench.bridge import Worker
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.loadgen import LoadGen
+from parkgate_tools.lot.store import Store
 
 GATES = 40
 EVENTS = 60

@@ -12,7 +12,7 @@ import pytest
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import WAIT_S, entry, exit_, fetch_all, store_class, wait_for
 from parkgate import record
-from parkgate_tools.store import DatabaseLocked, PgStore, Store, open_store
+from parkgate_tools.lot.store import DatabaseLocked, PgStore, Store, open_store
 
 T0 = 1795564800
 

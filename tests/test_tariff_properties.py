@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from parkgate import tariff
 from parkgate.tariff_engine import charge
 from parkgate.tariff_time import DAY, civil_from_days
-from parkgate_tools import tariff_cli
+from parkgate_tools.field import tariff_cli
 
 T0 = 1772413200  # 2026-03-02T09:00 UTC+8
 UNITS = (1, 7, 15, 30, 60, 120, 1440)

@@ -12,10 +12,10 @@ import pytest
 
 from fixtures_mqtt import broker, gates  # noqa: F401 (fixtures)
 from fixtures_mqtt import LOT, TARIFF, WAIT_S, entry, wait_for
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.central import CentralServer
-from parkgate_tools.sim import SimClock, SimGate
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.central.server import CentralServer
+from parkgate_tools.sim.gate import SimClock, SimGate
 
 T0 = 1795564800
 FAST = {"backoff_min": 0.1, "backoff_max": 0.5, "timeout": 2.0, "sync_every": 0.3}

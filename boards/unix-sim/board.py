@@ -1,5 +1,5 @@
 # Board: unix-sim. The gate firmware on the MicroPython unix port, driven by
-# the host simulator (host_tools/parkgate_tools/sim.py) through a folder:
+# the host simulator (host_tools/parkgate_tools/sim/gate.py) through a folder:
 #   flash.img  the emulated 2 MiB NOR flash (littlefs + raw journal region);
 #              killing the process is a power cut, restarting it a reboot
 #   uart       a pseudo-terminal (socat pair): the camera's serial line

@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("tariff_cli", "demo", "bridge_cli", "board_cli", "central")
+SUBCOMMANDS = ("field.tariff_cli", "sim.demo", "lot.cli", "field.board_cli", "central.server")
 
 
 def main(argv=None):

@@ -24,6 +24,8 @@ import build_firmware  # noqa: E402  (host_tools/build_firmware.py, stdlib only)
 
 sys.path.pop(0)
 
+from parkgate_tools.files import replacing  # noqa: E402
+
 
 def gate_image(board=SIM_BOARD):
     """Path of the board's frozen 32-bit interpreter, built if stale."""
@@ -60,10 +62,9 @@ def sources(board=None):
 def compile_mpy(source, target):
     """Compile one file with mpy-cross; raises CalledProcessError with its message."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    part = "%s.%d.part" % (target, os.getpid())
-    subprocess.run([mpy_cross(), "-o", part, source], check=True,
-                   capture_output=True, text=True)
-    os.replace(part, target)
+    with replacing(target) as part:
+        subprocess.run([mpy_cross(), "-o", part, source], check=True,
+                       capture_output=True, text=True)
 
 
 def build_mpy(board=None):

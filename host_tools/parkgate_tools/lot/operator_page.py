@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from parkgate import record, tariff
 from parkgate.clock import QUALITY_NAMES
-from parkgate_tools.store import CORRECTION_ACTIONS
+from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
 log = logging.getLogger("parkgate.page")
 

@@ -16,11 +16,11 @@ import threading
 import time
 
 from parkgate import record
-from parkgate_tools.broker import Broker
-from parkgate_tools.loadgen import LoadGen
-from parkgate_tools.pgserver import PgServer
-from parkgate_tools.sim import DEFAULT_TARIFF
-from parkgate_tools.store import open_store
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.loadgen import LoadGen
+from parkgate_tools.sim.pgserver import PgServer
+from parkgate_tools.sim.gate import DEFAULT_TARIFF
+from parkgate_tools.lot.store import open_store
 
 GATES = 200
 EVENTS_PER_GATE = 400

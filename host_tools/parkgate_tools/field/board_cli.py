@@ -13,15 +13,16 @@
 
 Every command takes --port DEVICE (default $PARKGATE_PORT), --resume (no
 soft reset on connect: needed for the simulator, see
-parkgate_tools.sim_repl) and -v (print each mpremote command). The work is
-done by parkgate_tools.fieldtool; formats in firmware/docs/field-tools.md.
+parkgate_tools.sim.repl) and -v (print each mpremote command). The work is
+done by parkgate_tools.field.fieldtool; formats in firmware/docs/field-tools.md.
 """
 import argparse
 import json
 import os
 import sys
 
-from parkgate_tools import fieldtool
+from parkgate_tools.field import fieldtool
+from parkgate_tools.files import write_atomic
 
 
 def _common():
@@ -150,10 +151,8 @@ def run_status(args, device):
 def run_journal(args, device):
     records = fieldtool.journal(device)
     if args.out:
-        part = args.out + ".part"
-        with open(part, "w", encoding="utf-8", newline="") as out:
+        with write_atomic(args.out, encoding="utf-8", newline="") as out:
             header, count = fieldtool.write_journal(records, out, args.format)
-        os.replace(part, args.out)
     else:
         header, count = fieldtool.write_journal(records, sys.stdout, args.format)
     if header is None:

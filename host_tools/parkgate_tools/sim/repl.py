@@ -27,7 +27,7 @@ import subprocess
 import time
 
 from parkgate_tools import runtime
-from parkgate_tools.sim import BOOT, SimGate
+from parkgate_tools.sim.gate import BOOT, SimGate
 
 
 class SimRepl:

@@ -2,7 +2,7 @@
 with checkpoints of the cars-inside table in the ring and without them (the
 baseline, measured in the same run).
 
-`python -m parkgate_tools.bench_boot` (or `make bench`). For each case the
+`python -m parkgate_tools.bench.boot` (or `make bench`). For each case the
 journal region of a provisioned gate's flash image (board unix-sim: blocks
 320..511 of 512 x 4096 B, from boards/unix-sim/board.json) is filled on the
 host by the firmware's own Journal and Checkpointer on CPython: entries and
@@ -34,7 +34,7 @@ import time
 
 from parkgate import checkpoint, journal, lane, record
 from parkgate_tools import runtime
-from parkgate_tools.sim import SimGate
+from parkgate_tools.sim.gate import SimGate
 
 INSIDE = 600         # cars the lot keeps inside (the table holds up to 768)
 POOL = 5000          # plates that come and go

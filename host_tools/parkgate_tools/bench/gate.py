@@ -35,9 +35,10 @@ import time
 import paho.mqtt.client as mqtt
 
 from parkgate import members
-from parkgate_tools import downlink, runtime
-from parkgate_tools.sim import DEFAULT_TARIFF
-from parkgate_tools.simlot import SimLot
+from parkgate_tools import runtime
+from parkgate_tools.lot import downlink
+from parkgate_tools.sim.gate import DEFAULT_TARIFF
+from parkgate_tools.sim.lot import SimLot
 
 LOT = "bench"
 KEY = bytes(range(32))

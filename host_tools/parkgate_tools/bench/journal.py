@@ -2,7 +2,7 @@
 # flash of the unix-sim board (512 blocks x 4096 B, file-backed, flushed per
 # write), under the MicroPython unix port with the gate's heap.
 #
-# `python -m parkgate_tools.bench_journal` (or `make bench`) runs main() on
+# `python -m parkgate_tools.bench.journal` (or `make bench`) runs main() on
 # CPython, which starts this same file under micropython; there it writes
 # N events of a BODY-byte body
 #   journal   into the journal region (blocks 320..511), the gate acking in

@@ -12,7 +12,7 @@ one thread with select(), so hundreds cost little.
 
 For the machine's own loopback only: it refuses any other broker address.
 
-    python -m parkgate_tools.loadgen --broker 127.0.0.1:1883 --lot L --gates 200 --events 100
+    python -m parkgate_tools.sim.loadgen --broker 127.0.0.1:1883 --lot L --gates 200 --events 100
 """
 import argparse
 import ipaddress
@@ -264,7 +264,7 @@ class LoadGen:
 
 def main(argv=None):
     """Command line: run a load and print its report as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m parkgate_tools.loadgen",
+    parser = argparse.ArgumentParser(prog="python -m parkgate_tools.sim.loadgen",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
     parser.add_argument("--lot", required=True)

@@ -7,7 +7,8 @@ import os
 import time
 
 from parkgate import tariff
-from parkgate_tools import runtime, tariff_cli
+from parkgate_tools import runtime
+from parkgate_tools.field import tariff_cli
 
 TABLES = ("default.json", "shenzhen_onstreet_class1.json", "mixed_city.json")
 ENTRY = 1772413200  # 2026-03-02T09:00 UTC+8

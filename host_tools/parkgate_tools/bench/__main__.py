@@ -3,15 +3,14 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ("bench_gate", "bench_journal", "bench_boot", "bench_tariff", "bench_bridge", "bench_sync",
-           "bench_members")
+BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "sync", "members")
 
 
 def main(names=None):
     for name in names or BENCHES:
         print("== %s" % name)
         sys.stdout.flush()
-        importlib.import_module("parkgate_tools." + name).main()
+        importlib.import_module("parkgate_tools.bench." + name).main()
     return 0
 
 

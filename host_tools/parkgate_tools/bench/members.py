@@ -1,7 +1,7 @@
 # Benchmark: member lookups in a 50,000-member list on the gate's own
 # 32-bit image (the firmware frozen in) in its 64 KiB heap.
 #
-# `python -m parkgate_tools.bench_members` (or `make bench`) runs main() on
+# `python -m parkgate_tools.bench.members` (or `make bench`) runs main() on
 # CPython, which builds members.bin (parkgate.members.build) and the same
 # list as text lines, then starts this same file under micropython, where
 #   members.bin   1,000 lookups by binary search on the file (seek and
@@ -373,7 +373,7 @@ def _write_install_inputs(tmp, bin_path, query_path):
     import os
     import random
     from parkgate import members
-    from parkgate_tools import downlink
+    from parkgate_tools.lot import downlink
     with open(bin_path, "rb") as f:
         old = f.read()
     ml = members.MemberList(io.BytesIO(old))

@@ -16,9 +16,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from parkgate import record, tariff
-from parkgate_tools.broker import MAX_MESSAGE_BYTES
-from parkgate_tools.forwarder import Forwarder
-from parkgate_tools.store import LOCK_WAIT_S, DatabaseLocked, open_store
+from parkgate_tools.lot.security import MAX_MESSAGE_BYTES
+from parkgate_tools.lot.forwarder import Forwarder
+from parkgate_tools.lot.store import LOCK_WAIT_S, DatabaseLocked, open_store
 
 log = logging.getLogger("parkgate.bridge")
 

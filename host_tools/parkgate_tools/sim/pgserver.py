@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from parkgate_tools.broker import free_port
+from parkgate_tools.sim.broker import free_port
 
 
 class PgServerError(RuntimeError):

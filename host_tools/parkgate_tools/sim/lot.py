@@ -3,9 +3,9 @@ port, the lot bridge on SQLite, and simulated gates (the gate's own image)
 sharing the lot's clock."""
 import os
 
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 START = 1795564800   # 2026-11-25 08:00 UTC+8
 

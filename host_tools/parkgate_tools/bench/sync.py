@@ -16,9 +16,10 @@ import tempfile
 import time
 
 from parkgate import journal, record
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.sim import SimClock, SimGate
+from parkgate_tools import runtime
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import SimClock, SimGate
 
 EVENTS = 10000
 BASELINE_EVENTS = 2000
@@ -28,8 +29,7 @@ START = 1795564800
 
 def prefill(gate, count):
     """Journal count entries on the gate's flash image, as if taken offline."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), "boards", "unix-sim"))
+    sys.path.insert(0, os.path.join(runtime.BOARDS, "unix-sim"))
     import flashdev
     device = flashdev.FlashDevice(os.path.join(gate.dir, "flash.img"), 4096, 512)
     region = flashdev.Partition(device, 320, 512 - 320)
@@ -46,8 +46,7 @@ def drain(workdir, name, count, site_extra):
     broker = Broker(os.path.join(workdir, name + "-broker"))
     broker.start()
     bridge = Bridge(LOT, broker.host, broker.port, os.path.join(workdir, name + ".sqlite"),
-                    os.path.join(os.path.dirname(__file__), "..", "..", "firmware", "tariffs",
-                                 "default.json"))
+                    os.path.join(runtime.FIRMWARE, "tariffs", "default.json"))
     bridge.start()
     bridge.wait_live()
     gate = SimGate(workdir, name, LOT, "in", broker.port, SimClock(START, 1),

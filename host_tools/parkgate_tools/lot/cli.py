@@ -5,10 +5,10 @@ import math
 import signal
 import threading
 
-from parkgate_tools import security
-from parkgate_tools.bridge import GROUP_BATCHES, Bridge
-from parkgate_tools.operator_page import OperatorPage
-from parkgate_tools.store import LOCK_WAIT_S
+from parkgate_tools.lot import security
+from parkgate_tools.lot.bridge import GROUP_BATCHES, Bridge
+from parkgate_tools.lot.operator_page import OperatorPage
+from parkgate_tools.lot.store import LOCK_WAIT_S
 
 
 def add_parser(subparsers):
@@ -24,7 +24,7 @@ def add_parser(subparsers):
     parser.add_argument("--client-id", help="MQTT client id (default parkgate-bridge-<lot>)")
     parser.add_argument("--secrets", metavar="LOT_DIR",
                         help="log in to the broker as the lot bridge, with the password in "
-                             "LOT_DIR/secrets.json (parkgate_tools.security)")
+                             "LOT_DIR/secrets.json (parkgate_tools.lot.security)")
     parser.add_argument("--tls-ca", metavar="PATH", help="connect with TLS, trusting this CA")
     parser.add_argument("--share", metavar="GROUP",
                         help="be one of several workers: MQTT 5 shared subscription $share/GROUP")

@@ -13,11 +13,11 @@ import tempfile
 import time
 
 from parkgate import tariff as tariff_engine
-from parkgate_tools.bridge import Bridge
-from parkgate_tools.broker import Broker
-from parkgate_tools.central import CentralServer
-from parkgate_tools.operator_page import OperatorPage
-from parkgate_tools.sim import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim.broker import Broker
+from parkgate_tools.central.server import CentralServer
+from parkgate_tools.lot.operator_page import OperatorPage
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 LOT = "demo"
 PROVINCES = "京沪粤苏浙川鄂湘"

@@ -9,19 +9,11 @@ import string
 import subprocess
 import time
 
-from parkgate_tools import security
+from parkgate_tools.lot import security
+from parkgate_tools.lot.security import MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mosquitto.conf")
 
-# The largest payload of any message on a lot's broker, in bytes: mosquitto
-# drops a larger publish (message_size_limit) and the bridge refuses one
-# before parsing it (bridge.py). Gates send batches of at most 1 KB; the
-# largest downlink, a signed tariff or member list, stays under 4 KB.
-MAX_MESSAGE_BYTES = 4096
-# A whole MQTT packet may add its fixed header, topic, packet id and MQTT 5
-# properties to that; a client sending a larger packet is disconnected
-# (max_packet_size) before mosquitto reads it into memory.
-PACKET_OVERHEAD_BYTES = 512
 
 
 def mosquitto_binary():
@@ -71,7 +63,7 @@ class Broker:
     Secured (gates is a list, possibly empty, and lot is given): no
     anonymous clients; each gate and the bridge log in with the random
     password kept in lot_dir's secrets file (default: workdir), and the ACL
-    limits each gate to its own topics (parkgate_tools.security).
+    limits each gate to its own topics (parkgate_tools.lot.security).
     tls=True: the listener speaks TLS only, with a CA and server
     certificate made by openssl in workdir/tls (ca_path for clients).
     message_size_limit: the largest payload mosquitto passes on
