@@ -75,15 +75,22 @@ def test_manifest_resolves_and_every_module_compiles_for_the_chip(board, tree, p
     assert len(targets) == len(frozen), "a module is frozen twice"
     firmware = {"parkgate/" + os.path.basename(p)
                 for p in glob.glob(os.path.join(runtime.FIRMWARE, "parkgate", "*.py"))}
-    expected = firmware | {"main.py", "board.py", "umqtt/simple.py", "asyncio/core.py",
-                           "asyncio/__init__.py", "uasyncio.py"}
+    expected = firmware | {"main.py", "board.py", "esp32_board.py", "umqtt/simple.py",
+                           "asyncio/core.py", "asyncio/__init__.py", "uasyncio.py"}
     assert expected <= set(targets), sorted(expected - set(targets))
-    # The board's own adapter, the pinned umqtt, nothing of the simulator's.
+    # The board's own pins and network, the ESP32 adapters every ESP32 board
+    # shares, the pinned umqtt, nothing of the simulator's.
     assert targets["board.py"]["source"] == os.path.join(runtime.BOARDS, board, "board.py")
+    assert targets["esp32_board.py"]["source"] == os.path.join(
+        runtime.BOARDS, "esp32", "esp32_board.py")
     assert targets["umqtt/simple.py"]["source"] == os.path.join(
         runtime.BUILD_LIB, "umqtt", "simple.py")
+    # board.json "modules" (paths relative to the board folder): each is
+    # frozen at the image's root under its base name, from that file.
     for module in build_esp32.board_doc(board)["modules"]:
-        assert module in targets, module
+        target = targets[os.path.basename(module)]
+        assert target["source"] == os.path.normpath(
+            os.path.join(runtime.BOARDS, board, module)), module
     assert not {"flashdev.py", "provision.py", "simboot.py"} & set(targets)
     assert set(targets) <= expected | {"asyncio/event.py", "asyncio/funcs.py",
                                        "asyncio/lock.py", "asyncio/stream.py"}

@@ -16,6 +16,8 @@
 # last needs micropython-lib's neopixel, not frozen here: nothing imports it).
 freeze("$(PORT_DIR)/modules")
 include("$(MPY_DIR)/extmod/asyncio")
-# The gate's code (firmware/manifest.py) and this board's adapter.
+# The gate's code (firmware/manifest.py), this board's pins and network
+# (board.py) and the ESP32 adapters every ESP32 board shares.
 include("../../firmware/manifest.py")
 module("board.py")
+module("esp32_board.py", base_path="../esp32")
