@@ -15,11 +15,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from parkgate import record, tariff
+from parkgate_tools.ids import ID_PATTERN, is_id
 
 log = logging.getLogger("parkgate.central")
 
-_ID = re.compile(r"[A-Za-z0-9-]+\Z")
-_PATH = re.compile(r"/v1/lots/([A-Za-z0-9-]+)/(events|corrections|tariff|members|summary)\Z")
+_PATH = re.compile(r"/v1/lots/(%s)/(events|corrections|tariff|members|summary)\Z" % ID_PATTERN)
 MAX_BODY = 8 << 20
 
 SCHEMA = (
@@ -152,7 +152,7 @@ def parse_events(body):
         if not isinstance(item, dict):
             raise BadRequest("events[%d]: not an object" % index)
         gate, jid = item.get("g"), item.get("j")
-        if not isinstance(gate, str) or not _ID.match(gate):
+        if not is_id(gate):
             raise BadRequest("events[%d].g: %r is not a gate id" % (index, gate))
         if type(jid) is not int or not 0 <= jid <= 0xFFFFFFFF:
             raise BadRequest("events[%d].j: %r is not a journal id" % (index, jid))

@@ -15,15 +15,14 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets as random_source
 
 from parkgate_tools.files import write_atomic
+from parkgate_tools.ids import check_id
 
 SECRETS_NAME = "secrets.json"
 BRIDGE_ROLE = "_bridge"
 PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
-_ID = re.compile(r"[A-Za-z0-9-]+\Z")
 # The largest payload of any message on a lot's broker, in bytes: mosquitto
 # drops a larger publish (message_size_limit) and the bridge refuses one
 # before parsing it (lot/bridge.py). Gates send batches of at most 1 KB; the
@@ -53,8 +52,7 @@ def secrets_path(lot_dir):
 
 
 def _check_id(what, value):
-    if not isinstance(value, str) or not _ID.match(value):
-        raise ValueError("%s: %r is not letters, digits and -" % (what, value))
+    check_id(what, value)
     if what == "gate" and value == PRESENCE_LEVEL:
         raise ValueError("gate: %r is the lot server's own topic level" % value)
 
