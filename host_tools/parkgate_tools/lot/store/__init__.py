@@ -1,0 +1,30 @@
+"""The lot bridge's durable store: every gate event once, each gate's last
+status, the outbox of rows still to forward to the central server, the
+operator's corrections, and the members and tariff taken from upstream.
+
+    schema.py       the tables, every SQL statement (written once, in SQL
+                    SQLite and PostgreSQL both accept) and the event <-> row
+                    mapping
+    event_store.py  EventStore: the reads and writes both backends share
+    sqlite.py       Store: SQLite, with the one rule for waiting on its lock
+    postgres.py     PgStore: PostgreSQL
+
+``open_store`` picks one from a path or a ``postgresql://`` URL."""
+from parkgate_tools.lot.store.event_store import LOCK_WAIT_S, EventStore
+from parkgate_tools.lot.store.postgres import PgStore
+from parkgate_tools.lot.store.schema import (CATCHUP_PAGE, CATCHUP_SCAN, CORRECTION_ACTIONS,
+                                             EVENT_FIELDS, FLAGGED_ANY, FLAGGED_EXIT, SCHEMA,
+                                             Entry)
+from parkgate_tools.lot.store.sqlite import DatabaseLocked, Store
+
+__all__ = ["CATCHUP_PAGE", "CATCHUP_SCAN", "CORRECTION_ACTIONS", "EVENT_FIELDS", "FLAGGED_ANY",
+           "FLAGGED_EXIT", "LOCK_WAIT_S", "SCHEMA", "DatabaseLocked", "Entry", "EventStore",
+           "PgStore", "Store", "open_store"]
+
+
+def open_store(location, lock_wait=LOCK_WAIT_S):
+    """A PgStore for a ``postgresql://`` or ``postgres://`` URL, else a
+    SQLite Store at the path (lock_wait: see Store)."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PgStore(location, lock_wait)
+    return Store(location, lock_wait)

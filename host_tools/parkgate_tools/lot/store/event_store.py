@@ -1,0 +1,340 @@
+"""What the lot's two stores share: every read and write, in the SQL of
+schema.py that SQLite and PostgreSQL both accept, behind one connection and
+a lock. The backends (sqlite.Store, postgres.PgStore) add how to connect,
+create the schema, number rows and wait for a lock."""
+import json
+import threading
+import time
+import uuid
+
+from parkgate import record
+from parkgate_tools.lot.store import schema
+from parkgate_tools.lot.store.schema import CATCHUP_PAGE, CATCHUP_SCAN, EVENT_FIELDS, Entry
+
+LOCK_WAIT_S = 10.0       # default bound on waiting for a locked SQLite database
+_I64_MAX = 2 ** 63 - 1
+
+
+def lock_wait_seconds(value):
+    """value as float seconds; ValueError unless a number >= 0 (not infinite)."""
+    if type(value) not in (int, float) or not 0 <= value < float("inf"):
+        raise ValueError("lock_wait: %r is not a number of seconds >= 0" % (value,))
+    return float(value)
+
+
+class EventStore:
+    """The lot store on one connection guarded by a lock, so any thread may
+    call any method. A backend subclass sets backend and _BEGIN and
+    provides _connect, _create_schema, _with_ids (the rows with their row
+    ids, or as they are where the database numbers them) and _rollback.
+
+    lock_wait: seconds to wait for a database another connection holds
+    locked (see sqlite.Store; PostgreSQL waits in the server)."""
+
+    backend = None
+    _BEGIN = "BEGIN"
+
+    def __init__(self, path, lock_wait=LOCK_WAIT_S):
+        self.path = path
+        self.lock_wait = lock_wait_seconds(lock_wait)
+        self._lock = threading.Lock()
+        self._sql_cache = {}
+        self._db = None
+        with self._lock:
+            self._retry_locked("opening it", self._open)
+            self._transaction(self._create_schema, "creating the schema")
+
+    def _open(self):
+        self._db = self._connect()
+
+
+    def close(self):
+        """Close the connection; the store is unusable afterwards."""
+        with self._lock:
+            self._db.close()
+
+    # ---- writing ----
+
+    def ingest(self, gate, jid, events, outbox=False):
+        """Store a batch of record.Event of one journal in one transaction,
+        each identity (gate, jid, seq) at most once. Returns (first, last,
+        inserted): the batch's lowest and highest seq and how many rows were
+        new. Returns only after COMMIT; raises (having rolled back) if any
+        part failed, in which case nothing of the batch is stored.
+        outbox: also queue the new rows for forwarding upstream."""
+        if not events:
+            raise ValueError("ingest: empty batch")
+        inserted = self.ingest_many([(gate, jid, events)], outbox=outbox)[0]
+        seqs = [event.seq for event in events]
+        return min(seqs), max(seqs), inserted
+
+    def ingest_many(self, batches, statuses=(), outbox=False):
+        """Store several batches [(gate, jid, [record.Event])] and gate
+        statuses [(gate, dict)] in ONE transaction (one commit, one fsync
+        for all of them). Returns the number of new rows of each batch.
+        All or nothing: raises, having rolled back, if any part failed."""
+        now = time.time()
+        rows = {}
+        for gate, jid, events in batches:
+            for event in events:
+                rows.setdefault((gate, jid, event.seq), schema.event_row(gate, jid, event, now))
+        status_rows = {gate: (gate, json.dumps(status, sort_keys=True), now)
+                       for gate, status in statuses}
+
+        def write(cur):
+            new = self._insert_events(cur, list(rows.values()))
+            if outbox and new:
+                self._insert_outbox(cur, new, now)
+            for row in status_rows.values():
+                cur.execute(self._sql(schema.UPSERT_STATUS), row)
+            return new
+
+        with self._lock:
+            new = set(self._transaction(write))
+        counts = []
+        for gate, jid, events in batches:
+            seqs = {event.seq for event in events}
+            counts.append(sum(1 for seq in seqs if (gate, jid, seq) in new))
+            new.difference_update((gate, jid, seq) for seq in seqs)
+        return counts
+
+    def _insert_events(self, cur, rows):
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING the new identities."""
+        new = []
+        for start in range(0, len(rows), schema.ROWS_PER_INSERT):
+            chunk = self._with_ids(cur, rows[start:start + schema.ROWS_PER_INSERT])
+            columns, one = schema.EVENT_COLUMNS, schema.EVENT_VALUES
+            if len(chunk[0]) > len(schema.EVENT_COLUMNS.split(",")):
+                columns, one = columns + ", id", one[:-1] + ", ?)"
+            values = ", ".join([one] * len(chunk))
+            sql = "INSERT INTO events (%s) VALUES %s ON CONFLICT (gate, jid, seq) DO NOTHING " \
+                  "RETURNING gate, jid, seq" % (columns, values)
+            cur.execute(self._sql(sql), [value for row in chunk for value in row])
+            new.extend(tuple(found) for found in cur.fetchall())
+        return new
+
+    def _insert_outbox(self, cur, identities, now):
+        for start in range(0, len(identities), schema.ROWS_PER_INSERT):
+            chunk = identities[start:start + schema.ROWS_PER_INSERT]
+            values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            sql = "INSERT INTO outbox (gate, jid, seq, queued_at) VALUES %s " \
+                  "ON CONFLICT (gate, jid, seq) DO NOTHING" % values
+            cur.execute(self._sql(sql), [v for ident in chunk for v in ident + (now,)])
+
+    def record_status(self, gate, status):
+        """Keep the gate's last status message (a dict)."""
+        self.ingest_many([], statuses=[(gate, status)])
+
+    def add_correction(self, gate, jid, seq, action, amount, note):
+        """Record an operator's correction of the stored event (gate, jid,
+        seq) as a row of its own (the event is never edited); it is
+        forwarded upstream like an event. Returns its id. ValueError if the
+        event is not stored or the action or amount is not valid."""
+        if action not in schema.CORRECTION_ACTIONS:
+            raise ValueError("action: %r is not one of %s" % (
+                action, sorted(schema.CORRECTION_ACTIONS)))
+        if type(amount) is not int or not 0 <= amount <= 0xFFFFFFFF:
+            raise ValueError("amount: %r is not a fen amount" % (amount,))
+        correction_id = uuid.uuid4().hex
+
+        def write(cur):
+            cur.execute(self._sql(schema.EVENT), (gate, jid, seq))
+            if cur.fetchone() is None:
+                raise ValueError("no stored event %s/%s/%s" % (gate, jid, seq))
+            cur.execute(self._sql(schema.INSERT_CORRECTION), (
+                correction_id, gate, jid, seq, action, amount, str(note)[:500], time.time()))
+        with self._lock:
+            self._transaction(write)
+        return correction_id
+
+    def replace_members(self, members):
+        """Replace the member list with [{"p": plate, "name", "from", "until"}]."""
+        def write(cur):
+            cur.execute("DELETE FROM members")
+            for m in members:
+                cur.execute(self._sql("INSERT INTO members (plate, name, valid_from, valid_until)"
+                                      " VALUES (?, ?, ?, ?) ON CONFLICT (plate) DO NOTHING"),
+                            (m["p"], m.get("name", ""), m.get("from", 0),
+                             m.get("until", 0xFFFFFFFF)))
+        with self._lock:
+            self._transaction(write)
+
+    def set_setting(self, key, value):
+        """Keep a text value under key (e.g. the tariff taken from upstream)."""
+        with self._lock:
+            self._transaction(
+                lambda cur: cur.execute(self._sql(schema.UPSERT_SETTING), (key, value)))
+
+    def mark_forwarded(self, identities=(), corrections=()):
+        """Mark outbox rows [(gate, jid, seq)] and correction ids as
+        forwarded, in one transaction: call only after the central server's 2xx."""
+        now = time.time()
+
+        def write(cur):
+            for ident in identities:
+                cur.execute(self._sql(schema.OUTBOX_MARK), (now,) + tuple(ident))
+            for correction_id in corrections:
+                cur.execute(self._sql(schema.CORRECTION_MARK), (now, correction_id))
+        with self._lock:
+            self._transaction(write)
+
+    # ---- reading ----
+
+    def _query(self, sql, params=()):
+        with self._lock:
+            return self._db.execute(self._sql(sql), params).fetchall()
+
+    def open_entry(self, plate, before_time):
+        """The latest entry of plate at any gate of the lot at or before
+        before_time that no exit has closed and none voided, as an Entry,
+        else None."""
+        rows = self._query(schema.OPEN_ENTRY, (plate, before_time))
+        return Entry(*rows[0]) if rows else None
+
+    def open_entries_page(self, since, cursor=0, limit=CATCHUP_PAGE, scan=CATCHUP_SCAN):
+        """One page of lane catch-up (firmware/docs/mqtt.md): the lot's open
+        sessions entered at or after since, from any gate, oldest first by
+        (time, row id), after the entry whose row id is cursor (0: from the
+        start). Looks at no more than `scan` entries after that position,
+        open or not, so one request costs at most that much.
+
+        Returns (entries, next_cursor): up to limit (row id, gate,
+        record.Event) and the cursor of the next page, or None when there is
+        none. A page may be short, even empty, with a cursor: the scan
+        window ended first. ValueError if cursor is not a stored row id."""
+        start = (since, 0)
+        if cursor:
+            rows = self._query(schema.ROW_TIME, (cursor,))
+            if not rows:
+                raise ValueError("c: %r is not a stored row id" % (cursor,))
+            start = max(start, (rows[0][0], cursor))
+        end = self._query(schema.ENTRY_WINDOW_END, start + (scan - 1,))
+        window_end = tuple(end[0]) if end else (_I64_MAX, _I64_MAX)
+        rows = self._query(schema.OPEN_ENTRIES, start + window_end + (limit + 1,))
+        entries = [(row_id, gate, record.Event(record.KIND_ENTRY, t, quality, plate, colour,
+                                               confidence, flags, seq=seq))
+                   for row_id, gate, seq, t, quality, plate, colour, confidence, flags in rows]
+        if len(entries) > limit:
+            entries = entries[:limit]
+            return entries, entries[-1][0]
+        return entries, (window_end[1] if end else None)
+
+    def statuses(self):
+        """{gate: (last status dict, received_at unix seconds)}."""
+        return {gate: (json.loads(status), at)
+                for gate, status, at in self._query(schema.STATUSES)}
+
+    def is_member(self, plate, at):
+        """True if plate is a member (parks free) at unix time at."""
+        return bool(self._query(schema.IS_MEMBER, (plate, at, at)))
+
+    def setting(self, key, default=None):
+        """The text kept under key, else default."""
+        rows = self._query("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def outbox_pending(self, limit=500):
+        """Up to limit events not yet forwarded, oldest first, as dicts
+        (EVENT_FIELDS less received_at, plus quality and confidence)."""
+        return [dict(zip(schema.OUTBOX_FIELDS, row))
+                for row in self._query(schema.OUTBOX_PENDING, (limit,))]
+
+    def outbox_backlog(self):
+        """How many events wait to be forwarded."""
+        return self._query(schema.OUTBOX_COUNT)[0][0]
+
+    def corrections_pending(self, limit=500):
+        """Corrections not yet forwarded, oldest first, as dicts."""
+        keys = ("id", "gate", "jid", "seq", "action", "amount", "note", "created_at")
+        return [dict(zip(keys, row)) for row in self._query(schema.CORRECTIONS_PENDING, (limit,))]
+
+    def corrections(self):
+        """Every correction, oldest first, as dicts."""
+        keys = ("id", "gate", "jid", "seq", "action", "amount", "note", "created_at",
+                "forwarded_at")
+        return [dict(zip(keys, row)) for row in self._query(schema.CORRECTIONS)]
+
+    def events_between(self, start, end):
+        """Events with start <= time < end, in time order, as dicts of EVENT_FIELDS."""
+        return [dict(zip(EVENT_FIELDS, row))
+                for row in self._query(schema.DAY_EVENTS, (start, end))]
+
+    def inside_at(self, moment):
+        """The plates inside at unix time moment (entered, not yet out;
+        voided entries and unconfirmed exits do not count)."""
+        return {row[0] for row in self._query(schema.INSIDE_AT, (moment, moment))}
+
+    def exits_with_entries(self, start, end):
+        """Exits with start <= time < end as dicts, each with stored_entry:
+        the time of the stored entry of its stay, or None."""
+        keys = ("gate", "jid", "seq", "plate", "colour", "time", "fee", "fee_source",
+                "entry_time", "flags", "stored_entry")
+        return [dict(zip(keys, row)) for row in self._query(schema.EXITS_WITH_ENTRY, (start, end))]
+
+    def flagged(self, limit=200):
+        """The most recent events flagged for the operator, as dicts: no
+        entry or re-entry, and exits that were camera replays or that no car
+        went through (FLAGGED_ANY, FLAGGED_EXIT)."""
+        return [dict(zip(EVENT_FIELDS, row)) for row in self._query(schema.FLAGGED, (limit,))]
+
+    def summary(self):
+        """Counts that show whether anything was lost or duplicated:
+        rows and distinct identities, events per gate and kind, exits charged
+        online ("on") and offline ("off") with their fee sums, and per
+        journal (gate, jid) its count, max seq and the seqs missing below
+        it (``gaps`` as [first, last] ranges, ``missing`` their total)."""
+        counts, identities, exits, journals, gap_rows = [
+            self._query(sql) for sql in (schema.COUNTS, schema.IDENTITIES, schema.EXITS,
+                                         schema.JOURNALS, schema.GAPS)]
+        identities = identities[0][0]
+        per_gate = {}
+        for gate, kind, n in counts:
+            per_gate.setdefault(gate, {"in": 0, "out": 0})[kind] = n
+        charged = {"on": {"count": 0, "fees": 0}, "off": {"count": 0, "fees": 0}}
+        for source, n, fees in exits:
+            charged[source or "none"] = {"count": n, "fees": int(fees)}
+        gaps = {}
+        for gate, jid, seq, next_seq in gap_rows:
+            gaps.setdefault((gate, jid), []).append([seq + 1, next_seq - 1])
+        journal_list = []
+        for gate, jid, n, low, high in journals:
+            ranges = ([[1, low - 1]] if low > 1 else []) + gaps.get((gate, jid), [])
+            journal_list.append({"gate": gate, "jid": jid, "count": n, "max_seq": high,
+                                 "missing": sum(b - a + 1 for a, b in ranges), "gaps": ranges})
+        return {"rows": sum(n for _, _, n in counts), "identities": identities,
+                "per_gate": per_gate, "exits": charged, "journals": journal_list}
+
+    # ---- transactions ----
+
+    def _sql(self, statement):
+        """The statement in this backend's placeholder style."""
+        return statement
+
+    def _retry_locked(self, what, work):
+        """work(); a backend that can meet a locked database retries it here."""
+        return work()
+
+    def _transaction(self, work, what="writing"):
+        """Run work(cursor) between BEGIN and COMMIT; roll back and re-raise
+        on any error, but run it again (_retry_locked) while the database is
+        locked. Call with the lock held."""
+        return self._retry_locked(what, lambda: self._attempt(work))
+
+    def _attempt(self, work):
+        """One transaction of work(cursor): COMMIT, or ROLLBACK and raise."""
+        cur = self._db.cursor()
+        try:
+            cur.execute(self._BEGIN)
+            result = work(cur)
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            cur.close()
+        return result
+
+    def _commit(self):
+        """COMMIT; its own method so that tests can make it fail."""
+        self._db.execute("COMMIT")
+
