@@ -12,10 +12,12 @@ import signal
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from parkgate import record, tariff
+from parkgate_tools.http_thread import serve_in_thread, stop_serving
 from parkgate_tools.ids import ID_PATTERN, is_id
+from parkgate_tools.lot.store.schema import event_row
 
 log = logging.getLogger("parkgate.central")
 
@@ -84,18 +86,11 @@ class CentralStore:
         return new
 
     def add_events(self, lot, events):
-        """Store [(gate, jid, record.Event)] of the lot once each; returns how many were new."""
+        """Store [(gate, jid, record.Event)] of the lot once each; returns how many were new.
+        A row is the lot store's events row (schema.event_row) with the lot in front."""
         now = time.time()
-        rows = []
-        for gate, jid, event in events:
-            exit_ = event.kind == record.KIND_EXIT
-            rows.append((lot, gate, jid, event.seq, record.KIND_NAMES[event.kind], event.time,
-                         event.quality, event.plate, event.colour, event.confidence,
-                         event.flags, event.fee if exit_ else None,
-                         {1: "on", 2: "off"}.get(event.fee_source) if exit_ else None,
-                         event.tariff_version if exit_ else None,
-                         (event.entry_time or None) if exit_ else None, now))
-        return self._write(_INSERT_EVENT, rows)
+        return self._write(_INSERT_EVENT, [(lot,) + event_row(gate, jid, event, now)
+                                           for gate, jid, event in events])
 
     def add_corrections(self, lot, corrections):
         """Store correction dicts of the lot once each (by id); returns how many were new."""
@@ -210,24 +205,17 @@ class CentralServer:
         if self._server is not None:
             return self
         handler = type("Handler", (_Handler,), {"central": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server, self._thread = serve_in_thread(handler, self.host, self.port,
+                                                     "central-http")
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True,
-                                        name="central-http")
-        self._thread.start()
         log.info("central server on %s", self.url)
         return self
 
     def stop(self):
         """Stop serving (the link "goes down"); start() again to come back."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-        self._server = None
+        if self._server is not None:
+            stop_serving(self._server, self._thread)
+            self._server = None
 
     def close(self):
         """Stop and close the store."""

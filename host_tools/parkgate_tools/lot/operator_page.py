@@ -12,33 +12,28 @@ JavaScript.
 
 A correction is a row of its own (store.add_correction); events are never
 edited. It binds to 127.0.0.1 by default and has no login of its own: see
-firmware/docs/lot-server.md."""
+firmware/docs/lot-server.md. The HTML is operator_html.py's."""
 import calendar
 import decimal
-import html
 import json
 import logging
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from parkgate import record, tariff
 from parkgate.clock import QUALITY_NAMES
+from parkgate_tools.http_thread import serve_in_thread, stop_serving
+from parkgate_tools.lot.operator_html import render, yuan
 from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
 log = logging.getLogger("parkgate.page")
 
-FLAG_MEMBER = 4         # record.FLAG_MEMBER: the gate found the plate on its member list
 BIN_S = 900             # occupancy chart: one point every 15 minutes
 STALE_AFTER_S = 90      # a gate sends its status every 30 s
 DAY_S = 86400
-
-
-def yuan(fen):
-    """'12.50' from 1250 fen (exact: integers only)."""
-    sign = "-" if fen < 0 else ""
-    return "%s%d.%02d" % ((sign,) + divmod(abs(fen), 100))
+ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
+OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
 
 
 def fen_from_yuan(text):
@@ -61,16 +56,10 @@ class OperatorPage:
 
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
                  utc_offset_s=8 * 3600, refresh_s=15):
-        self.store = store
-        self.lot = lot
-        self.tariff_source = tariff_source
-        self.host = host
-        self.port = port
-        self.clock = clock
-        self.utc_offset_s = utc_offset_s
-        self.refresh_s = refresh_s
-        self._server = None
-        self._thread = None
+        self.store, self.lot, self.tariff_source = store, lot, tariff_source
+        self.host, self.port = host, port
+        self.clock, self.utc_offset_s, self.refresh_s = clock, utc_offset_s, refresh_s
+        self._server = self._thread = None
 
     @property
     def url(self):
@@ -80,22 +69,16 @@ class OperatorPage:
     def start(self):
         """Serve in a background thread; returns self."""
         handler = type("Handler", (_Handler,), {"page": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server, self._thread = serve_in_thread(handler, self.host, self.port,
+                                                     "operator-page")
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True,
-                                        name="operator-page")
-        self._thread.start()
         log.info("operator page on %s", self.url)
         return self
 
     def stop(self):
         """Stop serving."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(5)
+            stop_serving(self._server, self._thread)
             self._server = None
 
     # ---- the numbers ----
@@ -119,8 +102,8 @@ class OperatorPage:
         for c in self.store.corrections():
             corrections.setdefault((c["gate"], c["jid"], c["seq"]), []).append(c)
         entries = [e for e in events if e["kind"] == "in"]
-        online = [e for e in events if e["kind"] == "out" and e["fee_source"] == "on"]
-        offline = [e for e in events if e["kind"] == "out" and e["fee_source"] == "off"]
+        online = [e for e in events if e["kind"] == "out" and e["fee_source"] == ONLINE]
+        offline = [e for e in events if e["kind"] == "out" and e["fee_source"] == OFFLINE]
         day_ids = {(e["gate"], e["jid"], e["seq"]) for e in events}
         adjustments = sum(CORRECTION_ACTIONS[c["action"]] * c["amount"]
                           for key, items in corrections.items() if key in day_ids
@@ -180,7 +163,7 @@ class OperatorPage:
                     if x["stored_entry"] is None:
                         expected = tariff.quote_no_entry(table, x["time"], x["colour"]).fee
                     else:
-                        member = bool(x["flags"] & FLAG_MEMBER) or self.store.is_member(
+                        member = bool(x["flags"] & record.FLAG_MEMBER) or self.store.is_member(
                             x["plate"], x["time"])
                         expected = tariff.quote(table, x["stored_entry"], x["time"], x["colour"],
                                                 member=member).fee
@@ -301,109 +284,3 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"error": "not found"})
         except (ValueError, TypeError) as exc:
             self._json(400, {"error": str(exc)})
-
-
-# ---- HTML ----
-
-_STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}
-th{background:#f3f3f3}.online{color:#080}.offline{color:#b00}.stale{color:#b70}
-.tiles{display:flex;gap:1em;flex-wrap:wrap}.tile{border:1px solid #ccc;padding:.6em 1em}
-.tile b{display:block;font-size:1.6em}svg{border:1px solid #ccc;background:#fafafa}
-form{display:inline}input[type=text]{width:6em}"""
-
-
-def _esc(value):
-    return html.escape("" if value is None else str(value))
-
-
-def _tile(element_id, label, value):
-    return '<div class="tile"><b id="%s">%s</b>%s</div>' % (element_id, _esc(value), _esc(label))
-
-
-def render(page, s):
-    """The page's HTML for a snapshot."""
-    parts = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
-             '<meta http-equiv="refresh" content="%d">' % page.refresh_s,
-             "<title>parkgate lot %s</title><style>%s</style></head><body>" % (
-                 _esc(s["lot"]), _STYLE),
-             "<h1>Lot %s <small>%s, as of %s</small></h1>" % (
-                 _esc(s["lot"]), _esc(s["day"]), _esc(s["as_of_local"])),
-             '<div class="tiles">',
-             _tile("inside", "cars inside", s["inside"]),
-             _tile("entries", "entries today", s["entries"]),
-             _tile("exits", "exits today", s["exits"]),
-             _tile("revenue-online", "yuan charged online (%d exits)" % s["exits_online"],
-                   s["revenue"]["online"]),
-             _tile("revenue-offline", "yuan charged offline (%d exits)" % s["exits_offline"],
-                   s["revenue"]["offline"]),
-             _tile("revenue-adjustments", "yuan of corrections", s["revenue"]["adjustments"]),
-             _tile("revenue-total", "yuan today", s["revenue"]["total"]),
-             _tile("open-flags", "flagged sessions open", s["open_flags"]),
-             _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
-             "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
-             "<h2>Occupancy</h2>", _chart(s["occupancy"]),
-             "<h2>Flagged sessions</h2>", _flagged_table(s["flagged"]),
-             '<p><a href="/api/summary">JSON</a></p></body></html>']
-    return "".join(parts)
-
-
-def _gates_table(gates):
-    rows = ["<table id=gates><tr><th>gate</th><th>state</th><th>backlog</th><th>clock</th>"
-            "<th>tariff</th><th>free heap</th><th>last seen</th></tr>"]
-    for g in gates:
-        rows.append('<tr class="gate" data-gate="%s"><td>%s</td><td class="state %s">%s</td>'
-                    '<td class="backlog">%s</td><td>%s</td><td>%s</td><td>%s</td>'
-                    "<td>%s s ago</td></tr>" % (
-                        _esc(g["gate"]), _esc(g["gate"]), g["state"], g["state"],
-                        _esc(g["backlog"]), _esc(g["clock"]), _esc(g["tv"]), _esc(g["heap"]),
-                        _esc(g["last_seen_s"])))
-    if not gates:
-        rows.append("<tr><td colspan=7>no gate has reported yet</td></tr>")
-    return "".join(rows) + "</table>"
-
-
-def _chart(points, width=960, height=200):
-    top = max([p[1] for p in points] + [10])
-    coords = " ".join("%.1f,%.1f" % (p[0] * width / 1440.0, height - p[1] * (height - 10) / top)
-                      for p in points)
-    ticks = "".join('<text x="%d" y="%d" font-size="10">%02d:00</text>' % (
-        h * width // 24, height - 2, h) for h in range(0, 24, 3))
-    return ('<svg id="occupancy" width="%d" height="%d" viewBox="0 0 %d %d" role="img" '
-            'aria-label="cars inside over the day (max %d)">%s'
-            '<text x="4" y="12" font-size="10">%d</text>'
-            '<polyline fill="none" stroke="#36c" stroke-width="2" points="%s"/></svg>' % (
-                width, height, width, height, top, ticks, top, coords))
-
-
-def _flagged_table(flagged):
-    rows = ["<table id=flagged><tr><th>time</th><th>gate</th><th>kind</th><th>plate</th>"
-            "<th>fee</th><th>tariff says</th><th>why</th><th>correction</th></tr>"]
-    options = "".join('<option value="%s">%s</option>' % (a, a) for a in sorted(CORRECTION_ACTIONS))
-    for f in flagged:
-        ident = "%s/%s/%s" % (f["gate"], f["jid"], f["seq"])
-        if f["corrections"]:
-            done = "; ".join("%s %s yuan %s" % (c["action"], yuan(c["amount"]), c["note"])
-                             for c in f["corrections"])
-            action = '<span class="corrected">%s</span>' % _esc(done)
-        else:
-            action = ('<form method="post" action="/corrections">'
-                      '<input type="hidden" name="gate" value="%s">'
-                      '<input type="hidden" name="jid" value="%s">'
-                      '<input type="hidden" name="seq" value="%s">'
-                      '<select name="action">%s</select> '
-                      '<input type="text" name="amount" value="%s" aria-label="yuan"> '
-                      '<input type="text" name="note" placeholder="note" aria-label="note"> '
-                      '<button type="submit">record</button></form>' % (
-                          _esc(f["gate"]), f["jid"], f["seq"], options,
-                          yuan(max(f["owed"] or 0, 0)) if f["owed"] else "0.00"))
-        rows.append('<tr class="flag%s" data-id="%s"><td>%s</td><td>%s</td><td>%s</td>'
-                    "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
-                        "" if f["corrections"] else " open", _esc(ident), _esc(f["time_local"]),
-                        _esc(f["gate"]), _esc(f["kind"]), _esc(f["plate"]),
-                        "" if f.get("fee") is None else yuan(f["fee"]),
-                        "" if f.get("expected") is None else yuan(f["expected"]),
-                        _esc(", ".join(f["reasons"])), action))
-    if not flagged:
-        rows.append("<tr><td colspan=8>nothing flagged</td></tr>")
-    return "".join(rows) + "</table>"

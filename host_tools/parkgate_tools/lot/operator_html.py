@@ -1,0 +1,118 @@
+"""The operator page's HTML (operator_page.py serves it): tiles with the
+day's numbers, the gates, the occupancy chart as inline SVG and the flagged
+sessions, each open one with a form to record a correction. No script, and
+nothing fetched from elsewhere."""
+import html
+
+from parkgate_tools.lot.store import CORRECTION_ACTIONS
+
+
+def yuan(fen):
+    """'12.50' from 1250 fen (exact: integers only)."""
+    sign = "-" if fen < 0 else ""
+    return "%s%d.%02d" % ((sign,) + divmod(abs(fen), 100))
+
+
+_STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f3f3f3}.online{color:#080}.offline{color:#b00}.stale{color:#b70}
+.tiles{display:flex;gap:1em;flex-wrap:wrap}.tile{border:1px solid #ccc;padding:.6em 1em}
+.tile b{display:block;font-size:1.6em}svg{border:1px solid #ccc;background:#fafafa}
+form{display:inline}input[type=text]{width:6em}"""
+
+
+def _esc(value):
+    return html.escape("" if value is None else str(value))
+
+
+def _tile(element_id, label, value):
+    return '<div class="tile"><b id="%s">%s</b>%s</div>' % (element_id, _esc(value), _esc(label))
+
+
+def render(page, s):
+    """The page's HTML for a snapshot."""
+    parts = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
+             '<meta http-equiv="refresh" content="%d">' % page.refresh_s,
+             "<title>parkgate lot %s</title><style>%s</style></head><body>" % (
+                 _esc(s["lot"]), _STYLE),
+             "<h1>Lot %s <small>%s, as of %s</small></h1>" % (
+                 _esc(s["lot"]), _esc(s["day"]), _esc(s["as_of_local"])),
+             '<div class="tiles">',
+             _tile("inside", "cars inside", s["inside"]),
+             _tile("entries", "entries today", s["entries"]),
+             _tile("exits", "exits today", s["exits"]),
+             _tile("revenue-online", "yuan charged online (%d exits)" % s["exits_online"],
+                   s["revenue"]["online"]),
+             _tile("revenue-offline", "yuan charged offline (%d exits)" % s["exits_offline"],
+                   s["revenue"]["offline"]),
+             _tile("revenue-adjustments", "yuan of corrections", s["revenue"]["adjustments"]),
+             _tile("revenue-total", "yuan today", s["revenue"]["total"]),
+             _tile("open-flags", "flagged sessions open", s["open_flags"]),
+             _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
+             "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
+             "<h2>Occupancy</h2>", _chart(s["occupancy"]),
+             "<h2>Flagged sessions</h2>", _flagged_table(s["flagged"]),
+             '<p><a href="/api/summary">JSON</a></p></body></html>']
+    return "".join(parts)
+
+
+def _gates_table(gates):
+    rows = ["<table id=gates><tr><th>gate</th><th>state</th><th>backlog</th><th>clock</th>"
+            "<th>tariff</th><th>free heap</th><th>last seen</th></tr>"]
+    for g in gates:
+        rows.append('<tr class="gate" data-gate="%s"><td>%s</td><td class="state %s">%s</td>'
+                    '<td class="backlog">%s</td><td>%s</td><td>%s</td><td>%s</td>'
+                    "<td>%s s ago</td></tr>" % (
+                        _esc(g["gate"]), _esc(g["gate"]), g["state"], g["state"],
+                        _esc(g["backlog"]), _esc(g["clock"]), _esc(g["tv"]), _esc(g["heap"]),
+                        _esc(g["last_seen_s"])))
+    if not gates:
+        rows.append("<tr><td colspan=7>no gate has reported yet</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _chart(points, width=960, height=200):
+    top = max([p[1] for p in points] + [10])
+    coords = " ".join("%.1f,%.1f" % (p[0] * width / 1440.0, height - p[1] * (height - 10) / top)
+                      for p in points)
+    ticks = "".join('<text x="%d" y="%d" font-size="10">%02d:00</text>' % (
+        h * width // 24, height - 2, h) for h in range(0, 24, 3))
+    return ('<svg id="occupancy" width="%d" height="%d" viewBox="0 0 %d %d" role="img" '
+            'aria-label="cars inside over the day (max %d)">%s'
+            '<text x="4" y="12" font-size="10">%d</text>'
+            '<polyline fill="none" stroke="#36c" stroke-width="2" points="%s"/></svg>' % (
+                width, height, width, height, top, ticks, top, coords))
+
+
+def _flagged_table(flagged):
+    rows = ["<table id=flagged><tr><th>time</th><th>gate</th><th>kind</th><th>plate</th>"
+            "<th>fee</th><th>tariff says</th><th>why</th><th>correction</th></tr>"]
+    options = "".join('<option value="%s">%s</option>' % (a, a)
+                      for a in sorted(CORRECTION_ACTIONS))
+    for f in flagged:
+        ident = "%s/%s/%s" % (f["gate"], f["jid"], f["seq"])
+        if f["corrections"]:
+            done = "; ".join("%s %s yuan %s" % (c["action"], yuan(c["amount"]), c["note"])
+                             for c in f["corrections"])
+            action = '<span class="corrected">%s</span>' % _esc(done)
+        else:
+            action = ('<form method="post" action="/corrections">'
+                      '<input type="hidden" name="gate" value="%s">'
+                      '<input type="hidden" name="jid" value="%s">'
+                      '<input type="hidden" name="seq" value="%s">'
+                      '<select name="action">%s</select> '
+                      '<input type="text" name="amount" value="%s" aria-label="yuan"> '
+                      '<input type="text" name="note" placeholder="note" aria-label="note"> '
+                      '<button type="submit">record</button></form>' % (
+                          _esc(f["gate"]), f["jid"], f["seq"], options,
+                          yuan(max(f["owed"] or 0, 0)) if f["owed"] else "0.00"))
+        rows.append('<tr class="flag%s" data-id="%s"><td>%s</td><td>%s</td><td>%s</td>'
+                    "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+                        "" if f["corrections"] else " open", _esc(ident), _esc(f["time_local"]),
+                        _esc(f["gate"]), _esc(f["kind"]), _esc(f["plate"]),
+                        "" if f.get("fee") is None else yuan(f["fee"]),
+                        "" if f.get("expected") is None else yuan(f["expected"]),
+                        _esc(", ".join(f["reasons"])), action))
+    if not flagged:
+        rows.append("<tr><td colspan=8>nothing flagged</td></tr>")
+    return "".join(rows) + "</table>"
