@@ -6,7 +6,8 @@ import signal
 import threading
 
 from parkgate_tools.lot import security
-from parkgate_tools.lot.bridge import GROUP_BATCHES, Bridge
+from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.lot.group_commit import GROUP_BATCHES
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.store import LOCK_WAIT_S
 

@@ -18,11 +18,10 @@ import urllib.error
 import urllib.request
 
 from parkgate import record, tariff
+from parkgate_tools.lot.store.schema import row_event
+from parkgate_tools.lot.tariff_in_use import store_tariff
 
 log = logging.getLogger("parkgate.forwarder")
-
-_KINDS = {"in": record.KIND_ENTRY, "out": record.KIND_EXIT}
-_SOURCES = {"on": record.FEE_ONLINE, "off": record.FEE_OFFLINE, None: record.FEE_NONE}
 
 
 class LinkError(RuntimeError):
@@ -31,11 +30,7 @@ class LinkError(RuntimeError):
 
 def wire_event(row):
     """The upstream form of an outbox row: the gate's wire form plus g and j."""
-    event = record.Event(_KINDS[row["kind"]], row["time"], row["quality"], row["plate"],
-                         row["colour"], row["confidence"], row["flags"], row["fee"] or 0,
-                         _SOURCES[row["fee_source"]], row["tariff_version"] or 0,
-                         row["entry_time"] or 0, seq=row["seq"])
-    wire = record.to_wire(event)
+    wire = record.to_wire(row_event(row))
     wire["g"], wire["j"] = row["gate"], row["jid"]
     return wire
 
@@ -145,18 +140,17 @@ class Forwarder:
         return sent
 
     def sync(self):
-        """Take the tariff and the member list from the central server when
-        their version differs from the stored one. Raises LinkError."""
+        """Take the tariff from the central server when it is newer than the
+        one taken before (tariff_in_use.is_newer), and the member list when
+        its version differs from the stored one. Raises LinkError."""
         text = self._request("GET", "tariff", missing_ok=True)
         if text is not None:
             try:
-                table = tariff.loads(text)
+                table = store_tariff(self.store, text)
             except tariff.TariffError as exc:
                 log.error("central tariff refused: %s", exc)
                 table = None
-            if table is not None and str(table.version) != self.store.setting("tariff_version"):
-                self.store.set_setting("tariff", text)
-                self.store.set_setting("tariff_version", str(table.version))
+            if table is not None:
                 log.info("tariff version %s taken from the central server", table.version)
                 if self.on_tariff:
                     self.on_tariff(table)

@@ -31,7 +31,7 @@ class EventStore:
     lock_wait: seconds to wait for a database another connection holds
     locked (see sqlite.Store; PostgreSQL waits in the server)."""
 
-    backend = None
+    backend = ""         # "sqlite" or "postgresql"
     _BEGIN = "BEGIN"
 
     def __init__(self, path, lock_wait=LOCK_WAIT_S):
