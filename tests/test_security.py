@@ -43,24 +43,30 @@ def secured(tmp_path):
         broker.stop()
 
 
-def connect_code(broker, username, password, tls_ca=None):
-    """The CONNACK reason code a client with these credentials gets."""
+def first_reason_code(client, broker, callback, packet):
+    """The reason code of the first `callback` (on_connect: CONNACK,
+    on_publish: PUBACK) the client gets once connected to broker."""
     done = threading.Event()
     result = []
+    setattr(client, callback, lambda c, u, first, rc, p: (result.append(rc), done.set()))
+    client.connect_async(broker.host, broker.port)
+    client.loop_start()
+    try:
+        assert done.wait(WAIT_S), "no %s" % packet
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0]
+
+
+def connect_code(broker, username, password, tls_ca=None):
+    """The CONNACK reason code a client with these credentials gets."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-%s" % username)
     if username is not None:
         client.username_pw_set(username, password)
     if tls_ca:
         client.tls_set(ca_certs=tls_ca)
-    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
-    client.connect_async(broker.host, broker.port)
-    client.loop_start()
-    try:
-        assert done.wait(WAIT_S), "no CONNACK"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return result[0]
+    return first_reason_code(client, broker, "on_connect", "CONNACK")
 
 
 def test_a_gate_cannot_publish_or_read_as_another_gate(secured):
@@ -102,21 +108,11 @@ def test_a_gate_cannot_publish_or_read_as_another_gate(secured):
 
 def puback_code(broker, credentials, topic, payload):
     """The PUBACK reason code an MQTT 5 client with credentials gets for a QoS 1 publish."""
-    done = threading.Event()
-    result = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe5-" + topic[-12:],
                          protocol=mqtt.MQTTv5)
     client.username_pw_set(*credentials)
     client.on_connect = lambda c, u, f, rc, p: c.publish(topic, payload, qos=1)
-    client.on_publish = lambda c, u, mid, rc, p: (result.append(rc), done.set())
-    client.connect_async(broker.host, broker.port)
-    client.loop_start()
-    try:
-        assert done.wait(WAIT_S), "no PUBACK"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return result[0]
+    return first_reason_code(client, broker, "on_publish", "PUBACK")
 
 
 def test_anonymous_wrong_and_unknown_credentials_are_refused(secured):
