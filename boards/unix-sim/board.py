@@ -47,18 +47,21 @@
 #                       clock runs against the host's, in ppm (200000: 20 %
 #                       fast); resolution 1000 ppm
 #   PARKGATE_SIM_PASSAGE "1": a passage input is fitted (PASSAGE, PassageSensor)
+# The board's time (ticks, RTC, reset cause, log) is simclock.py, its camera
+# line and the flash stall simuart.py; the interface: boards/interface.py.
 import gc
 import json
 import os
-import select
 import socket
-import sys
-import termios
 import time
 import vfs
 
 import flashdev
-from flashdev import STALL_ERASE, FlashDevice, Partition
+import simuart
+from flashdev import FlashDevice, Partition
+from simclock import (BOOT_CLOCK_QUALITY, SIM_DIR, ClockMemory, ClockSource,  # noqa: F401
+                      env_int, kept_counting, log, ticks_ms)
+from simuart import PROBE, Uart  # noqa: F401
 
 NAME = "unix-sim"
 BLOCK_SIZE = 4096
@@ -66,60 +69,13 @@ BLOCK_COUNT = 512          # 2 MiB: the filesystem share of a 4 MiB ESP32
 FS_BLOCKS = 320            # littlefs: site config, tariff, member list
 FS_PATH = "/flash"
 RELAY_ACTIVE_LEVEL = 1     # relay module input is active high
-_TERMIOS_VTIME = 5         # indices into termios cc on Linux
-_TERMIOS_VMIN = 6
-_ESP32_EPOCH = 946684800   # 2000-01-01 in unix seconds
-
-_UART_FIFO = 128           # the ESP32 UART's hardware receive FIFO
-_PAGE = 256                # NOR program page
 _FEED_MARK_MS = 250        # how often a feed is written out for the host
 
-SIM_DIR = os.getenv("PARKGATE_SIM_DIR") or "."
-
-
-def _env_int(name, default):
-    value = os.getenv(name)
-    return int(value) if value else default
-
-
-_STALL = (os.getenv("PARKGATE_SIM_FLASH_STALL") or "700,45000").split(",")
-_STALL_PAGE_US = int(_STALL[0])
-_STALL_ERASE_US = int(_STALL[1])
-UART_RXBUF = _env_int("PARKGATE_SIM_UART_RXBUF", 512)
-WATCHDOG_MS = _env_int("PARKGATE_SIM_WDT_MS", 8000)
-_PROBE = os.getenv("PARKGATE_SIM_PROBE") == "heap"
-_DRIFT_PPM = _env_int("PARKGATE_SIM_CLOCK_DRIFT_PPM", 0)
+WATCHDOG_MS = env_int("PARKGATE_SIM_WDT_MS", 8000)
 PASSAGE = os.getenv("PARKGATE_SIM_PASSAGE") == "1"
-
-# ticks_ms() as on a 32-bit port, started PARKGATE_SIM_TICKS before its wrap.
-_TICKS_MAX = time.ticks_add(0, -1)      # 2**30 - 1 on a 32-bit build
-_ticks_offset = time.ticks_diff(
-    time.ticks_add(_TICKS_MAX, 1 - _env_int("PARKGATE_SIM_TICKS", 30000)), time.ticks_ms())
-
-
-def ticks_ms():
-    return time.ticks_add(time.ticks_ms(), _ticks_offset)
-
 
 _flash = None
 _mounted = False
-_uart = None               # the camera line, which loses bytes while the flash stalls
-
-
-def _stall(kind, nbytes):
-    # The whole chip stops while its flash is programmed or erased.
-    if kind == STALL_ERASE:
-        us = _STALL_ERASE_US
-        if us:
-            log("STALL erase %d us" % us)
-    else:
-        us = _STALL_PAGE_US * ((nbytes + _PAGE - 1) // _PAGE)
-    if not us:
-        return
-    if _uart is not None:
-        _uart.stall(us)
-    else:
-        time.sleep_us(us)
 
 
 def flash_device():
@@ -129,7 +85,7 @@ def flash_device():
         # like esp32.Partition on a board), else our own: one per process.
         _flash = getattr(flashdev, "BOOT_DEVICE", None) or \
             FlashDevice(SIM_DIR + "/flash.img", BLOCK_SIZE, BLOCK_COUNT, count_wear=False)
-        _flash.stall = _stall
+        _flash.stall = simuart.flash_stall
     return _flash
 
 
@@ -165,265 +121,6 @@ def load_site():
         return json.load(f)
 
 
-def _parse_clock():
-    spec = os.getenv("PARKGATE_SIM_CLOCK")
-    if not spec:
-        return None
-    base, host_t0, rate = spec.split(",")
-    return float(base), float(host_t0), float(rate)
-
-
-# Whether the RTC domain kept power through the reset that started this
-# process (the host says so in reset.cause), as machine.reset_cause() tells
-# an ESP32: then the RTC and its memory are as the last process left them.
-_RTC_PATH = SIM_DIR + "/rtc"
-_RTC_MEM_PATH = SIM_DIR + "/rtc.mem"
-
-
-def _read_reset_cause():
-    # Once per process: this module is imported twice (the boot module's
-    # copy is dropped), so the verdict stays with the port's flash module,
-    # as BOOT_DEVICE does.
-    warm = getattr(flashdev, "RESET_WARM", None)
-    if warm is not None:
-        return warm
-    try:
-        with open(SIM_DIR + "/reset.cause") as f:
-            cause = f.read().strip()
-        os.remove(SIM_DIR + "/reset.cause")
-    except OSError:
-        cause = ""
-    warm = cause in ("watchdog", "reset")
-    if not warm:
-        for path in (_RTC_PATH, _RTC_MEM_PATH):
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-    flashdev.RESET_WARM = warm
-    return warm
-
-
-_WARM = _read_reset_cause()
-
-
-def kept_counting():
-    """True if the board's clock counted through the reset that started
-    this process (a watchdog or other reset, not a power-on)."""
-    return _WARM
-
-
-# The simulated RTC, one per process like the ESP32's, so a time set through
-# one ClockSource (a field tool's set-clock) is what every other one reads.
-# Board time = base + (host time - host_t0) * rate, kept as whole seconds
-# plus milliseconds from an anchor on ticks, re-anchored every 10 s: a reading
-# costs one long int (the time itself), as time.time() + epoch does on an
-# ESP32, and no floats. The rate includes the drift (PARKGATE_SIM_CLOCK_DRIFT_PPM).
-_REANCHOR_MS = 10000
-_rtc = None     # [anchor seconds, anchor ms, anchor raw ticks, rate * 1000, remainder]
-
-
-def _rtc_set(board_seconds, rate_milli):
-    global _rtc
-    whole = int(board_seconds)
-    _rtc = [whole, int((board_seconds - whole) * 1000), time.ticks_ms(), rate_milli, 0]
-    # The RTC domain's state, for a reset that keeps it (not on the hot path:
-    # only when the clock is set).
-    try:
-        with open(_RTC_PATH, "w") as f:
-            f.write("%r %r %d\n" % (board_seconds, time.time(), rate_milli))
-    except OSError:
-        pass
-
-
-def _rtc_restore():
-    # The RTC as the last process left it, counted on through the reset.
-    try:
-        with open(_RTC_PATH) as f:
-            board_seconds, host_time, rate_milli = f.read().split()
-        rate_milli = int(rate_milli)
-        return float(board_seconds) + (time.time() - float(host_time)) * rate_milli / 1000, rate_milli
-    except (OSError, ValueError):
-        return None
-
-
-def _rate_milli(rate):
-    return int(rate * (1000000 + _DRIFT_PPM) / 1000 + 0.5)
-
-
-class ClockSource:
-    """Board time in the port's epoch (1970 on unix), whole seconds."""
-
-    def __init__(self):
-        if _rtc is None:
-            restored = _rtc_restore() if _WARM else None
-            spec = _parse_clock()
-            if restored:
-                _rtc_set(restored[0], restored[1])
-            elif spec:
-                base, host_t0, rate = spec
-                _rtc_set(base + (time.time() - host_t0) * rate, _rate_milli(rate))
-            else:
-                # Unset: the clock starts at the 2000 epoch at the first reading.
-                _rtc_set(_ESP32_EPOCH, _rate_milli(1.0))
-
-    def seconds(self):
-        rtc = _rtc
-        now = time.ticks_ms()
-        d = time.ticks_diff(now, rtc[2])
-        if d > _REANCHOR_MS:
-            scaled = d * rtc[3] + rtc[4]        # board ms * 1000, < 2**30
-            ms = rtc[1] + scaled // 1000
-            rtc[0] += ms // 1000
-            rtc[1] = ms % 1000
-            rtc[2] = now
-            rtc[4] = scaled % 1000
-            d = 0
-        return rtc[0] + (rtc[1] + (d * rtc[3] + rtc[4]) // 1000) // 1000
-
-    def set_seconds(self, seconds):
-        _rtc_set(seconds, _rtc[3])
-
-
-BOOT_CLOCK_QUALITY = 6 if os.getenv("PARKGATE_SIM_CLOCK") else 0
-
-
-class ClockMemory:
-    """The RTC memory (an ESP32's machine.RTC().memory()) in rtc.mem: kept
-    across resets that are not a power-on."""
-
-    def read(self):
-        try:
-            with open(_RTC_MEM_PATH, "rb") as f:
-                return f.read()
-        except OSError:
-            return b""
-
-    def write(self, data):
-        with open(_RTC_MEM_PATH, "wb") as f:
-            f.write(data)
-
-
-class Uart:
-    """The camera line on a pseudo-terminal, read without blocking, with the
-    ESP32's receive path: a ring of UART_RXBUF bytes that the UART interrupt
-    fills, and a 128-byte FIFO that alone takes bytes while the flash stalls
-    the chip. Bytes beyond either are lost, and logged (UART overrun)."""
-
-    def __init__(self):
-        global _uart
-        self._file = None
-        self._poll = select.poll()
-        self._retry_at = 0
-        self._ring = bytearray(UART_RXBUF)
-        self._ring_mv = memoryview(self._ring)
-        self._head = 0
-        self._len = 0
-        self._scratch = bytearray(64)
-        self._open()
-        _uart = self
-
-    def _open(self):
-        try:
-            f = open(SIM_DIR + "/uart", "r+b")
-        except OSError as exc:
-            log("CAMERA cannot open uart: %r" % (exc,))
-            return
-        attrs = termios.tcgetattr(f.fileno())
-        attrs[6][_TERMIOS_VMIN] = 0     # read() returns what is there, even nothing
-        attrs[6][_TERMIOS_VTIME] = 0
-        termios.tcsetattr(f.fileno(), termios.TCSANOW, attrs)
-        self._file = f
-        self._poll = select.poll()
-        self._poll.register(f, select.POLLIN)
-
-    def _lost(self, exc):
-        log("CAMERA line lost: %r" % (exc,))
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        self._file = None
-        self._retry_at = time.ticks_add(ticks_ms(), 1000)
-
-    def _take(self, limit):
-        # Move up to limit waiting bytes into the ring; drop the rest.
-        if self._file is None:
-            return 0
-        if self._head:
-            self._ring[0:self._len] = self._ring_mv[self._head:self._head + self._len]
-            self._head = 0
-        dropped = 0
-        try:
-            while limit > 0 and self._len < UART_RXBUF:
-                end = self._len + min(limit, UART_RXBUF - self._len)
-                n = self._file.readinto(self._ring_mv[self._len:end]) or 0
-                if not n:
-                    return 0
-                self._len += n
-                limit -= n
-            while True:
-                n = self._file.readinto(self._scratch) or 0
-                if not n:
-                    break
-                dropped += n
-        except OSError as exc:
-            self._lost(exc)
-        return dropped
-
-    def _waiting(self):
-        # True if the line holds unread bytes (ipoll allocates nothing).
-        if self._file is None:
-            return False
-        for _, _ in self._poll.ipoll(0):
-            return True
-        return False
-
-    def stall(self, us):
-        """The chip stops for us: what arrived before was in the ring; of
-        what arrives during the stall, the FIFO keeps 128 bytes."""
-        before = self._take(UART_RXBUF) if self._waiting() else 0
-        time.sleep_us(us)
-        during = self._take(_UART_FIFO) if self._waiting() else 0
-        if before or during:
-            log("UART overrun: %d bytes lost (ring full %d, FIFO full during a %d us stall %d)"
-                % (before + during, before, us, during))
-
-    def readinto(self, buf):
-        global _probe_mark
-        if self._len:
-            n = min(len(buf), self._len)
-            buf[0:n] = self._ring_mv[self._head:self._head + n]
-            self._head += n
-            self._len -= n
-            if not self._len:
-                self._head = 0
-        elif self._file is None:
-            if time.ticks_diff(ticks_ms(), self._retry_at) >= 0:
-                self._retry_at = time.ticks_add(ticks_ms(), 1000)
-                self._open()
-            return 0
-        else:
-            try:
-                n = self._file.readinto(buf) or 0
-            except OSError as exc:
-                self._lost(exc)
-                return 0
-        if _PROBE and n:
-            gc.collect()
-            _probe_mark = gc.mem_alloc()
-        return n
-
-    def wait(self, ms):
-        if self._file is None or self._len:
-            time.sleep_ms(0 if self._len else ms)
-            return
-        for _, flags in self._poll.ipoll(ms):
-            if flags & (select.POLLHUP | select.POLLERR):
-                time.sleep_ms(ms)
-            break
-
-
 class Relay:
     """The barrier relay; every change is appended to gpio.log."""
 
@@ -432,10 +129,10 @@ class Relay:
         self.on = False
 
     def set(self, on):
-        if _PROBE and on:
+        if PROBE and on:
             # Heap allocated from the camera bytes to this call (no
             # collection ran in between: one ran just before them).
-            log("PROBE car_alloc=%d" % (gc.mem_alloc() - _probe_mark))
+            log("PROBE car_alloc=%d" % (gc.mem_alloc() - simuart.probe_mark))
         if _exists(_HANG_PATH):
             os.remove(_HANG_PATH)
             log("HANG relay adapter stuck")
@@ -509,7 +206,6 @@ def _exists(path):
 
 
 _HANG_PATH = SIM_DIR + "/hang.relay"
-_probe_mark = 0
 _probe_min = 1 << 29
 _probe_feeds = 0
 
@@ -545,7 +241,7 @@ class Watchdog:
             self._file.write(".")
             self._file.flush()
             self._marked = now
-        if _PROBE:
+        if PROBE:
             _probe_heap()
 
 
@@ -587,7 +283,3 @@ def free_heap():
 def free_flash(path=FS_PATH):
     st = os.statvfs(path)
     return st[0] * st[3]
-
-
-def log(line):
-    sys.stdout.write("%d %s\n" % (ticks_ms(), line))

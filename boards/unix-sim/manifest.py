@@ -3,10 +3,13 @@
 # this file (MicroPython's manifest rules).
 # The gate's code: the firmware, main.py and the pinned umqtt.simple.
 include("../../firmware/manifest.py")
-# The board: its adapters, the emulated flash chip, the port's own boot
+# The board: its adapters (board.py, with its time in simclock.py and its
+# camera line in simuart.py), the emulated flash chip, the port's own boot
 # module (the unix port's stand-in for the ESP32's frozen _boot.py) and the
 # simulator's provisioning script.
 module("board.py")
+module("simclock.py")
+module("simuart.py")
 module("flashdev.py")
 module("simboot.py", base_path="port")
 module("provision.py")

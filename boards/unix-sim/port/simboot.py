@@ -21,11 +21,13 @@ board.mount_flash()
 os.chdir(board.FS_PATH)
 sys.path[:] = ["", ".frozen", board.FS_PATH + "/lib"]
 # An ESP32's _boot.py imports no board module: let the next `import board`
-# find it through sys.path, so a board.mpy on the flash shadows the frozen one.
-del sys.modules["board"]
+# find it (and the board's simclock and simuart) through sys.path, so a
+# board.mpy on the flash shadows the frozen one.
+for _name in ("board", "simclock", "simuart"):
+    del sys.modules[_name]
 with open(_dir + "/repl.ready", "w") as _f:
     _f.write("ok\n")
-del _f, _dir, board      # nothing keeps this first board module on the heap
+del _f, _dir, _name, board   # nothing keeps this first board module on the heap
 if os.getenv("PARKGATE_SIM_MAIN"):
     import gc
     gc.collect()
