@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 from parkgate import record, tariff
-from parkgate_tools.http_thread import serve_in_thread, stop_serving
+from parkgate_tools.http_service import HTTPService
 from parkgate_tools.ids import ID_PATTERN, is_id
 from parkgate_tools.lot.store.schema import event_row
 
@@ -181,41 +181,33 @@ class CentralServer:
 
     def __init__(self, db_path, host="127.0.0.1", port=0, tokens=None):
         self.db_path = db_path
-        self.host = host
-        self.port = port
         self.tokens = tokens
         self.store = CentralStore(db_path)
         self.requests = 0          # POSTs of events answered 200
         self.duplicates = 0        # events received that were already stored
-        self._server = None
-        self._thread = None
+        self._http = HTTPService(type("Handler", (_Handler,), {"central": self}), host, port,
+                                 "central-http")
 
     @property
     def url(self):
         """Base URL, e.g. http://127.0.0.1:8123"""
-        return "http://%s:%d" % (self.host, self.port)
+        return "http://%s:%d" % (self._http.host, self._http.port)
 
     @property
     def alive(self):
         """True while serving."""
-        return self._server is not None
+        return self._http.running
 
     def start(self):
         """Serve in a background thread; returns self."""
-        if self._server is not None:
-            return self
-        handler = type("Handler", (_Handler,), {"central": self})
-        self._server, self._thread = serve_in_thread(handler, self.host, self.port,
-                                                     "central-http")
-        self.port = self._server.server_address[1]
-        log.info("central server on %s", self.url)
+        if not self._http.running:
+            self._http.start()
+            log.info("central server on %s", self.url)
         return self
 
     def stop(self):
         """Stop serving (the link "goes down"); start() again to come back."""
-        if self._server is not None:
-            stop_serving(self._server, self._thread)
-            self._server = None
+        self._http.stop()
 
     def close(self):
         """Stop and close the store."""

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 
 from parkgate import record, tariff
 from parkgate.clock import QUALITY_NAMES
-from parkgate_tools.http_thread import serve_in_thread, stop_serving
+from parkgate_tools.http_service import HTTPService
 from parkgate_tools.lot.operator_html import render, yuan
 from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
@@ -57,29 +57,24 @@ class OperatorPage:
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
                  utc_offset_s=8 * 3600, refresh_s=15):
         self.store, self.lot, self.tariff_source = store, lot, tariff_source
-        self.host, self.port = host, port
         self.clock, self.utc_offset_s, self.refresh_s = clock, utc_offset_s, refresh_s
-        self._server = self._thread = None
+        self._http = HTTPService(type("Handler", (_Handler,), {"page": self}), host, port,
+                                 "operator-page")
 
     @property
     def url(self):
         """The page's URL."""
-        return "http://%s:%d/" % (self.host, self.port)
+        return "http://%s:%d/" % (self._http.host, self._http.port)
 
     def start(self):
         """Serve in a background thread; returns self."""
-        handler = type("Handler", (_Handler,), {"page": self})
-        self._server, self._thread = serve_in_thread(handler, self.host, self.port,
-                                                     "operator-page")
-        self.port = self._server.server_address[1]
+        self._http.start()
         log.info("operator page on %s", self.url)
         return self
 
     def stop(self):
         """Stop serving."""
-        if self._server is not None:
-            stop_serving(self._server, self._thread)
-            self._server = None
+        self._http.stop()
 
     # ---- the numbers ----
 
