@@ -2,32 +2,18 @@
 # server computes online, from the same table with this same code.
 # Pure: callers pass the parsed table and unix seconds (1970 epoch, UTC).
 # Table format and charging rules: firmware/docs/tariff.md.
-# Modules: tariff_engine (the fee); tariff_check, tariff_bands, tariff_fields
-# and tariff_time (validation, calendar), imported by load(). Kept small:
-# the code shares a 64 KiB heap with the data on the unix port.
+# The tariff modules in layers, each importing only those below it:
+#   tariff_types   COLOURS, TariffError, colour_code, Tariff, VehicleClass
+#   tariff_time    calendar arithmetic;  tariff_fields  typed field checks, digest
+#   tariff_bands   plans and their bands;  tariff_check  the whole table
+#   tariff_engine  the fee of a stay (needs none of the above)
+#   tariff         this API: load, loads, quote, quote_no_entry
+# Kept small: the code shares a 64 KiB heap with the data on the gate. The
+# validation (tariff_check and below) is imported by load(), not here: the
+# gate imports it itself at boot, on a short import chain (an ESP32's stack
+# holds few nested imports).
 from parkgate.tariff_engine import charge
-
-COLOURS = ("blue", "yellow", "white", "black", "green", "yellow-green",
-           "gradient", "other")
-
-
-class TariffError(ValueError):
-    # A bad table or argument: .field names it; str(e) is "field: message".
-
-    def __init__(self, field, message):
-        super().__init__("%s: %s" % (field, message))
-        self.field = field
-        self.message = message
-
-
-def colour_code(value, field="colour"):
-    # Plate colour code 0..7 from a code or a name (see COLOURS).
-    code = value
-    if type(value) is str:
-        code = int(value) if value.isdigit() else COLOURS.index(value) if value in COLOURS else -1
-    if type(code) is not int or not 0 <= code < 8:
-        raise TariffError(field, "bad plate colour %r (0-7 or a name)" % (value,))
-    return code
+from parkgate.tariff_types import COLOURS, Tariff, TariffError, VehicleClass, colour_code  # noqa: F401
 
 
 def load(doc):
@@ -45,21 +31,6 @@ def loads(text):
     except ValueError as exc:
         raise TariffError("json", "not valid JSON (%s)" % exc)
     return load(doc)
-
-
-class Tariff:
-    # A compiled table. Public: version, digest, name, utc_offset_minutes,
-    # grace_seconds, examples; the rest is for the engine.
-
-    def class_of(self, colour):
-        # The VehicleClass for a plate colour.
-        return self.classes.get(colour_code(colour), self.base)
-
-
-class VehicleClass:
-    # name, percent, cap, no_entry_fee, daily_free_s, and plan_w / plan_nw:
-    # the plan index on working / non-working days.
-    pass
 
 
 class Quote:

@@ -1,6 +1,6 @@
 # Validates and compiles a table's plans: each plan is bands that follow
 # each other round the clock, each band a list of tiers (until, unit, price).
-from parkgate.tariff import TariffError
+from parkgate.tariff_types import TariffError
 from parkgate.tariff_fields import obj, value
 from parkgate.tariff_time import DAY, parse_clock
 

@@ -1,7 +1,7 @@
 # Validates a parsed tariff table and compiles it into a Tariff. Every
 # error is a TariffError naming the field ("plans.wk.bands[1].start").
 # Pure: the input is never modified. Schema: firmware/docs/tariff.md.
-from parkgate.tariff import Tariff, TariffError, VehicleClass, colour_code
+from parkgate.tariff_types import Tariff, TariffError, VehicleClass, colour_code
 from parkgate.tariff_bands import compile_plans
 from parkgate.tariff_fields import digest_of, obj, value
 from parkgate.tariff_time import parse_date, parse_time

@@ -7,7 +7,7 @@
 import binascii
 import hashlib
 
-from parkgate.tariff import TariffError
+from parkgate.tariff_types import TariffError
 
 MONEY_MAX = 100000000  # 1,000,000 yuan in fen: more is a typo
 

@@ -2,7 +2,7 @@
 # UTC) <-> local dates and times at a fixed UTC offset. Proleptic
 # Gregorian (days-from-civil), the same on CPython and MicroPython.
 from parkgate.compat import const
-from parkgate.tariff import TariffError
+from parkgate.tariff_types import TariffError
 
 DAY = const(86400)
 
