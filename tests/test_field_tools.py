@@ -24,7 +24,7 @@ import pytest
 
 from parkgate import members, tariff
 from parkgate_tools import lint, runtime
-from parkgate_tools.field import fieldtool
+from parkgate_tools.field import boards, commands, deploy, errors, transport, validate
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
@@ -35,8 +35,8 @@ START = 1795564800   # 2026-11-25 08:00 UTC+8
 PLATES = ["京A10001", "沪B20002", "粤C30003", "苏D40004"]
 TARIFFS = os.path.dirname(DEFAULT_TARIFF)
 SIMBOOT = os.path.join(runtime.BOARDS, "unix-sim", "port", "simboot.py")
-ESP32_BOARDS = [name for name in fieldtool.board_names()
-                if fieldtool.load_board(name).doc.get("port") == "esp32"]
+ESP32_BOARDS = [name for name in boards.board_names()
+                if boards.load_board(name).doc.get("port") == "esp32"]
 
 
 def sha_file(path):
@@ -165,7 +165,7 @@ def deployed(field):
 def test_deploy_puts_the_configuration_on_the_flash_with_its_hashes(deployed):
     port = deployed.port
     with open(deployed.members_path, encoding="utf-8") as f:
-        members_bin = fieldtool.members_file(json.load(f))
+        members_bin = validate.members_file(json.load(f))
     config = {"/flash/site.json": sha_file(deployed.site_path),
               "/flash/members.bin": hashlib.sha256(members_bin).hexdigest()}
     assert device_sha256(port, sorted(config)) == config
@@ -274,10 +274,10 @@ def test_push_members_validates_and_installs(deployed, tmp_path):
         ensure_ascii=False))
     proc = parkgate("board", "push-members", str(good), "--port", port, "--resume")
     assert proc.returncode == 0, proc.stderr
-    built = fieldtool.members_file(json.loads(good.read_text()))
+    built = validate.members_file(json.loads(good.read_text()))
     assert device_sha256(port, ["/flash/members.bin"]) == {
         "/flash/members.bin": hashlib.sha256(built).hexdigest()}
-    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    st = commands.status(transport.Device(port, resume=True))
     assert st["members"] == {"version": 3, "count": 2}
     listed = members.MemberList(io.BytesIO(built))
     assert listed.lookup("京A10001", START, 480)[0] == members.MEMBER
@@ -294,7 +294,7 @@ def test_set_clock_reads_back_what_was_set(deployed):
     now = int(mpremote(port, "exec", "import board\nfrom parkgate.clock import EPOCH_OFFSET\n"
                                      "print(int(board.ClockSource().seconds()) + EPOCH_OFFSET)"))
     assert target <= now <= target + 5
-    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    st = commands.status(transport.Device(port, resume=True))
     assert st["clock"]["valid"] and target <= st["clock"]["time"] <= target + 5
     refused = parkgate("board", "set-clock", "--time", "12", "--port", port, "--resume")
     assert refused.returncode == 1 and "clock refused: --time" in refused.stderr
@@ -318,7 +318,7 @@ def test_config_get_and_set(deployed):
     assert proc.returncode == 0, proc.stderr
     proc = parkgate("board", "config", "set", "direction", "sideways", "--port", port, "--resume")
     assert proc.returncode == 1 and "site refused: direction:" in proc.stderr
-    site = fieldtool.config_get(fieldtool.Device(port, resume=True))
+    site = commands.config_get(transport.Device(port, resume=True))
     assert site["relay_pulse_ms"] == 650 and site["direction"] == "in"
 
 
@@ -328,10 +328,10 @@ def test_deploy_with_code_checks_the_heap_and_shadows_the_frozen_code(deployed):
     and gate a car in the heap the tool estimated; a deploy without --code
     then removes them and the image's code runs again."""
     port = deployed.port
-    board = fieldtool.load_board("unix-sim")
-    files = fieldtool.firmware_files(board)
-    need, size = fieldtool.code_heap_needed(files)
-    assert need == fieldtool.GATE_DATA_HEAP + int(fieldtool.CODE_HEAP_FACTOR * size)
+    board = boards.load_board("unix-sim")
+    files = deploy.firmware_files(board)
+    need, size = deploy.code_heap_needed(files)
+    assert need == deploy.GATE_DATA_HEAP + int(deploy.CODE_HEAP_FACTOR * size)
     before = flash_listing(port)
     proc = parkgate("board", "deploy", "--port", port, "--resume", "--board", "unix-sim",
                     "--code")
@@ -367,7 +367,7 @@ def test_deploy_with_code_checks_the_heap_and_shadows_the_frozen_code(deployed):
     assert imported_from(port, "board", "parkgate.journal", "parkgate.app") == {
         "board": ("board.mpy", "flash"), "parkgate.journal": ("parkgate/journal.mpy", "flash"),
         "parkgate.app": ("parkgate/app.mpy", "flash")}
-    st = fieldtool.status(fieldtool.Device(port, resume=True))
+    st = commands.status(transport.Device(port, resume=True))
     assert st["code"] == {"board": "flash", "parkgate": "flash"}
     assert st["firmware"]["files"] == len(files) and st["firmware"]["changed"] == []
 
@@ -393,6 +393,51 @@ def test_deploy_with_code_checks_the_heap_and_shadows_the_frozen_code(deployed):
     assert "parkgate" not in listing and not [p for p in listing if p.endswith(".mpy")]
     assert imported_from(port, "board", "parkgate.journal") == {
         "board": ("board.py", "image"), "parkgate.journal": ("parkgate/journal.py", "image")}
+
+
+def test_deploy_copies_a_board_module_from_outside_the_board_folder(deployed):
+    """A board.json module path that leads out of the board folder (the ESP32
+    boards' "../esp32/esp32_board.py") goes to the board's root under its
+    base name with --code, is verified by its SHA-256 there, and a deploy
+    without --code removes it again. The simulator here lists the ESP32
+    boards' shared module as its own (it is never imported)."""
+    port = deployed.port
+    sim = boards.load_board("unix-sim")
+    board = boards.BoardDef("unix-sim", dict(sim.doc, modules=sim.modules + [
+        "../esp32/esp32_board.py"]))
+    files = dict((remote, local) for local, remote in deploy.firmware_files(board))
+    shared = files["esp32_board.mpy"]
+    assert shared == os.path.join(runtime.BUILD_MPY, "boards", "esp32", "esp32_board.mpy")
+    assert "esp32_board.py" in deploy.code_paths(board)[1]
+    deployed.heap = "256k"
+    deployed.restart()
+    try:
+        result = deploy.deploy(transport.Device(port, resume=True), board, code=True)
+        assert result["files"] == len(files)
+        assert device_sha256(port, ["/flash/esp32_board.mpy"]) == {
+            "/flash/esp32_board.mpy": sha_file(shared)}
+        manifest = json.loads(mpremote(port, "fs", "cat", ":/flash/deploy.json"))
+        assert manifest["files"]["esp32_board.mpy"] == sha_file(shared)
+        result = deploy.deploy(transport.Device(port, resume=True), board)
+        assert "/flash/esp32_board.mpy" in result["removed"]
+        assert "esp32_board.mpy" not in flash_listing(port)
+    finally:
+        deployed.heap = None
+        deployed.restart()
+
+
+def test_a_failure_on_the_board_is_one_device_error(deployed):
+    """An exception in an on-board program comes back as a DeviceError naming
+    the stage and the MicroPython exception, and the programs leave nothing
+    in the REPL's globals."""
+    device = transport.Device(deployed.port, resume=True)
+    with pytest.raises(errors.DeviceError) as caught:
+        device.call("hash", {"files": 5})
+    assert (caught.value.stage, caught.value.kind) == ("hash", "TypeError")
+    assert str(caught.value).startswith("device: hash: TypeError: ")
+    left = mpremote(deployed.port, "exec", "print(sorted(k for k in globals() if k in "
+                                           "('_pg', 'json_loads', 'out', 'stage', 'args')))")
+    assert left.strip() == "[]"
 
 
 def test_the_deployed_flash_boots_as_a_gate(deployed):
@@ -421,20 +466,20 @@ def test_unreachable_port_is_a_clear_error(tmp_path):
 
 
 def test_device_errors_are_worded_for_the_field():
-    err = fieldtool.DeviceError("journal", "OSError",
-                                "no journal partition: flash boards/esp32-devkitc/partitions.csv")
+    err = errors.DeviceError("journal", "OSError",
+                             "no journal partition: flash boards/esp32-devkitc/partitions.csv")
     assert str(err) == ("device: journal: no journal partition: flash "
                         "boards/esp32-devkitc/partitions.csv")
-    missing = str(fieldtool.DeviceError("board", "ImportError", "no module named 'board'"))
+    missing = str(errors.DeviceError("board", "ImportError", "no module named 'board'"))
     assert "flash the image `make firmware BOARD=NAME` builds" in missing
     assert "`parkgate board deploy --code`" in missing
 
 
 def test_every_board_program_compiles_with_mpy_cross(tmp_path):
     files = []
-    for name in fieldtool.PROGRAMS:
+    for name in transport.PROGRAMS:
         path = tmp_path / (name + ".py")
-        path.write_text(fieldtool.program(name, {"x": "粤B", "n": [1, None, True]}),
+        path.write_text(transport.program(name, {"x": "粤B", "n": [1, None, True]}),
                         encoding="utf-8")
         files.append(str(path))
     files.append(SIMBOOT)
@@ -442,23 +487,42 @@ def test_every_board_program_compiles_with_mpy_cross(tmp_path):
 
 
 def test_board_definitions_and_site_examples():
-    names = fieldtool.board_names()
+    names = boards.board_names()
     assert {"unix-sim", "esp32-devkitc", "wt32-eth01", "esp32-s3-devkitc-1-n8r8"} <= set(names)
     for name in names:
-        board = fieldtool.load_board(name)
+        board = boards.load_board(name)
         for module in board.modules:
             assert os.path.exists(os.path.join(board.folder, module)), (name, module)
         with open(os.path.join(board.folder, "site.example.json")) as f:
-            assert fieldtool.check_site(json.load(f), board) == [], name
+            assert validate.check_site(json.load(f), board) == [], name
         if board.doc.get("port") == "esp32":
             assert board.umqtt_frozen and board.fs_root == "/" and board.reset == "machine"
             assert os.path.exists(os.path.join(board.folder, "manifest.py")), name
 
 
+def test_board_modules_are_named_by_base_name_and_stay_under_boards():
+    """board.json "modules": paths relative to the board folder; the ESP32
+    boards share one module outside theirs, which firmware_files() and
+    code_paths() name by its base name; a missing file, a file outside
+    boards/ and two modules of one name are refused."""
+    for name in ESP32_BOARDS:
+        board = boards.load_board(name)
+        sources = dict(board.module_sources())
+        assert sources[os.path.join(runtime.BOARDS, "esp32", "esp32_board.py")] == "esp32_board.py"
+        assert {"esp32_board.py", "esp32_board.mpy", "board.py"} <= set(deploy.code_paths(board)[1])
+    sim = boards.load_board("unix-sim")
+    for modules, message in ((["board.py", "../esp32/nothing.py"], "not a .py file"),
+                             (["board.py", "../../firmware/main.py"], "outside boards/"),
+                             (["board.py", "../esp32-devkitc/board.py"], "two modules named")):
+        with pytest.raises(errors.FieldToolError) as caught:
+            boards.BoardDef("unix-sim", dict(sim.doc, modules=modules)).module_sources()
+        assert message in str(caught.value), modules
+
+
 def test_sim_boot_geometry_is_the_board_adapters():
     """board.json's flash geometry and board.py's constants (which the
     image's simboot.py mounts the flash with) must agree."""
-    board = fieldtool.load_board("unix-sim")
+    board = boards.load_board("unix-sim")
     with open(os.path.join(board.folder, "board.py")) as f:
         source = f.read()
     constants = {name: value for name, value in re.findall(
@@ -484,7 +548,7 @@ def _partitions(path):
 
 @pytest.mark.parametrize("board", ESP32_BOARDS)
 def test_partition_table_fits_the_module(board):
-    definition = fieldtool.load_board(board)
+    definition = boards.load_board(board)
     flash = {"4MB": 4, "8MB": 8, "16MB": 16}[definition.doc["flash_size"]] * 1024 * 1024
     rows = _partitions(os.path.join(definition.folder, "partitions.csv"))
     by_name = {r[0]: r for r in rows}
@@ -504,7 +568,7 @@ def test_partition_table_fits_the_module(board):
 def test_members_and_site_checks():
     ok = {"version": 1, "members": [{"plate": "京A10001", "until": 1795564800},
                                     {"plate": "沪B20002", "until": None}]}
-    assert fieldtool.check_members(ok) == 2
+    assert validate.check_members(ok) == 2
     cases = [
         ({"version": 0, "members": []}, "version"),
         ({"version": 1}, "members"),
@@ -515,23 +579,24 @@ def test_members_and_site_checks():
         ({"version": 1, "members": [{"plate": "X" * 17, "until": None}]}, "members[0].plate"),
     ]
     for doc, field in cases:
-        with pytest.raises(fieldtool.Refused) as caught:
-            fieldtool.check_members(doc)
+        with pytest.raises(errors.Refused) as caught:
+            validate.check_members(doc)
         assert caught.value.field == field, doc
     site = {"lot": "l1", "gate": "g/1", "direction": "in", "broker": "10.0.0.2"}
-    with pytest.raises(fieldtool.Refused) as caught:
-        fieldtool.check_site(site)
+    with pytest.raises(errors.Refused) as caught:
+        validate.check_site(site)
     assert caught.value.field == "gate"
-    devkit = fieldtool.load_board("esp32-devkitc")
-    with pytest.raises(fieldtool.Refused) as caught:
-        fieldtool.check_site(dict(site, gate="g1"), devkit)
+    devkit = boards.load_board("esp32-devkitc")
+    with pytest.raises(errors.Refused) as caught:
+        validate.check_site(dict(site, gate="g1"), devkit)
     assert caught.value.field == "wifi_ssid"
-    assert fieldtool.check_site(dict(site, gate="g1", colour="red")) == [
+    assert validate.check_site(dict(site, gate="g1", colour="red")) == [
         "site: colour: not a key the firmware knows (kept)"]
 
 
 def test_site_keys_for_clocks_passage_and_the_lane_are_checked():
-    from parkgate_tools.field.fieldtool import Refused, check_site_value
+    from parkgate_tools.field.errors import Refused
+    from parkgate_tools.field.validate import check_site_value
     for key, value in (("ntp", "192.168.1.1:123"), ("passage", True), ("rtc", "ds3231"),
                        ("camera", "vz"), ("exit_policy", "owed"), ("passage_ms", 8000),
                        ("clock_resync_s", 3600), ("utc_offset_minutes", 480)):

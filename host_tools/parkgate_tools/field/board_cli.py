@@ -13,105 +13,39 @@
 
 Every command takes --port DEVICE (default $PARKGATE_PORT), --resume (no
 soft reset on connect: needed for the simulator, see
-parkgate_tools.sim.repl) and -v (print each mpremote command). The work is
-done by parkgate_tools.field.fieldtool; formats in firmware/docs/field-tools.md.
+parkgate_tools.sim.repl) and -v (print each mpremote command). The table
+at the end of this file (command_table) lists the commands; the work is
+done by field.deploy and field.commands over field.transport; formats in
+firmware/docs/field-tools.md.
 """
 import argparse
 import json
 import os
 import sys
 
-from parkgate_tools.field import fieldtool
+from parkgate_tools.field import commands, output
+from parkgate_tools.field.boards import board_names
+from parkgate_tools.field.deploy import deploy
+from parkgate_tools.field.errors import FieldToolError
+from parkgate_tools.field.transport import Device
+from parkgate_tools.field.validate import parse_value
 from parkgate_tools.files import write_atomic
-
-
-def _common():
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--port", default=os.environ.get("PARKGATE_PORT"),
-                        help="serial device of the board, e.g. /dev/ttyUSB0, or the "
-                             "simulator's pty (default $PARKGATE_PORT)")
-    parent.add_argument("--resume", action="store_true",
-                        help="pass mpremote's `resume`: no soft reset on connect "
-                             "(required for the unix-port simulator)")
-    parent.add_argument("-v", "--verbose", action="store_true",
-                        help="print each mpremote command as it runs")
-    parent.add_argument("--timeout", type=float, default=120,
-                        help="seconds one mpremote run may take (default 120)")
-    return parent
-
-
-def add_parser(subparsers):
-    """Register `parkgate board` and its commands with the top-level parser."""
-    parser = subparsers.add_parser("board", help="deploy to and service a gate board (mpremote)",
-                                   description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="board_command", required=True)
-    common = _common()
-
-    p = sub.add_parser("deploy", parents=[common],
-                       help="install the configuration (and with --code the code), verify, reset")
-    p.add_argument("--board", required=True,
-                   help="board folder under boards/ (%s)" % ", ".join(fieldtool.board_names()))
-    p.add_argument("--site", help="site config to install as site.json (keep it out of git)")
-    p.add_argument("--tariff", help="tariff table to install as tariff.json")
-    p.add_argument("--members", help="JSON member list to install as members.bin")
-    p.add_argument("--code", action="store_true",
-                   help="development: also copy the code as .mpy files, which shadow the "
-                        "image's frozen code (refused if the board's free heap is too small)")
-    p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
-    p.set_defaults(run=run_deploy)
-
-    p = sub.add_parser("status", parents=[common], help="versions, clock, journal, memory")
-    p.add_argument("--events", type=int, default=5, help="last N events (default 5)")
-    p.add_argument("--json", action="store_true", help="print the status as JSON")
-    p.set_defaults(run=run_status)
-
-    p = sub.add_parser("journal", parents=[common], help="pull and decode the journal")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
-    p.add_argument("--out", help="write to FILE (default: standard output)")
-    p.set_defaults(run=run_journal)
-
-    p = sub.add_parser("push-tariff", parents=[common], help="validate and install a tariff")
-    p.add_argument("file")
-    p.set_defaults(run=run_push_tariff)
-
-    p = sub.add_parser("push-members", parents=[common], help="validate and install a member list")
-    p.add_argument("file")
-    p.set_defaults(run=run_push_members)
-
-    p = sub.add_parser("set-clock", parents=[common], help="set the board's clock")
-    p.add_argument("--time", default="now", help="unix seconds, or now (this host's clock)")
-    p.set_defaults(run=run_set_clock)
-
-    p = sub.add_parser("test-relay", parents=[common], help="pulse the barrier relay")
-    p.add_argument("--ms", type=int, default=500, help="pulse length (default 500 ms)")
-    p.set_defaults(run=run_test_relay)
-
-    p = sub.add_parser("config", help="read or change site.json on the board")
-    config = p.add_subparsers(dest="config_command", required=True)
-    g = config.add_parser("get", parents=[common], help="print site.json or one key")
-    g.add_argument("key", nargs="?")
-    g.set_defaults(run=run_config_get)
-    s = config.add_parser("set", parents=[common], help="set one key (a JSON value)")
-    s.add_argument("key")
-    s.add_argument("value", help="JSON (500, true, null, \"x\"); anything else is a string")
-    s.set_defaults(run=run_config_set)
 
 
 def _device(args):
     if not args.port:
-        raise fieldtool.FieldToolError("no port: give --port DEVICE or set PARKGATE_PORT")
+        raise FieldToolError("no port: give --port DEVICE or set PARKGATE_PORT")
     echo = (lambda line: print("$ " + line, file=sys.stderr)) if args.verbose else None
-    return fieldtool.Device(args.port, resume=args.resume, timeout=args.timeout, echo=echo)
+    return Device(args.port, resume=args.resume, timeout=args.timeout, echo=echo)
 
 
 def _guarded(run):
+    # run(args, device), with the device made from the common options and
+    # any failure printed as one "error: ..." line (exit status 1).
     def wrapper(args):
         try:
             return run(args, _device(args))
-        except fieldtool.FieldToolError as exc:
-            print("error: %s" % exc, file=sys.stderr)
-            return 1
-        except OSError as exc:
+        except (FieldToolError, OSError) as exc:
             print("error: %s" % exc, file=sys.stderr)
             return 1
     wrapper.__doc__ = run.__doc__
@@ -125,9 +59,9 @@ def _warn(warnings):
 
 @_guarded
 def run_deploy(args, device):
-    result = fieldtool.deploy(device, args.board, site=args.site, tariff_path=args.tariff,
-                              members_path=args.members, code=args.code,
-                              reset=not args.no_reset, progress=print)
+    result = deploy(device, args.board, site=args.site, tariff_path=args.tariff,
+                    members_path=args.members, code=args.code,
+                    reset=not args.no_reset, progress=print)
     _warn(result["warnings"])
     print("deployed %s %s (build %s): %s; config %s; reset: %s" % (
         result["board"], result["version"], result["build"],
@@ -139,22 +73,22 @@ def run_deploy(args, device):
 
 @_guarded
 def run_status(args, device):
-    status = fieldtool.status(device, args.events)
+    status = commands.status(device, args.events)
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=1, sort_keys=True))
     else:
-        sys.stdout.write(fieldtool.format_status(status))
+        sys.stdout.write(output.format_status(status))
     return 0
 
 
 @_guarded
 def run_journal(args, device):
-    records = fieldtool.journal(device)
+    records = commands.journal(device)
     if args.out:
         with write_atomic(args.out, encoding="utf-8", newline="") as out:
-            header, count = fieldtool.write_journal(records, out, args.format)
+            header, count = output.write_journal(records, out, args.format)
     else:
-        header, count = fieldtool.write_journal(records, sys.stdout, args.format)
+        header, count = output.write_journal(records, sys.stdout, args.format)
     if header is None:
         print("no journal on the board yet", file=sys.stderr)
     else:
@@ -166,7 +100,7 @@ def run_journal(args, device):
 
 @_guarded
 def run_push_tariff(args, device):
-    result = fieldtool.push_tariff(device, args.file)
+    result = commands.push_tariff(device, args.file)
     print("tariff.json: version %d digest %s installed (SHA-256 %s verified on the board)" % (
         result["version"], result["digest"], result["sha256"]))
     return 0
@@ -174,7 +108,7 @@ def run_push_tariff(args, device):
 
 @_guarded
 def run_push_members(args, device):
-    result = fieldtool.push_members(device, args.file)
+    result = commands.push_members(device, args.file)
     print("members.json: version %d, %d plates installed (SHA-256 %s verified on the board)" % (
         result["version"], result["members"], result["sha256"]))
     return 0
@@ -182,29 +116,107 @@ def run_push_members(args, device):
 
 @_guarded
 def run_set_clock(args, device):
-    result = fieldtool.set_clock(device, args.time)
+    result = commands.set_clock(device, args.time)
     print("clock set to %d (%s); reads back %d (%+d s)" % (
-        result["set"], fieldtool._utc(result["set"]), result["read_back"], result["difference"]))
+        result["set"], output.utc(result["set"]), result["read_back"], result["difference"]))
     return 0 if abs(result["difference"]) <= 2 else 1
 
 
 @_guarded
 def run_test_relay(args, device):
-    result = fieldtool.test_relay(device, args.ms)
+    result = commands.test_relay(device, args.ms)
     print("relay pulsed for %d ms" % result["ms"])
     return 0
 
 
 @_guarded
 def run_config_get(args, device):
-    value = fieldtool.config_get(device, args.key)
+    value = commands.config_get(device, args.key)
     print(json.dumps(value, ensure_ascii=False, indent=None if args.key else 1, sort_keys=True))
     return 0
 
 
 @_guarded
 def run_config_set(args, device):
-    result = fieldtool.config_set(device, args.key, fieldtool.parse_value(args.value))
+    result = commands.config_set(device, args.key, parse_value(args.value))
     _warn(result["warnings"])
     print("site.json: %s = %s" % (result["key"], json.dumps(result["value"], ensure_ascii=False)))
     return 0
+
+
+# Options every command takes: (flags, argparse keywords).
+COMMON_OPTIONS = (
+    (("--port",), dict(default=os.environ.get("PARKGATE_PORT"),
+                       help="serial device of the board, e.g. /dev/ttyUSB0, or the "
+                            "simulator's pty (default $PARKGATE_PORT)")),
+    (("--resume",), dict(action="store_true",
+                         help="pass mpremote's `resume`: no soft reset on connect "
+                              "(required for the unix-port simulator)")),
+    (("-v", "--verbose"), dict(action="store_true",
+                               help="print each mpremote command as it runs")),
+    (("--timeout",), dict(type=float, default=120,
+                          help="seconds one mpremote run may take (default 120)")),
+)
+# Commands grouped under a word ("config get"): the group's help.
+GROUPS = {"config": "read or change site.json on the board"}
+
+
+def command_table():
+    """The `parkgate board` commands: (name, help, [(flags, argparse
+    keywords)], run). A name of two words is a command of a group."""
+    return (
+        ("deploy", "install the configuration (and with --code the code), verify, reset", [
+            (("--board",), dict(required=True, help="board folder under boards/ (%s)"
+                                % ", ".join(board_names()))),
+            (("--site",), dict(help="site config to install as site.json (keep it out of git)")),
+            (("--tariff",), dict(help="tariff table to install as tariff.json")),
+            (("--members",), dict(help="JSON member list to install as members.bin")),
+            (("--code",), dict(action="store_true",
+                               help="development: also copy the code as .mpy files, which "
+                                    "shadow the image's frozen code (refused if the board's "
+                                    "free heap is too small)")),
+            (("--no-reset",), dict(action="store_true",
+                                   help="do not reset the board afterwards"))], run_deploy),
+        ("status", "versions, clock, journal, memory", [
+            (("--events",), dict(type=int, default=5, help="last N events (default 5)")),
+            (("--json",), dict(action="store_true", help="print the status as JSON"))],
+         run_status),
+        ("journal", "pull and decode the journal", [
+            (("--format",), dict(choices=("csv", "json"), default="csv")),
+            (("--out",), dict(help="write to FILE (default: standard output)"))], run_journal),
+        ("push-tariff", "validate and install a tariff", [(("file",), {})], run_push_tariff),
+        ("push-members", "validate and install a member list", [(("file",), {})],
+         run_push_members),
+        ("set-clock", "set the board's clock", [
+            (("--time",), dict(default="now", help="unix seconds, or now (this host's clock)"))],
+         run_set_clock),
+        ("test-relay", "pulse the barrier relay", [
+            (("--ms",), dict(type=int, default=500, help="pulse length (default 500 ms)"))],
+         run_test_relay),
+        ("config get", "print site.json or one key", [(("key",), dict(nargs="?"))],
+         run_config_get),
+        ("config set", "set one key (a JSON value)", [
+            (("key",), {}),
+            (("value",), dict(help="JSON (500, true, null, \"x\"); anything else is a string"))],
+         run_config_set),
+    )
+
+
+def add_parser(subparsers):
+    """Register `parkgate board` and its commands with the top-level parser."""
+    parser = subparsers.add_parser("board", help="deploy to and service a gate board (mpremote)",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="board_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    for flags, options in COMMON_OPTIONS:
+        common.add_argument(*flags, **options)
+    groups = {}
+    for name, help, arguments, run in command_table():
+        group, _, command = name.rpartition(" ")
+        if group and group not in groups:
+            groups[group] = sub.add_parser(group, help=GROUPS[group]).add_subparsers(
+                dest=group + "_command", required=True)
+        p = (groups[group] if group else sub).add_parser(command, parents=[common], help=help)
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(run=run)
