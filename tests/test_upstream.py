@@ -13,6 +13,8 @@ import pytest
 from fixtures_mqtt import broker, gates  # noqa: F401 (fixtures)
 from fixtures_mqtt import LOT, TARIFF, WAIT_S, entry, wait_for
 from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.lot.store import Store
+from parkgate_tools.lot.tariff_in_use import store_tariff, stored_tariff
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.central.server import CentralServer
 from parkgate_tools.sim.gate import SimClock, SimGate
@@ -119,6 +121,33 @@ def test_tariff_and_members_come_from_central(broker, gates, central, tmp_path):
         assert again.tariff.version == 2
     finally:
         again.store.close()
+
+
+def test_the_higher_tariff_version_wins(tmp_path):
+    """One rule (tariff_in_use.is_newer) for the tariff fees are answered
+    from: a table from the central server is kept only if newer than the one
+    kept, and a bridge answers from the higher of its file and that table."""
+    doc = json.load(open(TARIFF, encoding="utf-8"))
+    base = doc["version"]
+    text = {v: json.dumps(dict(doc, version=v, examples=[])) for v in (base + 1, base + 2)}
+    db = str(tmp_path / "lot.sqlite")
+    store = Store(db)
+    try:
+        assert store_tariff(store, text[base + 2]).version == base + 2
+        assert store_tariff(store, text[base + 1]) is None     # older: not kept
+        assert store_tariff(store, text[base + 2]) is None     # the same: nothing new
+        assert stored_tariff(store).version == base + 2
+    finally:
+        store.close()
+    newer_file = tmp_path / "tariff.json"
+    newer_file.write_text(json.dumps(dict(doc, version=base + 3, examples=[])),
+                          encoding="utf-8")
+    for tariff_path, version in ((TARIFF, base + 2), (str(newer_file), base + 3)):
+        bridge = Bridge(LOT, "127.0.0.1", 1883, db, tariff_path)
+        try:
+            assert bridge.tariff.version == version
+        finally:
+            bridge.store.close()
 
 
 def test_central_down_for_a_long_stretch_with_real_gates(tmp_path, central):
