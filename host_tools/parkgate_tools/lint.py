@@ -1,16 +1,20 @@
 """`make lint`: every file that goes on a board compiles with mpy-cross.
 
 MicroPython rejects syntax CPython accepts (nested f-strings, some
-comprehension forms, ...); this catches it on the host for every board.
-Then every ESP32 board's frozen manifest is resolved and compiled for the
-board's chip as its image build would (host_tools/build_esp32.py
-check_frozen(), with a stub for the absent ports/esp32)."""
+comprehension forms, ...); this catches it on the host for every board:
+the firmware, each board's folder and the modules its board.json lists
+from elsewhere (boards/esp32/esp32_board.py), and the field tools' on-board
+programs (field/onboard/). Then every ESP32 board's frozen manifest is
+resolved and compiled for the board's chip as its image build would
+(host_tools/build_esp32.py check_frozen(), with a stub for the absent
+ports/esp32)."""
 import os
 import subprocess
 import sys
 import tempfile
 
 from parkgate_tools import runtime
+from parkgate_tools.field import boards, transport
 
 sys.path.insert(0, os.path.join(runtime.ROOT, "host_tools"))
 import build_esp32  # noqa: E402  (stdlib only)
@@ -19,18 +23,17 @@ from build_firmware import BuildError  # noqa: E402
 sys.path.pop(0)
 
 
-def board_names():
-    return sorted(name for name in os.listdir(runtime.BOARDS)
-                  if os.path.isfile(os.path.join(runtime.BOARDS, name, "board.py")))
-
-
 def firmware_files():
-    """Every .py that a deploy puts on some board, plus firmware/main.py."""
+    """Every .py that runs on some board: the firmware and firmware/main.py,
+    each board's folder and the modules its board.json lists (wherever in
+    boards/ they are), and the field tools' on-board programs."""
     files = {os.path.join(runtime.FIRMWARE, "main.py")}
-    for board in board_names():
+    for name in boards.board_names():
         # A board's manifest.py is read by the image build, not put on a board.
-        files.update(source for source, _, _ in runtime.sources(board)
+        files.update(source for source, _, _ in runtime.sources(name)
                      if os.path.basename(source) != "manifest.py")
+        files.update(source for source, _ in boards.load_board(name).module_sources())
+    files.update(transport.onboard_files())
     return sorted(files)
 
 
