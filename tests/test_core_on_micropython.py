@@ -36,3 +36,17 @@ def test_core_module_under_micropython(module):
         capture_output=True, text=True, timeout=600, cwd=runtime.ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " 0 failed" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_the_gate_code_imports_nothing_of_the_host_side():
+    # The runs above have the host side (parkgate_host, never frozen) on
+    # MICROPYPATH beside the image: a gate module importing it would pass
+    # here and fail on a board.
+    folder = os.path.join(runtime.FIRMWARE, "parkgate")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                for line in f:
+                    words = line.split()
+                    assert not (words[:1] in (["import"], ["from"]) and len(words) > 1
+                                and words[1].startswith("parkgate_host")), (name, line)

@@ -1,4 +1,5 @@
-# Camera serial frame: encoder (for the simulator) and incremental parser.
+# Camera serial frame: the incremental parser (the encoder the simulator
+# and the tests use is parkgate_host.camera_frames.pg_frame).
 #
 # Frame, integers big-endian:
 #   0    2  start marker 0x50 0x47 ("PG")
@@ -30,8 +31,8 @@ MAX_PAYLOAD = const(64)
 VERSION = const(1)
 MAX_PLATE = const(16)
 
-_MARK0 = const(0x50)
-_MARK1 = const(0x47)
+MARK0 = const(0x50)         # "P"
+MARK1 = const(0x47)         # "G"
 _HEADER = const(6)          # marker, version, seq, length
 _MIN_PAYLOAD = const(7)     # colour, confidence, time, plate length
 _PLATE_AT = const(13)       # frame offset of the plate bytes
@@ -59,11 +60,6 @@ def _crc16_range(data, start, end, crc):
         crc = ((crc << 4) & 0xFFFF) ^ table[(crc >> 12) ^ (b >> 4)]
         crc = ((crc << 4) & 0xFFFF) ^ table[(crc >> 12) ^ (b & 0x0F)]
     return crc
-
-
-def crc16(data, crc=0xFFFF):
-    """CRC-16/CCITT-FALSE of data; pass a previous result as crc to continue."""
-    return _crc16_range(data, 0, len(data), crc)
 
 
 def _utf8_valid(data, i, end):
@@ -123,45 +119,6 @@ class PlateRead:
             ", offline=True" if self.offline else "")
 
 
-def _in_range(value, low, high):
-    return isinstance(value, int) and low <= value <= high
-
-
-def encode(seq, plate, colour=0, confidence=100, camera_time=0):
-    """One complete frame as bytes; ValueError if a field is out of range."""
-    if not isinstance(plate, str):
-        raise ValueError("plate must be a str")
-    text = plate.encode("utf-8")
-    if not _in_range(len(text), 1, MAX_PLATE):
-        raise ValueError("plate must be 1..16 UTF-8 bytes")
-    if not _in_range(seq, 0, 0xFF):
-        raise ValueError("seq must be 0..255")
-    if not _in_range(colour, 0, 7):
-        raise ValueError("colour must be 0..7")
-    if not _in_range(confidence, 0, 100):
-        raise ValueError("confidence must be 0..100")
-    if not _in_range(camera_time, 0, 0xFFFFFFFF):
-        raise ValueError("camera_time must be a u32")
-    n = _MIN_PAYLOAD + len(text)
-    frame = bytearray(_HEADER + n + 2)
-    frame[0] = _MARK0
-    frame[1] = _MARK1
-    frame[2] = VERSION
-    frame[3] = seq
-    frame[4] = n >> 8
-    frame[5] = n & 0xFF
-    frame[6] = colour
-    frame[7] = confidence
-    for k in range(4):
-        frame[8 + k] = (camera_time >> (24 - 8 * k)) & 0xFF
-    frame[12] = len(text)
-    frame[_PLATE_AT:_PLATE_AT + len(text)] = text
-    crc = _crc16_range(frame, 2, _HEADER + n, 0xFFFF)
-    frame[_HEADER + n] = crc >> 8
-    frame[_HEADER + n + 1] = crc & 0xFF
-    return bytes(frame)
-
-
 class FrameParser(Resync):
     """Incremental parser: feed() bytes split anywhere, get callbacks.
 
@@ -175,7 +132,7 @@ class FrameParser(Resync):
     """
 
     def __init__(self, on_plate, on_reject):
-        Resync.__init__(self, _FRAME_MAX, _MARK0, _MARK1, on_reject)
+        Resync.__init__(self, _FRAME_MAX, MARK0, MARK1, on_reject)
         self._on_plate = on_plate
         self._need = 0          # full frame length once the header is read
         self.frames = 0

@@ -1,6 +1,6 @@
-# Plate text: normalisation, recognising mainland Chinese plates, and GBK
-# decoding of the characters a plate can carry (MicroPython decodes only
-# UTF-8). See firmware/docs/lane.md.
+# Plate text: normalisation and GBK decoding of the characters a plate can
+# carry (MicroPython decodes only UTF-8). Recognising mainland plates and GBK
+# encoding are the host's (parkgate_host.plates). See firmware/docs/lane.md.
 #
 # Normalised form: no separators, Latin letters upper-case, full-width ASCII
 # made half-width; only A-Z, 0-9 and the characters of _CHARS remain. On a
@@ -36,8 +36,6 @@ _UTF8 = _CHARS.encode()     # 3 UTF-8 bytes per character, the same order
 _REPLACEMENT = b"\xef\xbf\xbd"   # U+FFFD, for unknown codes when not strict
 
 _SEPARATORS = " \t\u3000\u00b7\u2022\u30fb\u2027.-"
-# suffix characters after province + city letter + 4 serial characters
-_SUFFIXES = "学警港澳挂领"
 
 
 def _index(ch):
@@ -155,40 +153,6 @@ def _serial_start(chars, n):
     return 0
 
 
-def _serial(text, start, end):
-    # A-Z without I and O, or 0-9, for every character in text[start:end]
-    for k in range(start, end):
-        c = text[k]
-        if not ("0" <= c <= "9" or ("A" <= c <= "Z" and c != "I" and c != "O")):
-            return False
-    return True
-
-
-def is_chinese_plate(text):
-    """True if the normalised text has a mainland plate's form: province,
-    city letter and 5 characters (6 on new-energy plates); province, letter,
-    4 characters and one of 学警港澳挂领, or 4 or 5 and 应急; 使 and 6
-    digits; 民航 and 5 characters."""
-    n = len(text)
-    if n < 7 or n > 9:
-        return False
-    first = _index(text[0])
-    if 0 <= first < _PROVINCES:
-        city = text[1]
-        if not ("A" <= city <= "Z") or city == "I":
-            return False
-        if n == 7 and text[6] in _SUFFIXES:
-            return _serial(text, 2, 6)
-        if text[n - 2:] == "应急":
-            return n in (8, 9) and _serial(text, 2, n - 2)
-        return n in (7, 8) and _serial(text, 2, n)
-    if text[0] == "使":
-        return n == 7 and _serial(text, 1, 7) and text[1:].isdigit()
-    if text[:2] == "民航":
-        return n == 7 and _serial(text, 2, 7)
-    return False
-
-
 def _trail(b):
     # a GBK trail byte: 0x40..0xFE except 0x7F
     return 0x40 <= b <= 0xFE and b != 0x7F
@@ -248,26 +212,3 @@ def decode_gbk(data, start=0, end=-1, strict=True):
         out[o + 2] = src[at + 2]
         o += 3
     return str(out, "utf-8")
-
-
-def encode_gbk(text):
-    """text as GBK bytes through the plate table (works on MicroPython);
-    PlateError for a character outside ASCII and the table."""
-    size = 0
-    for ch in text:
-        size += 1 if ord(ch) < 0x80 else 2
-    out = bytearray(size)
-    o = 0
-    for ch in text:
-        code = ord(ch)
-        if code < 0x80:
-            out[o] = code
-            o += 1
-            continue
-        k = _index(ch)
-        if k < 0:
-            raise PlateError("no GBK code for %r" % ch)
-        out[o] = _GBK[2 * k]
-        out[o + 1] = _GBK[2 * k + 1]
-        o += 2
-    return bytes(out)

@@ -1,6 +1,7 @@
 # Signed downlink messages: tariff tables, member lists and commands from the
 # lot server carry an HMAC-SHA256 made with the gate's own key. Written once
-# here; the lot server signs with this module and the gate checks with it.
+# here: the gate checks with this module, the lot server signs with
+# parkgate_host.signing, which builds on it.
 #
 # Envelope (JSON): {"k": kind, "g": gate id, "v": version, "x": expiry,
 #                   "b": body text, "s": hex HMAC}
@@ -53,23 +54,11 @@ def equal(a, b):
     return diff == 0
 
 
-def _signed_bytes(kind, gate, version, expiry, body, part=None):
+def signed_bytes(kind, gate, version, expiry, body, part=None):
     head = "%s\n%s\n%d\n%d\n" % (kind, gate, version, expiry)
     if part is not None:
         head += "%d/%d/%d/%s\n" % part
     return head.encode() + body.encode()
-
-
-def sign(key, kind, gate, version, body, expiry=0, part=None):
-    """The envelope dict for body (str), signed with key (bytes). part:
-    (index, count, payload size, payload SHA-256 hex) for one part of a
-    payload sent in parts."""
-    mac = hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body, part))
-    envelope = {"k": kind, "g": gate, "v": version, "x": expiry, "b": body,
-                "s": binascii.hexlify(mac).decode()}
-    if part is not None:
-        envelope["i"], envelope["n"], envelope["z"], envelope["h"] = part
-    return envelope
 
 
 def _is_hex64(text):
@@ -116,7 +105,7 @@ def verify(key, envelope, kind, gate, applied_version, now=None, part=False):
         mac = binascii.unhexlify(mac_hex)
     except ValueError:
         raise SignatureError("unsigned")
-    if not equal(mac, hmac_sha256(key, _signed_bytes(kind, gate, version, expiry, body,
+    if not equal(mac, hmac_sha256(key, signed_bytes(kind, gate, version, expiry, body,
                                                      fields))):
         raise SignatureError("bad signature")
     if version <= applied_version:

@@ -49,16 +49,6 @@ class Quote:
         self.fee = fee
         self.items = items
 
-    def to_dict(self):
-        items = []
-        for kind, label, qty, price, amount in self.items:
-            items.append({"kind": kind, "label": label, "quantity": qty,
-                          "unit_price": price, "amount": amount})
-        return {"fee": self.fee, "items": items, "version": self.version,
-                "digest": self.digest, "entry": self.entry, "exit": self.exit,
-                "colour": self.colour, "class": self.vehicle_class,
-                "member": self.member}
-
 
 def quote(tariff, entry, exit, colour=0, member=False):
     # The Quote for a stay from entry to exit (int unix seconds).

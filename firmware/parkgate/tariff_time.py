@@ -77,11 +77,3 @@ def parse_time(text, utc_offset_minutes, field="time"):
         raise TariffError(field, "expected YYYY-MM-DDTHH:MM[:SS] or unix seconds, got %r" % (text,))
     return (parse_date(text[:10], field) * DAY + parse_clock(text[11:], field)
             - utc_offset_minutes * 60)
-
-
-def format_time(unix, utc_offset_minutes):
-    # Local "YYYY-MM-DDTHH:MM:SS" of unix seconds.
-    local = unix + utc_offset_minutes * 60
-    s = local % DAY
-    return "%04d-%02d-%02dT%02d:%02d:%02d" % (civil_from_days(local // DAY) + (
-        s // 3600, s // 60 % 60, s % 60))

@@ -1,5 +1,6 @@
-# Vzenith ("VZ") camera frames: encoder (for the simulator) and incremental
-# parser with frame.FrameParser's callback contract.
+# Vzenith ("VZ") camera frames: the incremental parser, with
+# frame.FrameParser's callback contract (the encoder the simulator and the
+# tests use is parkgate_host.camera_frames.vz_frame).
 #
 # Frame, integers big-endian:
 #   0    2  marker 0x56 0x5A ("VZ")
@@ -39,8 +40,8 @@ TYPE_HEARTBEAT = const(1)
 MAX_BODY = const(1024)              # JSON bytes buffered
 MAX_FRAME = const(262144)           # largest body length accepted (image incl.)
 
-_MARK0 = const(0x56)
-_MARK1 = const(0x5A)
+MARK0 = const(0x56)                 # "V"
+MARK1 = const(0x5A)                 # "Z"
 _HEADER = const(8)
 _OPEN = const(0x7B)                 # "{"
 _CLOSE = const(0x7D)                # "}"
@@ -58,49 +59,6 @@ def colour_of(color_type):
     if isinstance(color_type, int) and 0 <= color_type < len(_COLOURS):
         return _COLOURS[color_type]
     return 7
-
-
-def color_type_of(colour):
-    # project colour -> Vzenith colorType; 5..7 have none: 0 (unknown)
-    return colour + 1 if 0 <= colour <= 4 else 0
-
-
-def _u8(value, name):
-    if not isinstance(value, int) or not 0 <= value <= 0xFF:
-        raise ValueError("%s must be 0..255" % name)
-
-
-def encode(serial, plate_text, colour=0, confidence=100, sec=0, heartbeat=False,
-           offline=False, image=b""):
-    """One frame as bytes, the JSON in GBK through plate's table (so this
-    runs on MicroPython too); ValueError if a field is out of range."""
-    _u8(serial, "serial")
-    if heartbeat:
-        body = b""
-    else:
-        text = plate.normalise(plate_text)
-        if not isinstance(colour, int) or not 0 <= colour <= 7:
-            raise ValueError("colour must be 0..7")
-        if not isinstance(confidence, int) or not 0 <= confidence <= 100:
-            raise ValueError("confidence must be 0..100")
-        if not isinstance(sec, int) or not 0 <= sec <= 0xFFFFFFFF:
-            raise ValueError("sec must be a u32")
-        body = plate.encode_gbk(
-            '{"PlateResult":{"license":"%s","colorType":%d,"confidence":%d,'
-            '"direction":0,"triggerType":1,"isoffline":%d,'
-            '"timeStamp":{"Timeval":{"sec":%d,"usec":0}}}}'
-            % (text, color_type_of(colour), confidence, 1 if offline else 0, sec))
-        if image:
-            body += b"\n" + bytes(image)
-    n = len(body)
-    head = bytearray(_HEADER)
-    head[0] = _MARK0
-    head[1] = _MARK1
-    head[2] = TYPE_HEARTBEAT if heartbeat else TYPE_DATA
-    head[3] = serial
-    for k in range(4):
-        head[4 + k] = (n >> (24 - 8 * k)) & 0xFF
-    return bytes(head) + body
 
 
 def _find_result(obj):
@@ -147,7 +105,7 @@ class VzParser(Resync):
     def __init__(self, on_plate, on_reject, max_body=MAX_BODY, max_frame=MAX_FRAME):
         # header and JSON in one buffer, so a failed candidate's bytes can
         # be scanned again
-        Resync.__init__(self, _HEADER + max_body, _MARK0, _MARK1, on_reject)
+        Resync.__init__(self, _HEADER + max_body, MARK0, MARK1, on_reject)
         self._on_plate = on_plate
         self.max_frame = max_frame
         self._len = 0           # body length L of the candidate

@@ -4,6 +4,7 @@ from check import raises
 
 from parkgate import sign
 from parkgate.sign import SignatureError
+from parkgate_host import signing
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -28,7 +29,7 @@ def test_equal_is_exact():
 
 
 def test_signed_envelope_verifies_and_returns_the_body():
-    env = sign.sign(KEY, "tariff", "g1", 3, '{"version": 3}')
+    env = signing.sign(KEY, "tariff", "g1", 3, '{"version": 3}')
     assert sign.verify(KEY, env, "tariff", "g1", 2) == '{"version": 3}'
 
 
@@ -37,7 +38,7 @@ def _refusal(env, kind="tariff", gate="g1", applied=2, key=KEY, now=None):
 
 
 def test_tampered_unsigned_replayed_stale_and_misdirected_are_refused():
-    env = sign.sign(KEY, "tariff", "g1", 3, '{"version": 3}')
+    env = signing.sign(KEY, "tariff", "g1", 3, '{"version": 3}')
     tampered = dict(env)
     tampered["b"] = '{"version": 4}'
     assert _refusal(tampered) == "bad signature"
@@ -58,6 +59,6 @@ def test_tampered_unsigned_replayed_stale_and_misdirected_are_refused():
 
 
 def test_commands_expire():
-    env = sign.sign(KEY, "open", "g1", 10, "{}", expiry=1000)
+    env = signing.sign(KEY, "open", "g1", 10, "{}", expiry=1000)
     assert sign.verify(KEY, env, "open", "g1", 9, now=1000) == "{}"
     assert _refusal(env, kind="open", applied=9, now=1001).startswith("expired")

@@ -13,7 +13,8 @@ from parkgate import tariff_check  # noqa: F401  (compile the validator while th
 from parkgate import tariff
 from parkgate.tariff import TariffError
 from parkgate.tariff_engine import charge
-from parkgate.tariff_time import format_time, parse_time
+from parkgate.tariff_time import parse_time
+from parkgate_host.tariffs import format_time, quote_dict
 
 TARIFFS = "firmware/tariffs/"
 MIXED = "mixed_city.json"
@@ -68,12 +69,12 @@ def test_default_table():
 
 def test_quote_to_dict_and_errors():
     tf = tariff.load(_open(MIXED))
-    d = tariff.quote(tf, T0, T0 + 40 * 60, "yellow").to_dict()
+    d = quote_dict(tariff.quote(tf, T0, T0 + 40 * 60, "yellow"))
     assert d["fee"] == 863 and d["version"] == 7 and d["digest"] == tf.digest
     assert d["class"] == "large" and d["colour"] == 1 and d["member"] is False
     assert d["items"][-1] == {"kind": "multiplier", "label": "large 115%", "quantity": 115,
                               "unit_price": 0, "amount": 113}
-    assert tariff.quote_no_entry(tf, T0).to_dict()["entry"] is None
+    assert quote_dict(tariff.quote_no_entry(tf, T0))["entry"] is None
     err = raises(ValueError, tariff.quote, tf, T0, T0 - 1)
     assert isinstance(err, TariffError) and err.field == "exit"
     assert raises(TariffError, tariff.quote, tf, "09:00", T0).field == "entry"

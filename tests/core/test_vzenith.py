@@ -1,12 +1,15 @@
-# Vzenith VZ frames: encoder and incremental parser (frame.FrameParser's
-# contract: every byte fed is in an accepted frame, a heartbeat or a reject).
+# Vzenith VZ frames: encoder (parkgate_host) and incremental parser
+# (frame.FrameParser's contract: every byte fed is in an accepted frame, a
+# heartbeat or a reject).
 import gc
 import sys
 
 from check import raises, xorshift
 from parkgate import camera, frame, vzenith
 from parkgate.vzenith import (BAD_JSON, BAD_LENGTH, BAD_PAYLOAD, BAD_PLATE, BAD_TYPE,
-                              GARBAGE, NO_PLATE, TRUNCATED, VzParser, encode)
+                              GARBAGE, NO_PLATE, TRUNCATED, VzParser)
+from parkgate_host.camera_frames import pg_frame
+from parkgate_host.camera_frames import vz_frame as encode
 
 
 class Collector:
@@ -344,7 +347,7 @@ def test_camera_make_parser():
     p = camera.make_parser("vz", got.append, None)
     p.feed(encode(1, "A1"))
     p = camera.make_parser("pg", got.append, None)
-    p.feed(frame.encode(2, "B2"))
+    p.feed(pg_frame(2, "B2"))
     assert [r.plate for r in got] == ["A1", "B2"]
     raises(ValueError, camera.make_parser, "xx", got.append, None)
     assert camera.reject_names("vz")[NO_PLATE] == "no_plate"
