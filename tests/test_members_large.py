@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from parkgate import member_update, members
+from parkgate import member_merge, member_update, members
+from parkgate_host import member_lists
 from parkgate_tools import runtime
 from parkgate_tools.lot import downlink
 
@@ -53,7 +54,7 @@ def make_members(n, seed=1):
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     ms = make_members(50000)
-    data = members.build(ms, 11)
+    data = member_lists.build(ms, 11)
     path = tmp_path_factory.mktemp("members") / "members.bin"
     path.write_bytes(data)
     return ms, data, str(path)
@@ -86,10 +87,10 @@ ml.close()
 
 MP_DELTA = """
 import sys
-from parkgate import members
+from parkgate_host import member_lists
 with open(sys.argv[2], "rb") as f:
     delta = f.read()
-print(members.apply_delta_file(sys.argv[1], delta))
+print(member_lists.apply_delta_file(sys.argv[1], delta))
 """
 
 
@@ -153,12 +154,12 @@ def test_delta_equals_rebuild_on_host_and_on_the_gate(big, tmp_path):
     known = set(x["plate"] for x in ms)
     added = [m for m in make_members(200, seed=99) if m["plate"] not in known]
     changes = ([{"plate": p, "remove": True} for p in sorted(gone)] + renewed + added)
-    new = members.apply_delta(data, changes, 12)
+    new = member_lists.apply_delta(data, changes, 12)
     keep = {m["plate"]: m for m in ms if m["plate"] not in gone}
     for m in renewed + added:
         keep[m["plate"]] = m
-    assert new == members.build(list(keep.values()), 12)
-    delta = members.make_delta(data, changes, 12)
+    assert new == member_lists.build(list(keep.values()), 12)
+    delta = member_lists.make_delta(data, changes, 12)
     assert len(delta) == 32 + 17 * len(changes)
     gate_file = tmp_path / "members.bin"
     gate_file.write_bytes(data)
@@ -209,13 +210,13 @@ def big_delta(ms, data, seed=4, n=1000, version=12):
     changes += [m for m in make_members(400, seed=seed + 50) if m["plate"] not in known][
         :n - len(changes)]
     assert len(changes) == n
-    return changes, members.make_delta(data, changes, version)
+    return changes, member_lists.make_delta(data, changes, version)
 
 
 def test_a_delta_of_1000_changes_in_parts_fits_the_boards_filesystem(big, tmp_path):
     ms, data, _ = big
     changes, delta = big_delta(ms, data)
-    new = members.apply_delta_bytes(data, delta)
+    new = member_lists.apply_delta_bytes(data, delta)
     parts = downlink.members_parts(KEY, GATE, delta)
     assert len(parts) == 36 and max(len(downlink.encode(p)) for p in parts) < 900
     fs = tmp_path / "fs"
@@ -226,7 +227,7 @@ def test_a_delta_of_1000_changes_in_parts_fits_the_boards_filesystem(big, tmp_pa
     store = member_update.MemberStore(str(fs), space, lines.append)
     assert space(str(fs)) < 2 * len(data)           # no room for a second copy
     # a whole list beside the list: refused before anything is written
-    whole = downlink.members_parts(KEY, GATE, members.build(ms[:49000], 12))
+    whole = downlink.members_parts(KEY, GATE, member_lists.build(ms[:49000], 12))
     with pytest.raises(member_update.Refused, match="not enough flash"):
         store.offer(whole[0], KEY, GATE)
     assert os.listdir(str(fs)) == ["members.bin"]
@@ -251,7 +252,7 @@ def test_a_delta_of_1000_changes_in_parts_fits_the_boards_filesystem(big, tmp_pa
     out = io.BytesIO()
     with open(str(fs / "members.bin"), "rb") as base, open(str(fs / "members.ovl"), "rb") as ovl:
         base.seek(32)
-        merger = members.Merger(base, 50000, newer=ovl, newer_count=cur.changes,
+        merger = member_merge.Merger(base, 50000, newer=ovl, newer_count=cur.changes,
                                 out_records=out)
         while merger.step():
             pass
@@ -265,7 +266,7 @@ def test_a_delta_of_1000_changes_in_parts_fits_the_boards_filesystem(big, tmp_pa
         store.offer(envelope, KEY, GATE)
     while store.step():
         space(str(fs))
-    newer = members.apply_delta_bytes(new, delta2)
+    newer = member_lists.apply_delta_bytes(new, delta2)
     want = members.MemberList(io.BytesIO(newer))
     assert store.current.version == 13 and store.current.count == want.count
     for text, now, offset in queries(ms, 200, seed=5) + [(c["plate"], NOW, 0)
@@ -304,7 +305,7 @@ with open(sys.argv[3]) as f:
 def test_the_gate_installs_the_delta_on_its_littlefs_in_its_heap(big, tmp_path):
     ms, data, path = big
     changes, delta = big_delta(ms, data)
-    new = members.apply_delta_bytes(data, delta)
+    new = member_lists.apply_delta_bytes(data, delta)
     parts_file = tmp_path / "parts.jsonl"
     parts_file.write_bytes(b"".join(downlink.encode(p) + b"\n"
                                     for p in downlink.members_parts(KEY, GATE, delta)))

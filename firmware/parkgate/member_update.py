@@ -1,35 +1,24 @@
 # Member list updates from the lot server: a whole list or a delta in
 # signed parts of at most PART_MAX bytes (parkgate.sign part envelopes),
 # staged on flash as they come, checked whole, then installed a slice at a
-# time from the gate loop. A delta is not merged into a second copy of the
-# list (50,000 members are 800 KB of a 1.25 MiB filesystem): it is merged
-# into the overlay beside members.bin (parkgate.members, MemberList with
-# overlay), which is renamed into place. See firmware/docs/members.md.
-#
-# Files in fs_path, all renamed into place whole (littlefs renames are
-# atomic), so a power cut leaves the old list or the new one:
-#   members.bin      the list (a field tool deploy writes it too)
-#   members.ovl      the changes on top of it (an overlay bound to its CRC)
-#   members.upd      the update being staged: "v n z p h", one line
-#   members.stg      its payload, appended part by part
-#   members.ovn      the next overlay, while a delta is merged
-#   members.bin.new  the list with the overlay folded in, while compacting
+# time from the gate loop (parkgate.member_install), and the overlay folded
+# into members.bin when the flash has room (compaction). The files:
+# parkgate.member_install. See firmware/docs/members.md.
 import binascii
 import hashlib
 import os
-import struct
-from binascii import crc32
 
 from parkgate import members, sign
 from parkgate.compat import const
+from parkgate.member_install import CHECKING, IDLE, RECEIVING, MemberInstall, _exists, _remove, _size
+from parkgate.member_merge import Merger
 
 PART_MAX = const(600)           # payload bytes in one part (the host sends 480)
 PARTS_MAX = const(20000)
 PAYLOAD_MAX = const(1114144)    # 32 + 17 * 65536: a delta of 65,536 changes
 RESERVE_BLOCKS = const(6)       # left free after an update: littlefs, a tariff
-_SLICE = const(512)             # bytes hashed or read back per slice
 # Slices per step(): a slice reads at most 512 bytes of the list (32
-# records) and handles at most 32 changes (members.Merger), or hashes or
+# records) and handles at most 32 changes (member_merge.Merger), or hashes or
 # reads back 512 bytes. On the unix port a merge slice takes about 20 us
 # (at most 0.2 ms), so 4 of them stay within a few ms on an ESP32; a step
 # that fills a 4 KiB block of a file costs that block's erase (about 45 ms
@@ -37,12 +26,6 @@ _SLICE = const(512)             # bytes hashed or read back per slice
 STEP_SLICES = const(4)
 _B64_MAX = const(800)           # base64 characters of PART_MAX bytes
 _B64_ONE_MAX = const(1024)      # a whole update in one envelope (the old form)
-
-_IDLE = const(0)
-_RECEIVING = const(1)
-_CHECKING = const(2)            # hashing the staged payload
-_MERGING = const(3)             # merging a delta into the next overlay
-_READBACK = const(4)            # reading the new overlay back from flash
 
 _C_MERGING = const(1)
 _C_READBACK = const(2)
@@ -52,63 +35,14 @@ class Refused(ValueError):
     pass
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-        return True
-    except OSError:
-        return False
-
-
-def _close(f):
-    if f is not None:
-        try:
-            f.close()
-        except OSError:
-            pass
-
-
-class MemberStore:
+class MemberStore(MemberInstall):
     """The gate's member list and the updates it is sent. free_flash(path)
     gives the free bytes of the filesystem at path (the board's
     free_flash); log(line) logs."""
 
     def __init__(self, fs_path, free_flash, log):
-        self.fs = fs_path
-        self._free = free_flash
-        self.log = log
-        self.current = None
-        self.failure = None          # (version, reason) of the last install given up
-        self._base = fs_path + "/members.bin"
-        self._ovl = fs_path + "/members.ovl"
-        self._ovn = fs_path + "/members.ovn"
-        self._stg = fs_path + "/members.stg"
-        self._upd = fs_path + "/members.upd"
-        self._cmp = fs_path + "/members.bin.new"
-        self._buf = self._mv = None   # the slice buffer, only while an install runs
-        self._files = []
-        self._merger = None
-        self._compact = 0
-        self._clear()
-        try:
-            self._bs = os.statvfs(fs_path)[0] or 4096
-        except (OSError, AttributeError):
-            self._bs = 4096
+        MemberInstall.__init__(self, fs_path, free_flash, log)
+        self._compact = 0            # the compaction's phase; 0: none
         self._boot()
 
     # --- boot ---------------------------------------------------------------
@@ -118,58 +52,8 @@ class MemberStore:
                 self.log("MEMBERS removed %s left by an install cut short" % path)
         self._open_current(True)
         self._resume()
-        if self._phase == _IDLE:
+        if self._phase == IDLE:
             self._maybe_compact()
-
-    def _open_current(self, verify):
-        self.current = None
-        if not _exists(self._base):
-            if _remove(self._ovl):
-                self.log("MEMBERS removed an overlay without its list")
-            return
-        try:
-            ml = members.MemberList(self._base)
-        except (OSError, members.MemberError) as exc:
-            self.log("ALARM member list unusable: %s" % exc)
-            return
-        try:
-            if verify:
-                ml.verify_records()
-        except (OSError, members.MemberError) as exc:
-            _close(ml)
-            self.log("ALARM member list unusable: %s" % exc)
-            return
-        if _exists(self._ovl):
-            try:
-                with_ov = members.MemberList(self._base, self._ovl)
-            except (OSError, members.MemberError) as exc:
-                self.log("MEMBERS removed overlay: %s" % exc)
-                _remove(self._ovl)
-                with_ov = None
-            if with_ov is not None:
-                try:
-                    if verify:
-                        with_ov.verify_changes()
-                    ml.close()
-                    ml = with_ov
-                except (OSError, members.MemberError) as exc:
-                    _close(with_ov)
-                    self.log("ALARM member overlay unusable, removed: %s" % exc)
-                    _remove(self._ovl)
-        self.current = ml
-        if verify:
-            self.log("MEMBERS list version=%d count=%d changes=%d" % (
-                ml.version, ml.count, ml.changes))
-
-    def _drop_current(self):
-        # closed before its files are renamed over (littlefs: no open file
-        # may be replaced under a reader)
-        ml = self.current
-        self.current = None
-        _close(ml)
-
-    def _applied(self):
-        return self.current.version if self.current is not None else -1
 
     def _resume(self):
         # an update staged before the reboot: finish receiving or installing it
@@ -211,11 +95,11 @@ class MemberStore:
         self._delta = head[0:4] == members.DELTA_MAGIC
         if size == z:
             self._next = n
-            self._phase = _CHECKING
+            self._phase = CHECKING
             self.log("MEMBERS resuming install version=%d" % v)
         else:
             self._next = size // p
-            self._phase = _RECEIVING
+            self._phase = RECEIVING
             self.log("MEMBERS resuming version=%d at part %d of %d" % (v, self._next, n))
 
     # --- parts ----------------------------------------------------------------
@@ -259,11 +143,11 @@ class MemberStore:
         if not part:
             i, n, z = 0, 1, len(data)
             h = binascii.hexlify(hashlib.sha256(data).digest()).decode()
-        if self._phase != _IDLE:
+        if self._phase != IDLE:
             if v == self._v:
                 if h != self._h or n != self._n or z != self._z:
                     raise Refused("part %d of version %d: another payload than part 0's" % (i, v))
-                if self._phase != _RECEIVING or i < self._next:
+                if self._phase != RECEIVING or i < self._next:
                     return False
                 if i > self._next:
                     raise Refused("part %d of version %d out of order: part %d is next" % (
@@ -272,7 +156,7 @@ class MemberStore:
                 return True
             if v < self._v:
                 raise Refused("stale: version %d, version %d is being received" % (v, self._v))
-            if self._phase != _RECEIVING:
+            if self._phase != RECEIVING:
                 raise Refused("busy: installing version %d" % self._v)
         if i != 0:
             raise Refused("part %d of version %d before its part 0" % (i, v))
@@ -307,12 +191,6 @@ class MemberStore:
             raise Refused("list of %d members in %d bytes" % (count, z))
         return self._blocks(z)
 
-    def _blocks(self, nbytes):
-        # flash a file of nbytes takes in littlefs: whole blocks, each
-        # holding a few skip-list pointers (8 bytes on average), one more
-        bs = self._bs
-        return ((nbytes + bs - 9) // (bs - 8) + 1) * bs
-
     def _start(self, v, n, z, h, data):
         if n == 1:
             p = z
@@ -323,7 +201,7 @@ class MemberStore:
             if p < 64 or p > PART_MAX or (z + p - 1) // p != n:
                 raise Refused("part 0: %d bytes do not make %d parts of %d bytes" % (p, n, z))
         need = self._check_head(data, v, z)
-        if self._phase != _IDLE:
+        if self._phase != IDLE:
             self._drop_files()
             self.log("MEMBERS dropped version %d: version %d comes" % (self._v, v))
             self._clear()
@@ -345,7 +223,7 @@ class MemberStore:
         self._v, self._n, self._z, self._p, self._h = v, n, z, p, h
         self._delta = data[0:4] == members.DELTA_MAGIC
         self._next = 1
-        self._phase = _RECEIVING if n > 1 else _CHECKING
+        self._phase = RECEIVING if n > 1 else CHECKING
         self.log("MEMBERS receiving version=%d %s bytes=%d parts=%d" % (
             v, "delta" if self._delta else "list", z, n))
 
@@ -364,10 +242,10 @@ class MemberStore:
             raise Refused("flash write failed at part %d, version %d dropped: %s" % (i, v, exc))
         self._next = i + 1
         if self._next == self._n:
-            self._phase = _CHECKING
+            self._phase = CHECKING
             self.log("MEMBERS received version=%d parts=%d" % (self._v, self._n))
 
-    # --- the install, a slice at a time ----------------------------------------
+    # --- the install and the compaction, a slice at a time -------------------
     def step(self):
         """A bounded amount of install work (STEP_SLICES slices): 0 nothing
         to do, 1 did some and there may be more, 2 an install just
@@ -383,191 +261,12 @@ class MemberStore:
         return 1
 
     def _slice(self):
-        phase = self._phase
-        if phase == _IDLE or phase == _RECEIVING:
-            if self._compact:
-                return self._compact_step()
-            return 0
-        try:
-            if phase == _CHECKING:
-                return self._check_step()
-            if phase == _MERGING:
-                return self._merge_step()
-            return self._readback_step()
-        except (OSError, MemoryError, members.MemberError) as exc:
-            self._fail(str(exc) or repr(exc))
-            return 1
-
-    def _open(self, path, mode):
-        f = open(path, mode)
-        self._files.append(f)
-        return f
-
-    def _close_files(self):
-        for f in self._files:
-            _close(f)
-        self._files = []
-        self._merger = None
-
-    def _slice_buffer(self):
-        if self._buf is None:
-            self._buf = bytearray(_SLICE)
-            self._mv = memoryview(self._buf)
-
-    def _check_step(self):
-        # the staged payload's SHA-256, and for a whole list its order and CRC
-        self._slice_buffer()
-        if not self._files:
-            self._src = self._open(self._stg, "rb")
-            self._sha = hashlib.sha256()
-            self._pos = 0
-            self._crc = 0
-            self._prev = bytearray(7)
-        mv = self._mv
-        k = members.HEADER if self._pos == 0 else min(_SLICE, self._z - self._pos)
-        if self._src.readinto(mv[0:k]) != k:
-            raise members.MemberError("staged payload cut short")
-        self._sha.update(mv[0:k])
-        if self._pos == 0:
-            self._head = bytes(self._buf[0:members.HEADER])
-        elif not self._delta:
-            self._check_records(k)
-        self._pos += k
-        if self._pos < self._z:
-            return 1
-        self._close_files()
-        if binascii.hexlify(self._sha.digest()).decode() != self._h:
-            raise members.MemberError("payload SHA-256 mismatch")
-        if self._delta:
-            self._phase = _MERGING
-            return 1
-        if self._crc & 0xFFFFFFFF != members._parse_header(self._head, members.LIST_MAGIC)[2]:
-            raise members.MemberError("list CRC mismatch")
-        return self._commit_list()
-
-    def _check_records(self, k):
-        buf = self._buf
-        prev = self._prev
-        self._crc = crc32(self._mv[0:k], self._crc)
-        at = 0
-        first = self._pos == members.HEADER
-        while at < k:
-            if not first and members._cmp(prev, 0, buf, at) >= 0:
-                raise members.MemberError("list not sorted")
-            first = False
-            for t in range(7):
-                prev[t] = buf[at + t]
-            at += members.RECORD
-
-    def _commit_list(self):
-        self._drop_current()
-        os.rename(self._stg, self._base)
-        _remove(self._ovl)
-        self._open_current(False)
-        if self.current is None or self.current.version != self._v:
-            raise members.MemberError("the new list does not open")
-        return self._installed()
-
-    def _installed(self):
-        _remove(self._stg)
-        _remove(self._upd)
-        self._clear()
-        ml = self.current
-        self.log("MEMBERS installed version=%d count=%d" % (ml.version, ml.count))
-        self._maybe_compact()
-        return 2
-
-    def _merge_step(self):
-        if self._merger is None:
-            cur = self.current
-            src = self._open(self._stg, "rb")
-            src.seek(members.HEADER)
-            base = self._open(self._base, "rb")
-            base.seek(members.HEADER)
-            older = None
-            if cur.changes:
-                older = self._open(self._ovl, "rb")
-            out = self._open(self._ovn, "wb")
-            self._out = out
-            self._dhead = members._parse_header(self._head, members.DELTA_MAGIC)
-            self._merger = members.Merger(base, cur.base_count, older, cur.changes, src,
-                                          self._dhead[2], out_changes=out)
-            return 1
-        m = self._merger
-        if m.step():
-            return 1
-        cur = self.current
-        count, crc, body_crc = struct.unpack_from(">III", self._head, 20)
-        if m.base_crc != cur.base_crc:
-            raise members.MemberError("member file CRC mismatch")
-        if m.newer_crc != body_crc:
-            raise members.MemberError("delta CRC mismatch")
-        if cur.changes and m.older_crc != cur.changes_crc:
-            raise members.MemberError("overlay CRC mismatch")
-        if m.count != count or m.crc != crc:
-            raise members.MemberError("merged list differs from the delta's result")
-        self._out.write(members.overlay_trailer(
-            cur.base_version, cur.base_count, cur.base_crc, self._v, count, crc,
-            m.changes, m.changes_crc))
-        self._close_files()
-        self._rb_left = m.changes * members.CHANGE
-        self._rb_want = m.changes_crc
-        self._phase = _READBACK
-        return 1
-
-    def _readback(self, path, at):
-        # one slice of reading a file written in this install back from the
-        # flash; True when all of it was read and its CRC is the one written
-        self._slice_buffer()
-        if not self._files:
-            self._src = self._open(path, "rb")
-            self._src.seek(at)
-            self._crc = 0
-        k = min(_SLICE, self._rb_left)
-        if k:
-            if self._src.readinto(self._mv[0:k]) != k:
-                raise members.MemberError("%s cut short" % path)
-            self._crc = crc32(self._mv[0:k], self._crc)
-            self._rb_left -= k
-        if self._rb_left:
-            return False
-        self._close_files()
-        if self._crc & 0xFFFFFFFF != self._rb_want:
-            raise members.MemberError("%s reads back wrong from the flash" % path)
-        return True
-
-    def _readback_step(self):
-        if not self._readback(self._ovn, 0):
-            return 1
-        self._drop_current()
-        os.rename(self._ovn, self._ovl)
-        self._open_current(False)
-        if self.current is None or self.current.version != self._v:
-            raise members.MemberError("the new overlay does not open")
-        return self._installed()
-
-    def _fail(self, reason):
-        v = self._v
-        self._close_files()
-        self._drop_files()
-        self._clear()
-        self.failure = (v, reason)
-        self.log("MEMBERS install failed version=%d: %s" % (v, reason))
-        if self.current is None:
-            self._open_current(True)
-
-    def _clear(self):
-        self._buf = self._mv = None
-        self._phase = _IDLE
-        self._v = self._n = self._z = self._p = self._next = -1
-        self._h = None
-        self._delta = False
-        self._head = None
-
-    def _drop_files(self):
-        _remove(self._stg)
-        _remove(self._upd)
-        _remove(self._ovn)
+        r = self._install_slice()
+        if r == 2:
+            self._maybe_compact()
+        elif r == 0 and self._compact:
+            r = self._compact_step()
+        return r
 
     # --- compaction: the overlay folded into members.bin, when it fits ---------
     def _maybe_compact(self):
@@ -610,7 +309,7 @@ class MemberStore:
                 ovl = self._open(self._ovl, "rb")
                 out = self._open(self._cmp, "wb")
                 out.write(members._header(members.LIST_MAGIC, ml.version, ml.count, ml.crc))
-                self._merger = members.Merger(base, ml.base_count, newer=ovl,
+                self._merger = Merger(base, ml.base_count, newer=ovl,
                                               newer_count=ml.changes, out_records=out)
                 return 1
             m = self._merger

@@ -1,11 +1,11 @@
 # The member list on flash (members.bin), looked up by binary search with
 # seek/readinto into a 16-byte buffer: the list is never loaded into RAM.
-# The host builds it (build) and makes deltas (make_delta / apply_delta).
-# The gate keeps the deltas it installs as an overlay beside members.bin
+# The host builds it and makes deltas (parkgate_host.member_lists). The
+# gate keeps the deltas it installs as an overlay beside members.bin
 # (members.ovl, below: parkgate.member_update writes it), so a delta needs
 # no second copy of the list; MemberList(path, overlay) looks up both. One
-# merge (Merger, a slice at a time) serves the host, the overlay and the
-# compaction. See firmware/docs/members.md.
+# merge (parkgate.member_merge, a slice at a time) serves the host, the
+# overlay and the compaction. See firmware/docs/members.md.
 #
 # File, integers big-endian:
 #   0   4  magic "PGML"
@@ -64,20 +64,18 @@ FORMAT = const(1)
 RECORD = const(16)
 HEADER = const(32)
 CHANGE = const(17)
-_KEY = const(7)
+KEY_BYTES = const(7)        # the key: bytes 0..6 of a record
 _SEED = const(0x5A5A5A5A)
-_NEVER = const(0xFFFFFF)
-_BLACKLIST = const(0x800000)
-_WINDOW = const(0x400000)
-_CHUNK = const(32)          # records per read/write in a merge (512 bytes)
+NEVER = const(0xFFFFFF)     # valid until: never ends
+BIT_BLACKLIST = const(0x800000)
+BIT_WINDOW = const(0x400000)
+_CHUNK = const(32)          # records per CRC read (512 bytes)
 OP_REMOVE = const(0)
 OP_PUT = const(1)
 TRAILER = const(44)
-_MAGIC = b"PGML"
-_DELTA_MAGIC = b"PGMD"
-_OVERLAY_MAGIC = b"PGMO"
-LIST_MAGIC = _MAGIC
-DELTA_MAGIC = _DELTA_MAGIC   # the first bytes of a delta, as against a whole list
+LIST_MAGIC = b"PGML"
+DELTA_MAGIC = b"PGMD"        # the first bytes of a delta, as against a whole list
+OVERLAY_MAGIC = b"PGMO"
 
 
 class MemberError(ValueError):
@@ -118,16 +116,9 @@ def _key_into(text, buf):
     buf[6] = (b >> 8) & 0xFF
 
 
-def key_of(text):
-    """The 7-byte key of a plate (normalised first)."""
-    buf = bytearray(_KEY)
-    _key_into(plates.normalise(text), buf)
-    return bytes(buf)
-
-
 def _cmp(a, a_at, b, b_at):
     # compare the 7-byte keys a[a_at:] and b[b_at:]: -1, 0, 1
-    for i in range(_KEY):
+    for i in range(KEY_BYTES):
         x = a[a_at + i]
         y = b[b_at + i]
         if x != y:
@@ -137,60 +128,6 @@ def _cmp(a, a_at, b, b_at):
 
 def _u24(buf, at):
     return (buf[at] << 16) | (buf[at + 1] << 8) | buf[at + 2]
-
-
-def _put24(buf, at, value):
-    buf[at] = (value >> 16) & 0xFF
-    buf[at + 1] = (value >> 8) & 0xFF
-    buf[at + 2] = value & 0xFF
-
-
-def _from_minutes(t):
-    # valid from: rounded up to the minute (never grants earlier)
-    if t is None or t <= EPOCH:
-        return 0
-    return min((t - EPOCH + 59) // 60, _NEVER - 1)
-
-
-def _until_minutes(t):
-    # valid until: rounded down to the minute (never grants later)
-    if t is None:
-        return _NEVER
-    if t <= EPOCH:
-        return 0
-    return min((t - EPOCH) // 60, _NEVER - 1)
-
-
-def _int_or_none(value, name):
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError("%s must be unix seconds or None" % name)
-    return value
-
-
-def pack(member):
-    """(normalised plate, 16-byte record) of a member dict {"plate",
-    "from", "until", "window": [start, end] or None, "blacklist"}."""
-    if not isinstance(member, dict):
-        raise ValueError("member must be a dict")
-    text = plates.normalise(member.get("plate"))
-    start = _int_or_none(member.get("from"), "from")
-    until = _int_or_none(member.get("until"), "until")
-    window = member.get("window")
-    bits = _BLACKLIST if member.get("blacklist") else 0
-    if window is not None:
-        if (not isinstance(window, (list, tuple)) or len(window) != 2
-                or not isinstance(window[0], int) or not isinstance(window[1], int)
-                or not 0 <= window[0] <= 1439 or not 0 <= window[1] <= 1440
-                or window[0] == window[1]):
-            raise ValueError("window of %s must be [start 0..1439, end 0..1440], "
-                             "start != end: %r" % (text, window))
-        bits |= _WINDOW | (window[0] << 11) | window[1]
-    rec = bytearray(RECORD)
-    _key_into(text, rec)
-    _put24(rec, 7, _from_minutes(start))
-    _put24(rec, 10, _until_minutes(until))
-    _put24(rec, 13, bits)
-    return text, bytes(rec)
 
 
 def _header(magic, version, count, crc):
@@ -203,31 +140,6 @@ def _header(magic, version, count, crc):
     return head
 
 
-def _records(members):
-    # sorted unique records; ValueError on a duplicate plate or a key shared
-    # by two plates (56 bits: about 1 in 10^8 for 50,000 members)
-    packed = []
-    for m in members:
-        packed.append(pack(m))
-    packed.sort(key=lambda p: p[1])
-    for i in range(1, len(packed)):
-        if packed[i][1][:_KEY] == packed[i - 1][1][:_KEY]:
-            a, b = packed[i - 1][0], packed[i][0]
-            if a == b:
-                raise ValueError("plate %s listed twice" % a)
-            raise ValueError("plates %s and %s share a key" % (a, b))
-    return [p[1] for p in packed]
-
-
-def build(members, version):
-    """The whole member file as bytes."""
-    if not isinstance(version, int) or not 0 <= version <= 0xFFFFFFFF:
-        raise ValueError("version must be a u32")
-    body = b"".join(_records(members))
-    return bytes(_header(_MAGIC, version, len(body) // RECORD,
-                         crc32(body) & 0xFFFFFFFF)) + body
-
-
 def _parse_header(head, magic):
     # (version, count, crc); MemberError if head is not a good header
     if len(head) < HEADER or bytes(head[0:4]) != magic:
@@ -235,17 +147,10 @@ def _parse_header(head, magic):
     if head[4] != FORMAT or head[5] != RECORD:
         raise MemberError("format %d record size %d not supported" % (head[4], head[5]))
     version, count, crc = struct.unpack_from(">III", head, 8)
-    if magic == _MAGIC:
+    if magic == LIST_MAGIC:
         if struct.unpack_from(">I", head, 20)[0] != crc32(memoryview(head)[0:20]) & 0xFFFFFFFF:
             raise MemberError("header CRC mismatch")
     return version, count, crc
-
-
-def version_of(data):
-    """The list version a whole member file or a delta brings."""
-    if bytes(data[0:4]) == _DELTA_MAGIC:
-        return _parse_header(data, _DELTA_MAGIC)[1]
-    return _parse_header(data, _MAGIC)[0]
 
 
 def _open(path_or_file):
@@ -281,14 +186,14 @@ class MemberList:
         self._ov_own = False
         self._f, self._own = _open(path_or_file)
         self._rec = bytearray(RECORD)
-        self._key = bytearray(_KEY)
+        self._key = bytearray(KEY_BYTES)
         self._chg = bytearray(CHANGE)
         head = bytearray(HEADER)
         try:
             self._f.seek(0)
             if self._f.readinto(head) != HEADER:
                 raise MemberError("member file too short")
-            self.version, self.count, self._crc = _parse_header(head, _MAGIC)
+            self.version, self.count, self._crc = _parse_header(head, LIST_MAGIC)
         except Exception:
             self.close()
             raise
@@ -318,7 +223,7 @@ class MemberList:
             raise MemberError("overlay too short")
         (bv, bc, bcrc, version, count, crc, changes, ov_crc,
          own) = struct.unpack_from(">IIIIIIIII", t, 8)
-        if bytes(t[0:4]) != _OVERLAY_MAGIC or t[4] != FORMAT or t[5] != RECORD or \
+        if bytes(t[0:4]) != OVERLAY_MAGIC or t[4] != FORMAT or t[5] != RECORD or \
                 own != crc32(memoryview(t)[0:40]) & 0xFFFFFFFF:
             raise MemberError("not an overlay")
         if changes * CHANGE + TRAILER != end:
@@ -394,17 +299,17 @@ class MemberList:
         until = _u24(rec, 10)
         bits = _u24(rec, 13)
         w_start = w_end = -1
-        if bits & _WINDOW:
+        if bits & BIT_WINDOW:
             w_start = (bits >> 11) & 0x7FF
             w_end = bits & 0x7FF
         record = (EPOCH + start * 60 if start else 0,
-                  None if until == _NEVER else EPOCH + until * 60,
-                  w_start, w_end, bool(bits & _BLACKLIST))
-        if bits & _BLACKLIST:
+                  None if until == NEVER else EPOCH + until * 60,
+                  w_start, w_end, bool(bits & BIT_BLACKLIST))
+        if bits & BIT_BLACKLIST:
             return BLACKLISTED, record
         minute = (now - EPOCH) // 60
         # a clock before 2020 (not set) admits only open-ended members
-        if (start and minute < start) or (until != _NEVER and (minute >= until or minute < 0)):
+        if (start and minute < start) or (until != NEVER and (minute >= until or minute < 0)):
             return EXPIRED, record
         if w_start >= 0:
             local = (minute + utc_offset_minutes) % 1440
@@ -417,325 +322,14 @@ class MemberList:
         return MEMBER, record
 
 
-class _Run:
-    # Entries of one size read from a file a chunk of 32 at a time; the CRC
-    # of every byte read so far.
-    def __init__(self, f, count, size):
-        self.f = f
-        self.left = count
-        self.size = size
-        self.buf = bytearray(_CHUNK * size)
-        self.mv = memoryview(self.buf)
-        self.n = self.i = 0
-        self.crc = 0
-        self.reads = 0
-
-    def fill(self):
-        # True if an entry is at self.i (reading the next chunk if needed)
-        if self.i < self.n:
-            return True
-        if not self.left:
-            return False
-        k = min(self.left, _CHUNK)
-        nb = k * self.size
-        if self.f.readinto(self.mv[0:nb]) != nb:
-            raise MemberError("member file cut short" if self.size == RECORD
-                              else "changes cut short")
-        self.crc = crc32(self.mv[0:nb], self.crc)
-        self.left -= k
-        self.n = k
-        self.i = 0
-        self.reads += 1
-        return True
-
-
-class _Mem:
-    # readinto() over bytes in RAM from an offset: a delta held whole
-    def __init__(self, data, at):
-        self._mv = memoryview(data)
-        self._at = at
-
-    def readinto(self, buf):
-        n = min(len(buf), len(self._mv) - self._at)
-        buf[0:n] = self._mv[self._at:self._at + n]
-        self._at += n
-        return n
-
-
-class Merger:
-    """The sorted records of a member file (base, positioned at its first
-    record, count of them) merged with up to two sorted change streams
-    (older, newer: files positioned at their first change; on a key both
-    change, newer wins), a slice at a time: step() reads at most one chunk
-    of 32 base records and handles at most 32 changes, and returns False
-    once all is merged. Outputs, each a file or None: out_records gets the
-    resulting records, out_changes the combined changes (less any removal
-    of a key the base does not have). It counts and CRCs the result
-    (count, crc), the combined changes (changes, changes_crc) and every
-    input (base_crc, older_crc, newer_crc), and checks that newer is
-    sorted and its ops known (MemberError)."""
-
-    def __init__(self, base, count, older=None, older_count=0, newer=None, newer_count=0,
-                 out_records=None, out_changes=None):
-        self._base = _Run(base, count, RECORD)
-        self._older = _Run(older, older_count, CHANGE) if older is not None else None
-        self._newer = _Run(newer, newer_count, CHANGE) if newer is not None else None
-        self._out_records = out_records
-        self._out_changes = out_changes
-        self._prev = bytearray(_KEY)
-        self._has_prev = False
-        self.count = 0
-        self._crc = 0
-        self.changes = 0
-        self._changes_crc = 0
-        self.done = False
-
-    @property
-    def crc(self):
-        return self._crc & 0xFFFFFFFF
-
-    @property
-    def changes_crc(self):
-        return self._changes_crc & 0xFFFFFFFF
-
-    @property
-    def base_crc(self):
-        return self._base.crc & 0xFFFFFFFF
-
-    @property
-    def older_crc(self):
-        return self._older.crc & 0xFFFFFFFF if self._older is not None else 0
-
-    @property
-    def newer_crc(self):
-        return self._newer.crc & 0xFFFFFFFF if self._newer is not None else 0
-
-    def _pass(self, j):
-        # base records i .. j-1 go to the result unchanged
-        base = self._base
-        mv = base.mv[base.i * RECORD:j * RECORD]
-        self._crc = crc32(mv, self._crc)
-        self.count += j - base.i
-        if self._out_records is not None:
-            self._out_records.write(mv)
-        base.i = j
-
-    def _first_not_below(self, key, at):
-        # the first record of the base chunk from i whose key >= key[at:at+7]
-        base = self._base
-        buf = base.buf
-        lo = base.i
-        hi = base.n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if _cmp(buf, mid * RECORD, key, at) < 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
-    def step(self):
-        if self.done:
-            return False
-        base = self._base
-        older = self._older
-        newer = self._newer
-        reads = base.reads
-        budget = _CHUNK
-        while budget:
-            run = None
-            has_old = older is not None and older.fill()
-            has_new = newer is not None and newer.fill()
-            if has_old and has_new:
-                c = _cmp(older.buf, older.i * CHANGE + 1, newer.buf, newer.i * CHANGE + 1)
-                if c == 0:
-                    older.i += 1            # the newer change replaces it
-                run = older if c < 0 else newer
-            elif has_old:
-                run = older
-            elif has_new:
-                run = newer
-            # the base records before the change's key (all, if none is left)
-            while True:
-                if base.i == base.n:
-                    if not base.left:
-                        break
-                    if base.reads != reads:
-                        return True         # one chunk read per slice
-                    base.fill()
-                if run is None:
-                    self._pass(base.n)
-                    continue
-                j = self._first_not_below(run.buf, run.i * CHANGE + 1)
-                if j > base.i:
-                    self._pass(j)
-                if j < base.n:
-                    break
-            if run is None:
-                self.done = True
-                return False
-            buf = run.buf
-            at = run.i * CHANGE
-            op = buf[at]
-            if op > OP_PUT:
-                raise MemberError("delta op %d unknown" % op)
-            if run is newer:
-                prev = self._prev
-                if self._has_prev and _cmp(prev, 0, buf, at + 1) >= 0:
-                    raise MemberError("delta changes not sorted")
-                for t in range(_KEY):
-                    prev[t] = buf[at + 1 + t]
-                self._has_prev = True
-            present = base.i < base.n and _cmp(base.buf, base.i * RECORD, buf, at + 1) == 0
-            if present:
-                base.i += 1
-            if op == OP_PUT:
-                rec = run.mv[at + 1:at + CHANGE]
-                self._crc = crc32(rec, self._crc)
-                self.count += 1
-                if self._out_records is not None:
-                    self._out_records.write(rec)
-            if self._out_changes is not None and (op == OP_PUT or present):
-                change = run.mv[at:at + CHANGE]
-                self._out_changes.write(change)
-                self._changes_crc = crc32(change, self._changes_crc)
-                self.changes += 1
-            run.i += 1
-            budget -= 1
-        return True
-
-
 def overlay_trailer(base_version, base_count, base_crc, version, count, crc, changes,
                     changes_crc):
     """The trailer that ends an overlay file (see the top of this file)."""
     t = bytearray(TRAILER)
-    t[0:4] = _OVERLAY_MAGIC
+    t[0:4] = OVERLAY_MAGIC
     t[4] = FORMAT
     t[5] = RECORD
     struct.pack_into(">IIIIIIII", t, 8, base_version, base_count, base_crc, version, count,
                      crc, changes, changes_crc)
     struct.pack_into(">I", t, 40, crc32(memoryview(t)[0:40]) & 0xFFFFFFFF)
     return t
-
-
-def _merge(src, count, src_crc, dst, delta, changes):
-    """Stream the count records of src (positioned at the first) merged
-    with the delta's sorted changes into dst; returns (records written,
-    their CRC). MemberError if src's records do not match src_crc."""
-    m = Merger(src, count, newer=_Mem(delta, HEADER), newer_count=changes, out_records=dst)
-    while m.step():
-        pass
-    if m.base_crc != src_crc:
-        raise MemberError("member file CRC mismatch")
-    return m.count, m.crc
-
-
-def _check_delta(delta):
-    # (base, new version, changes, result count, result CRC) of a good delta
-    base, new, changes = _parse_header(delta, _DELTA_MAGIC)
-    count, result_crc, body_crc = struct.unpack_from(">III", delta, 20)
-    end = HEADER + changes * CHANGE
-    if len(delta) != end:
-        raise MemberError("delta length %d, expected %d" % (len(delta), end))
-    if crc32(memoryview(delta)[HEADER:end]) & 0xFFFFFFFF != body_crc:
-        raise MemberError("delta CRC mismatch")
-    for j in range(changes):
-        at = HEADER + j * CHANGE
-        if delta[at] > OP_PUT:
-            raise MemberError("delta op %d unknown" % delta[at])
-        if j and _cmp(delta, at - CHANGE + 1, delta, at + 1) >= 0:
-            raise MemberError("delta changes not sorted")
-    return base, new, changes, count, result_crc
-
-
-def _apply(src, dst, delta):
-    # src at offset 0: check, write the new header, merge
-    head = bytearray(HEADER)
-    if src.readinto(head) != HEADER:
-        raise MemberError("member file too short")
-    version, count, crc = _parse_header(head, _MAGIC)
-    base, new, changes, result_count, result_crc = _check_delta(delta)
-    if version != base:
-        raise MemberError("delta is for list version %d, this is %d" % (base, version))
-    dst.write(_header(_MAGIC, new, result_count, result_crc))
-    written, out_crc = _merge(src, count, crc, dst, delta, changes)
-    if written != result_count or out_crc != result_crc:
-        raise MemberError("merged list differs from the delta's result")
-    return new
-
-
-def apply_delta_file(path, delta):
-    """On the gate: apply a delta to the member file at path, writing
-    path + ".new" and renaming it over path; returns the new version.
-    Nothing is loaded beyond two 512-byte buffers and the delta. On any
-    error the old file stays and MemberError (or OSError) is raised."""
-    import os
-    tmp = path + ".new"
-    with open(path, "rb") as src:
-        try:
-            with open(tmp, "wb") as dst:
-                version = _apply(src, dst, delta)
-        except Exception:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
-    os.rename(tmp, path)
-    return version
-
-
-# --- host side (works on MicroPython too, for small lists) -------------
-
-def _read(old):
-    if isinstance(old, str):
-        with open(old, "rb") as f:
-            return f.read()
-    return bytes(old)
-
-
-def make_delta(old, changes, new_version):
-    """A delta turning the member file old (bytes or a path) into the list
-    with changes applied: each change a member dict (added or replaced) or
-    {"plate": p, "remove": True}."""
-    import io
-    old = _read(old)
-    base = _parse_header(old, _MAGIC)[0]
-    ops = []
-    for change in changes:
-        if change.get("remove"):
-            text = plates.normalise(change.get("plate"))
-            ops.append((key_of(text), OP_REMOVE, text, bytes(RECORD - _KEY)))
-        else:
-            text, rec = pack(change)
-            ops.append((rec[:_KEY], OP_PUT, text, rec[_KEY:]))
-    ops.sort(key=lambda op: op[0])
-    for i in range(1, len(ops)):
-        if ops[i][0] == ops[i - 1][0]:
-            raise ValueError("plate %s changed twice" % ops[i][2])
-    body = b"".join(bytes([op[1]]) + op[0] + op[3] for op in ops)
-    delta = bytearray(_header(_DELTA_MAGIC, base, 0, 0)) + body
-    struct.pack_into(">III", delta, 8, base, new_version, len(ops))
-    src = io.BytesIO(old)
-    src.seek(HEADER)
-    dst = io.BytesIO()
-    count, crc = _merge(src, _parse_header(old, _MAGIC)[1], _parse_header(old, _MAGIC)[2],
-                        dst, delta, len(ops))
-    struct.pack_into(">IIII", delta, 16, len(ops), count, crc,
-                     crc32(body) & 0xFFFFFFFF)
-    return bytes(delta)
-
-
-def apply_delta_bytes(old, delta):
-    """The member file (bytes) that applying delta to old (bytes) gives."""
-    import io
-    dst = io.BytesIO()
-    _apply(io.BytesIO(_read(old)), dst, delta)
-    return dst.getvalue()
-
-
-def apply_delta(old, changes, new_version):
-    """On the host: the new member file (bytes) for old (bytes or a path)
-    with changes applied, through the same merge as the gate."""
-    old = _read(old)
-    return apply_delta_bytes(old, make_delta(old, changes, new_version))

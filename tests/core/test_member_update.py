@@ -10,7 +10,8 @@ import os
 import sys
 
 from check import raises
-from parkgate import members, sign
+from parkgate import members
+from parkgate_host import member_lists, signing
 from parkgate.member_update import MemberStore, Refused
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -30,13 +31,13 @@ def listed(names, until=None):
 
 
 def parts(data, size=PART, key=KEY, gate=GATE, version=None):
-    v = members.version_of(data) if version is None else version
+    v = member_lists.version_of(data) if version is None else version
     h = binascii.hexlify(hashlib.sha256(data).digest()).decode()
     n = max(1, (len(data) + size - 1) // size)
     out = []
     for i in range(n):
         body = binascii.b2a_base64(data[i * size:(i + 1) * size]).decode().strip()
-        out.append(sign.sign(key, "members", gate, v, body, part=(i, n, len(data), h)))
+        out.append(signing.sign(key, "members", gate, v, body, part=(i, n, len(data), h)))
     return out
 
 
@@ -115,7 +116,7 @@ def test_a_whole_list_in_parts():
         store = d.store()
         assert store.current is None and store.step() == 0
         names = plates("京A", 60)
-        data = members.build(listed(names), 3)
+        data = member_lists.build(listed(names), 3)
         envelopes = parts(data)
         assert len(envelopes) == 11
         assert offer_all(store, envelopes) == [True] * 11
@@ -137,7 +138,7 @@ def test_a_delta_in_parts_kept_as_an_overlay_then_folded_in():
     d = Folder()
     try:
         names = plates("京A", 120)
-        old = members.build(listed(names), 1)
+        old = member_lists.build(listed(names), 1)
         d.write("members.bin", old)             # as a field tool deploy writes it
         store = d.store()
         assert store.current.version == 1
@@ -145,7 +146,7 @@ def test_a_delta_in_parts_kept_as_an_overlay_then_folded_in():
         added = plates("沪C", 25)
         changes = [{"plate": p, "remove": True} for p in gone] + listed(added, NOW + 60)
         changes.append({"plate": "粤Z99999", "remove": True})      # not a member: dropped
-        delta = members.make_delta(old, changes, 2)
+        delta = member_lists.make_delta(old, changes, 2)
         d.free = 10 * 4096                    # room for the install, checked at part 0
         offer_all(store, parts(delta))
         d.free = 8 * 4096 - 1                 # then not for a second copy of the list
@@ -154,23 +155,23 @@ def test_a_delta_in_parts_kept_as_an_overlay_then_folded_in():
         assert cur.version == 2 and cur.count == 120 - 30 + 25 and cur.changes == 55
         assert d.files() == ["members.bin", "members.ovl"]
         assert d.read("members.bin") == old       # the list itself was not rewritten
-        want = members.MemberList(_bytes_io(members.apply_delta(old, changes, 2)))
+        want = members.MemberList(_bytes_io(member_lists.apply_delta(old, changes, 2)))
         probe = names + added + ["粤Z99999"]
         assert answers(cur, probe) == answers(want, probe)
         assert answers(cur, gone[:3]) == [members.UNKNOWN] * 3
         assert d.logged("changes kept beside the list")
         # a second delta merges with the overlay; then there is room to fold
-        new = members.apply_delta(old, changes, 2)
+        new = member_lists.apply_delta(old, changes, 2)
         more = [{"plate": added[0], "remove": True}, {"plate": gone[0]}] + listed(
             plates("浙D", 10))
-        delta3 = members.make_delta(new, more, 3)
+        delta3 = member_lists.make_delta(new, more, 3)
         d.free = BIG
         offer_all(store, parts(delta3))
         steps = run(store)
         assert steps.count(2) == 1
         assert d.logged("MEMBERS compacted version=3 count=%d" % (115 - 1 + 1 + 10))
         assert d.files() == ["members.bin"]
-        assert d.read("members.bin") == members.apply_delta(new, more, 3)
+        assert d.read("members.bin") == member_lists.apply_delta(new, more, 3)
         assert store.current.version == 3 and not store.current.overlaid
     finally:
         d.remove()
@@ -179,9 +180,9 @@ def test_a_delta_in_parts_kept_as_an_overlay_then_folded_in():
 def test_parts_repeated_out_of_order_and_missing():
     d = Folder()
     try:
-        d.write("members.bin", members.build(listed(plates("京A", 10)), 1))
+        d.write("members.bin", member_lists.build(listed(plates("京A", 10)), 1))
         store = d.store()
-        data = members.build(listed(plates("京B", 40)), 2)
+        data = member_lists.build(listed(plates("京B", 40)), 2)
         envelopes = parts(data)
         n = len(envelopes)
         assert n == 7
@@ -204,12 +205,12 @@ def test_parts_repeated_out_of_order_and_missing():
 def test_a_forged_part_is_refused():
     d = Folder()
     try:
-        old = members.build(listed(plates("京A", 10)), 1)
+        old = member_lists.build(listed(plates("京A", 10)), 1)
         d.write("members.bin", old)
         store = d.store()
-        data = members.build(listed(plates("京B", 40)), 2)
+        data = member_lists.build(listed(plates("京B", 40)), 2)
         good = parts(data)
-        other = parts(members.build(listed(plates("京C", 40)), 2))    # signed, other payload
+        other = parts(member_lists.build(listed(plates("京C", 40)), 2))    # signed, other payload
         tampered = dict(good[1], b=good[2]["b"])
         moved = dict(good[1], i=2)
         resized = dict(good[0], z=good[0]["z"] + 1)
@@ -240,9 +241,9 @@ def test_a_forged_part_is_refused():
         assert run(store).count(2) == 1 and store.current.version == 2
         # a payload whose parts are all signed but whose SHA-256 is false:
         # staged, found out when checked whole, never installed
-        bad = members.build(listed(plates("京D", 20)), 3)
+        bad = member_lists.build(listed(plates("京D", 20)), 3)
         lie = "f" * 64
-        forged = [sign.sign(KEY, "members", GATE, 3, e["b"], part=(e["i"], e["n"], e["z"], lie))
+        forged = [signing.sign(KEY, "members", GATE, 3, e["b"], part=(e["i"], e["n"], e["z"], lie))
                   for e in parts(bad)]
         offer_all(store, forged)
         assert 2 not in run(store)
@@ -256,14 +257,14 @@ def test_one_envelope_without_part_fields_is_a_one_part_update():
     d = Folder()
     try:
         store = d.store()
-        data = members.build(listed(plates("京A", 40)), 1)             # 672 bytes
-        envelope = sign.sign(KEY, "members", GATE, 1,
+        data = member_lists.build(listed(plates("京A", 40)), 1)             # 672 bytes
+        envelope = signing.sign(KEY, "members", GATE, 1,
                              binascii.b2a_base64(data).decode().strip())
         assert store.offer(envelope, KEY, GATE)
         assert run(store).count(2) == 1 and store.current.count == 40
         assert "stale" in str(raises(Refused, store.offer, envelope, KEY, GATE))
-        big = members.build(listed(plates("京B", 50)), 2)              # 832 bytes
-        envelope = sign.sign(KEY, "members", GATE, 2, binascii.b2a_base64(big).decode().strip())
+        big = member_lists.build(listed(plates("京B", 50)), 2)              # 832 bytes
+        envelope = signing.sign(KEY, "members", GATE, 2, binascii.b2a_base64(big).decode().strip())
         assert "send parts" in str(raises(Refused, store.offer, envelope, KEY, GATE))
     finally:
         d.remove()
@@ -272,32 +273,32 @@ def test_one_envelope_without_part_fields_is_a_one_part_update():
 def test_stale_and_oversize_and_malformed():
     d = Folder()
     try:
-        old = members.build(listed(plates("京A", 10)), 5)
+        old = member_lists.build(listed(plates("京A", 10)), 5)
         d.write("members.bin", old)
         store = d.store()
-        why = str(raises(Refused, store.offer, parts(members.build([], 4))[0], KEY, GATE))
+        why = str(raises(Refused, store.offer, parts(member_lists.build([], 4))[0], KEY, GATE))
         assert why.startswith("stale: version 4, 5 applied"), why
-        v7 = parts(members.build(listed(plates("京B", 30)), 7))
+        v7 = parts(member_lists.build(listed(plates("京B", 30)), 7))
         store.offer(v7[0], KEY, GATE)
-        why = str(raises(Refused, store.offer, parts(members.build([], 6))[0], KEY, GATE))
+        why = str(raises(Refused, store.offer, parts(member_lists.build([], 6))[0], KEY, GATE))
         assert "stale: version 6, version 7 is being received" in why
         # a delta for another list, one that makes another version
-        delta = members.make_delta(members.build([], 4), listed(["京C00001"]), 9)
+        delta = member_lists.make_delta(member_lists.build([], 4), listed(["京C00001"]), 9)
         assert "delta for list version 4, the gate has 5" in str(
             raises(Refused, store.offer, parts(delta)[0], KEY, GATE))
-        delta = members.make_delta(old, listed(["京C00001"]), 9)
+        delta = member_lists.make_delta(old, listed(["京C00001"]), 9)
         assert "delta makes version 9, the envelope says 8" in str(
             raises(Refused, store.offer, parts(delta, version=8)[0], KEY, GATE))
         assert "not a PGML file" in str(raises(Refused, store.offer, parts(
             b"NOPE" + bytes(60), version=8)[0], KEY, GATE))
-        big = parts(members.build(listed(plates("京B", 60)), 8), size=700)[0]
+        big = parts(member_lists.build(listed(plates("京B", 60)), 8), size=700)[0]
         assert "base64 characters" in str(raises(Refused, store.offer, big, KEY, GATE))
         h = "0" * 64
-        huge = sign.sign(KEY, "members", GATE, 9, "AAAA", part=(0, 2, 2 * 10 ** 6, h))
+        huge = signing.sign(KEY, "members", GATE, 9, "AAAA", part=(0, 2, 2 * 10 ** 6, h))
         assert "payload of 2000000 bytes" in str(raises(Refused, store.offer, huge, KEY, GATE))
-        beyond = sign.sign(KEY, "members", GATE, 9, "AAAA", part=(3, 2, 1000, h))
+        beyond = signing.sign(KEY, "members", GATE, 9, "AAAA", part=(3, 2, 1000, h))
         assert "part 3 of 2" in str(raises(Refused, store.offer, beyond, KEY, GATE))
-        short = parts(members.build(listed(plates("京B", 30)), 8), size=32)[0]
+        short = parts(member_lists.build(listed(plates("京B", 30)), 8), size=32)[0]
         assert "do not make" in str(raises(Refused, store.offer, short, KEY, GATE))
         # version 7 is still being received after all that
         assert offer_all(store, v7)[1:] == [True] * (len(v7) - 1)
@@ -309,11 +310,11 @@ def test_stale_and_oversize_and_malformed():
 def test_not_enough_flash_is_refused_before_anything_is_written():
     d = Folder()
     try:
-        old = members.build(listed(plates("京A", 50)), 1)
+        old = member_lists.build(listed(plates("京A", 50)), 1)
         d.write("members.bin", old)
         store = d.store()
         before = d.files()
-        data = members.build(listed(plates("京B", 200)), 2)        # 3,232 bytes
+        data = member_lists.build(listed(plates("京B", 200)), 2)        # 3,232 bytes
         # a block for it, one more while its last block is rewritten, and a
         # reserve of 6 blocks: 8 blocks
         d.free = 8 * 4096 - 1
@@ -321,7 +322,7 @@ def test_not_enough_flash_is_refused_before_anything_is_written():
         assert why == "not enough flash: version 2 needs %d bytes, %d free" % (
             8 * 4096, 8 * 4096 - 1), why
         assert d.files() == before and d.read("members.bin") == old
-        delta = members.make_delta(old, listed(plates("京C", 300)), 2)      # 5,132 bytes
+        delta = member_lists.make_delta(old, listed(plates("京C", 300)), 2)      # 5,132 bytes
         d.free = 12 * 4096 - 1   # the staged delta and the new overlay take 3 blocks each
         assert "not enough flash: version 2 needs %d" % (12 * 4096) in str(
             raises(Refused, store.offer, parts(delta)[0], KEY, GATE))
@@ -355,7 +356,7 @@ def _cut_sweep(old, payload, new, step_limit, prior=None):
     is the old or the new one; the next boot finishes the install. Returns
     how many slices the install and its compaction took."""
     versions = {}
-    for data in ((old if prior is None else members.apply_delta_bytes(old, prior)), new):
+    for data in ((old if prior is None else member_lists.apply_delta_bytes(old, prior)), new):
         ml = members.MemberList(_bytes_io(data))
         versions[ml.version] = ml
     k = 0
@@ -398,29 +399,29 @@ PROBE = plates("京A", 90) + plates("沪C", 20) + plates("浙E", 10)
 
 def test_a_power_cut_between_any_two_steps_leaves_the_old_list_or_the_new():
     names = plates("京A", 90)
-    old = members.build(listed(names), 1)
+    old = member_lists.build(listed(names), 1)
     changes = [{"plate": p, "remove": True} for p in names[0:90:5]] + listed(
         plates("沪C", 20)) + listed(names[1:30:5], NOW - 60)
-    delta = members.make_delta(old, changes, 2)
-    new = members.apply_delta(old, changes, 2)
+    delta = member_lists.make_delta(old, changes, 2)
+    new = member_lists.apply_delta(old, changes, 2)
     steps = _cut_sweep(old, delta, new, 200)
     assert steps > 10, steps            # checking, merging, reading back, folding in
-    whole = members.build(listed(plates("沪C", 20)), 2)
+    whole = member_lists.build(listed(plates("沪C", 20)), 2)
     assert _cut_sweep(old, whole, whole, 200) >= 2
     # from a list that already has an overlay: the install merges with it
     more = [{"plate": p, "remove": True} for p in plates("沪C", 20)[::3]] + listed(
         names[0:90:5]) + listed(plates("浙E", 10), NOW + 600)
-    delta3 = members.make_delta(new, more, 3)
-    assert _cut_sweep(old, delta3, members.apply_delta_bytes(new, delta3), 200,
+    delta3 = member_lists.make_delta(new, more, 3)
+    assert _cut_sweep(old, delta3, member_lists.apply_delta_bytes(new, delta3), 200,
                       prior=delta) > 5
 
 
 def test_a_reboot_while_parts_come_resumes_the_reception():
     d = Folder()
     try:
-        d.write("members.bin", members.build(listed(plates("京A", 10)), 1))
+        d.write("members.bin", member_lists.build(listed(plates("京A", 10)), 1))
         store = d.store()
-        envelopes = parts(members.build(listed(plates("京B", 40)), 2))
+        envelopes = parts(member_lists.build(listed(plates("京B", 40)), 2))
         offer_all(store, envelopes[:4])
         power_cut(store)
         store = d.store()
@@ -436,12 +437,12 @@ def test_a_reboot_while_parts_come_resumes_the_reception():
 def test_leftovers_are_cleaned_at_boot():
     d = Folder()
     try:
-        old = members.build(listed(plates("京A", 10)), 4)
+        old = member_lists.build(listed(plates("京A", 10)), 4)
         d.write("members.bin", old)
         d.write("members.bin.new", old[:100])              # an old-style install cut short
         d.write("members.ovn", b"\x01" * 40)
         d.write("members.stg", b"PGML")                    # no description
-        other = members.build(listed(plates("京B", 3)), 3)
+        other = member_lists.build(listed(plates("京B", 3)), 3)
         ml = members.MemberList(_bytes_io(other))          # an overlay for another list
         d.write("members.ovl", bytes(members.overlay_trailer(
             3, ml.count, ml.base_crc, 5, 3, ml.base_crc, 0, 0)))
@@ -457,16 +458,16 @@ def test_leftovers_are_cleaned_at_boot():
         assert d.files() == ["members.bin"]
         assert d.logged("removed staged update version=4: version 4 installed")
         # a field tool deploy of another list under a staged delta
-        delta = members.make_delta(old, listed(["京C00001"]), 5)
+        delta = member_lists.make_delta(old, listed(["京C00001"]), 5)
         store = d.store()
         offer_all(store, parts(delta)[:1])
-        d.write("members.bin", members.build([], 6))
+        d.write("members.bin", member_lists.build([], 6))
         assert d.store().current.version == 6 and d.files() == ["members.bin"]
         # an unusable list: no list, and a whole list may replace it
         d.write("members.bin", old[:40])
         store = d.store()
         assert store.current is None and d.logged("ALARM member list unusable")
-        offer_all(store, parts(members.build(listed(plates("京B", 3)), 1)))
+        offer_all(store, parts(member_lists.build(listed(plates("京B", 3)), 1)))
         assert run(store).count(2) == 1 and store.current.count == 3
     finally:
         d.remove()
@@ -533,8 +534,8 @@ class CutFlash:
 def _littlefs_sweep(vfs, old, prior, delta, probe):
     # the sweep on littlefs from the list old (with prior applied, as an
     # overlay, when given) to old + prior + delta; returns (cuts, versions seen)
-    mid = old if prior is None else members.apply_delta_bytes(old, prior)
-    new = members.apply_delta_bytes(mid, delta)
+    mid = old if prior is None else member_lists.apply_delta_bytes(old, prior)
+    new = member_lists.apply_delta_bytes(mid, delta)
     versions = {}
     for data in (mid, new):
         ml = members.MemberList(_bytes_io(data))
@@ -596,15 +597,15 @@ def test_on_littlefs_a_power_cut_at_every_flash_operation():
     if not hasattr(vfs, "VfsLfs2"):
         return
     names = plates("京A", 70)
-    old = members.build(listed(names), 1)
+    old = member_lists.build(listed(names), 1)
     changes = [{"plate": p, "remove": True} for p in names[0:70:6]] + listed(plates("沪C", 12))
-    delta = members.make_delta(old, changes, 2)
+    delta = member_lists.make_delta(old, changes, 2)
     probe = names[:20] + plates("沪C", 12) + plates("浙E", 8)
     cuts, seen = _littlefs_sweep(vfs, old, None, delta, probe)
     assert cuts > 40 and seen == 2, (cuts, seen)
     # from a list that already has an overlay
-    mid = members.apply_delta_bytes(old, delta)
+    mid = member_lists.apply_delta_bytes(old, delta)
     more = [{"plate": p, "remove": True} for p in plates("沪C", 12)[::2]] + listed(
         plates("浙E", 8)) + listed(names[1:70:6], NOW + 600)
-    cuts, seen = _littlefs_sweep(vfs, old, delta, members.make_delta(mid, more, 3), probe)
+    cuts, seen = _littlefs_sweep(vfs, old, delta, member_lists.make_delta(mid, more, 3), probe)
     assert cuts > 40 and seen == 2, (cuts, seen)

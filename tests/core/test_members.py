@@ -9,8 +9,9 @@ from binascii import hexlify
 from check import raises
 from parkgate import members
 from parkgate.members import (BLACKLISTED, EXPIRED, MEMBER, OUTSIDE_WINDOW, UNKNOWN,
-                              MemberError, MemberList, apply_delta, apply_delta_bytes,
-                              apply_delta_file, build, make_delta)
+                              MemberError, MemberList)
+from parkgate_host.member_lists import (apply_delta, apply_delta_bytes, apply_delta_file, build,
+                                        make_delta)
 
 E = members.EPOCH
 DAY = 86400
