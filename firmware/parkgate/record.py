@@ -7,13 +7,13 @@ from parkgate.compat import const
 KIND_ENTRY = const(1)
 KIND_EXIT = const(2)
 KIND_NAMES = {KIND_ENTRY: "in", KIND_EXIT: "out"}
-_KIND_BY_NAME = {"in": KIND_ENTRY, "out": KIND_EXIT}
+KIND_BY_NAME = {"in": KIND_ENTRY, "out": KIND_EXIT}
 
 FEE_NONE = const(0)      # entries carry no fee
 FEE_ONLINE = const(1)    # the lot bridge answered the fee query
 FEE_OFFLINE = const(2)   # computed on the gate from its tariff and entry record
-_FEE_SOURCE_NAMES = {FEE_NONE: None, FEE_ONLINE: "on", FEE_OFFLINE: "off"}
-_FEE_SOURCE_BY_NAME = {None: FEE_NONE, "on": FEE_ONLINE, "off": FEE_OFFLINE}
+FEE_SOURCE_NAMES = {FEE_NONE: None, FEE_ONLINE: "on", FEE_OFFLINE: "off"}
+FEE_SOURCE_BY_NAME = {None: FEE_NONE, "on": FEE_ONLINE, "off": FEE_OFFLINE}
 
 FLAG_NO_ENTRY = const(1)  # exit without a matching entry record
 FLAG_REENTRY = const(2)   # entry closed a session that was still open
@@ -129,7 +129,7 @@ def to_wire(event):
             "p": event.plate, "c": event.colour, "cf": event.confidence}
     if event.kind == KIND_EXIT:
         wire["fee"] = event.fee
-        wire["fs"] = _FEE_SOURCE_NAMES[event.fee_source]
+        wire["fs"] = FEE_SOURCE_NAMES[event.fee_source]
         wire["tv"] = event.tariff_version
         wire["et"] = event.entry_time or None
         wire["fl"] = event.flags
@@ -149,7 +149,7 @@ def from_wire(wire):
     """An Event from its wire dict; RecordError names the bad field."""
     if not isinstance(wire, dict):
         raise RecordError("event: not an object")
-    kind = _KIND_BY_NAME.get(wire.get("k"))
+    kind = KIND_BY_NAME.get(wire.get("k"))
     if kind is None:
         raise RecordError("k: %r is not in/out" % wire.get("k"))
     plate = wire.get("p")
@@ -161,9 +161,9 @@ def from_wire(wire):
     if kind == KIND_EXIT:
         event.fee = _int_field(wire, "fee", 0, 0xFFFFFFFF)
         source = wire.get("fs")
-        if source not in _FEE_SOURCE_BY_NAME:
+        if source not in FEE_SOURCE_BY_NAME:
             raise RecordError("fs: %r is not on/off" % source)
-        event.fee_source = _FEE_SOURCE_BY_NAME[source]
+        event.fee_source = FEE_SOURCE_BY_NAME[source]
         event.tariff_version = _int_field(wire, "tv", 0, 0xFFFFFFFF, 0)
         entry_time = wire.get("et")
         event.entry_time = 0 if entry_time is None else _int_field(wire, "et", 0, 0xFFFFFFFF)
