@@ -4,6 +4,7 @@
 import gc
 import sys
 
+from camera_streams import bad_then_good_every_split, fuzz, garbage
 from check import raises, xorshift
 from parkgate import frame
 from parkgate.frame import (BAD_CRC, BAD_LENGTH, BAD_PAYLOAD, BAD_VERSION,
@@ -250,15 +251,6 @@ def test_fuzz_random_bytes_yield_nothing_then_good_frame_parses():
     assert len(reads) == 1 and reads[0].plate == "粤Z99999"
 
 
-def feeds(stream):
-    # the stream fed whole, split in two at every byte, one byte at a time
-    view = memoryview(stream)
-    yield [stream]
-    for split in range(1, len(stream)):
-        yield [view[:split], view[split:]]
-    yield [view[i:i + 1] for i in range(len(stream))]
-
-
 def with_crc_of(data):
     # data (a frame from encode) with its CRC made good again
     crc = crc16(data[2:-2])
@@ -281,19 +273,7 @@ def test_bad_frame_then_good_frames_at_once_every_split():
         (b"\x00PPGP\x47PG", None),                   # markers inside garbage
         (with_crc_of(first)[:-1] + b"P", None),      # a 0x50 for a CRC byte
     ]
-    for bad, reason in cases:
-        for chunks in feeds(bad + goods):     # no quiet line needed: see early
-            c = Collector()
-            for chunk in chunks:
-                c.parser.feed(chunk)
-            early = list(c.reads)
-            c.parser.idle()
-            assert c.reads == good, (bad, c.reads, c.rejects)
-            assert early == c.reads, (bad, early)
-            assert c.rejects, bad
-            if reason is not None:
-                assert c.rejects[0][0] == reason, (bad, c.rejects)
-            assert c.accounted() == len(bad) + len(goods), bad
+    bad_then_good_every_split(Collector, cases, goods, good, Collector.accounted)
 
 
 def test_longer_length_is_rescanned_without_a_quiet_line():
@@ -310,25 +290,15 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
     # a byte flipped, a length changed) and garbage rich in "P"/"PG",
     # back to back with no quiet line, fed in chunks of 1..64 bytes
     rand = xorshift(0x9E3779B9)
-
-    reads = []
-    counted = [0]
-
-    def on_reject(reason, count):
-        counted[0] += count
-
-    parser = FrameParser(reads.append, on_reject)
     want = []
-    pending = bytearray()
-    fed = accepted = 0
-    for unit in range(600):
-        seq = unit & 0xFF
-        text = "粤B%05d" % rand(100000) if rand(2) else "Z%d" % unit
+    accepted = [0]
+
+    def make_unit(unit, seq, text):
         data = bytearray(encode(seq, text, rand(8), rand(101), rand(1 << 30)))
         kind = rand(6)
         if kind < 2:
             want.append((seq, text))
-            accepted += len(data)
+            accepted[0] += len(data)
         elif kind == 2:
             data = data[:1 + rand(len(data) - 1)]
         elif kind == 3:
@@ -336,23 +306,18 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
         elif kind == 4:
             data[5] = (data[5] + 1 + rand(79)) % 80       # another length
         else:
-            data = bytearray(rand(256) for _ in range(rand(40)))
-            for _ in range(rand(4)):
-                at = rand(len(data) + 1)
-                data[at:at] = (b"P", b"PG", b"PG\x01", b"PG\x01\x00\x00")[rand(4)]
-        pending += data
-        fed += len(data)
-        while len(pending) > 64 or (unit == 599 and pending):
-            size = 1 + rand(64)
-            parser.feed(pending[:size])
-            pending = pending[size:]
+            data = garbage(rand, (b"P", b"PG", b"PG\x01", b"PG\x01\x00\x00"))
+        return data
+
+    def check_reads(unit, reads):
         while len(reads) > 8:           # keep the heap small: check as they come
             r = reads.pop(0)
             assert (r.seq, r.plate) == want.pop(0), (r, unit)
-    parser.idle()
+
+    parser, reads, counted, fed = fuzz(FrameParser, rand, 600, make_unit, check_reads)
     assert [(r.seq, r.plate) for r in reads] == want
     assert parser.frames > 150 and parser.rejects > 300
-    assert counted[0] + accepted == fed
+    assert counted + accepted[0] == fed
 
 
 def ignore(arg, count=0):

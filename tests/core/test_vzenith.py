@@ -4,6 +4,7 @@
 import gc
 import sys
 
+from camera_streams import bad_then_good_every_split, feeds, fuzz, garbage
 from check import raises, xorshift
 from parkgate import camera, frame, vzenith
 from parkgate.vzenith import (BAD_JSON, BAD_LENGTH, BAD_PAYLOAD, BAD_PLATE, BAD_TYPE,
@@ -188,15 +189,6 @@ def test_fuzz_random_bytes_then_good_frame():
     assert len(reads) == 1 and reads[0].plate == "粤Z99999"
 
 
-def feeds(stream):
-    # the stream fed whole, split in two at every byte, one byte at a time
-    view = memoryview(stream)
-    yield [stream]
-    for split in range(1, len(stream)):
-        yield [view[:split], view[split:]]
-    yield [view[i:i + 1] for i in range(len(stream))]
-
-
 def relength(data, delta):
     # a frame from encode() with its body length changed by delta
     n = len(data) - 8 + delta
@@ -220,19 +212,8 @@ def test_bad_frame_then_good_frames_at_once_every_split():
         (b"\x00VVZVZ\x00V\x00VZ\x00\x00\x00\x00\x00", None),   # markers in garbage
         (raw(b"ab\xffVZ\x01", kind=1, length=500), TRUNCATED),  # heartbeat body cut
     ]
-    for bad, reason in cases:
-        for chunks in feeds(bad + GOODS):     # no quiet line needed: see early
-            c = Collector()
-            for chunk in chunks:
-                c.parser.feed(chunk)
-            early = list(c.reads)
-            c.parser.idle()
-            assert c.reads == GOOD, (bad, c.reads, c.rejects)
-            assert early == c.reads, (bad, early)
-            assert c.rejects, bad
-            if reason is not None:
-                assert c.rejects[0][0] == reason, (bad, c.rejects)
-            assert c.rejected() + len(GOODS) + 8 * c.parser.heartbeats == len(bad) + len(GOODS)
+    bad_then_good_every_split(Collector, cases, GOODS, GOOD, lambda c: (
+        c.rejected() + len(GOODS) + 8 * c.parser.heartbeats))
 
 
 def test_long_length_and_cut_image_keep_the_plate_and_the_next_frame():
@@ -293,20 +274,10 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
     # back to back with no quiet line, fed in chunks of 1..64 bytes; the
     # false heartbeats claim 4096 bytes, so the next frame always cuts them
     rand = xorshift(0x9E3779B9)
-
-    reads = []
-    rejects = [0]
-
-    def on_reject(reason, count):
-        rejects[0] += count
-
-    parser = VzParser(reads.append, on_reject)
     want = []
-    pending = bytearray()
-    fed = accepted = 0
-    for unit in range(300):
-        serial = unit & 0xFF
-        text = "粤B%05d" % rand(100000) if rand(2) else "Z%d" % unit
+    accepted = [0]
+
+    def make_unit(unit, serial, text):
         image = bytes(rand(256) for _ in range(rand(120))) if rand(3) == 0 else b""
         offline = rand(4) == 0
         data = encode(serial, text, rand(5), rand(101), rand(1 << 30), offline=offline,
@@ -315,31 +286,24 @@ def test_random_stream_of_good_bad_and_garbage_in_random_chunks():
         kind = rand(7)
         if kind < 3:
             want.append((serial, text, offline))
-            accepted += len(data)
+            accepted[0] += len(data)
         elif kind == 3:                     # cut short: in the JSON, or its image
             data = data[:1 + rand(len(data) - 1)]
             if len(data) >= json_end:
                 want.append((serial, text, offline))
-                accepted += json_end
+                accepted[0] += json_end
         elif kind == 4:                     # body shorter than its JSON
             data = relength(data, json_end - len(data) - 1 - rand(json_end - 12))
         elif kind == 5:
             data = data[:2] + bytes([2 + rand(254)]) + data[3:]
         else:
-            data = bytearray(rand(256) for _ in range(rand(40)))
-            for _ in range(rand(4)):
-                at = rand(len(data) + 1)
-                data[at:at] = (b"V", b"VZ", b"VZ\x00", HEARTBEAT_4K)[rand(4)]
-        pending += data
-        fed += len(data)
-        while len(pending) > 64 or (unit == 299 and pending):
-            size = 1 + rand(64)
-            parser.feed(pending[:size])
-            pending = pending[size:]
-    parser.idle()
+            data = garbage(rand, (b"V", b"VZ", b"VZ\x00", HEARTBEAT_4K))
+        return data
+
+    parser, reads, rejects, fed = fuzz(VzParser, rand, 300, make_unit)
     assert [(r.seq, r.plate, r.offline) for r in reads] == want
     assert len(want) > 100 and parser.rejects > 150
-    assert rejects[0] + accepted + 8 * parser.heartbeats == fed
+    assert rejects + accepted[0] + 8 * parser.heartbeats == fed
 
 
 def test_camera_make_parser():
