@@ -290,7 +290,8 @@ class EventStore:
         per_gate = {}
         for gate, kind, n in counts:
             per_gate.setdefault(gate, {"in": 0, "out": 0})[kind] = n
-        charged = {"on": {"count": 0, "fees": 0}, "off": {"count": 0, "fees": 0}}
+        charged = {record.FEE_SOURCE_NAMES[source]: {"count": 0, "fees": 0}
+                   for source in (record.FEE_ONLINE, record.FEE_OFFLINE)}
         for source, n, fees in exits:
             charged[source or "none"] = {"count": n, "fees": int(fees)}
         gaps = {}
