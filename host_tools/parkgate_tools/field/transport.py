@@ -33,9 +33,9 @@ ERR = "PG!"
 ONBOARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onboard")
 WRAPPER = os.path.join(ONBOARD, "wrapper.py")
 _SLOT = "        pass  # the program\n"   # the line of wrapper.py a program replaces
-# The programs in onboard/, one file each (NAME.py); wrapper.py is their frame.
-PROGRAMS = ("info", "heap", "prepare", "hash", "commit", "status", "journal", "set_clock",
-            "relay", "site_get")
+# The programs: every onboard/NAME.py but wrapper.py, their frame.
+PROGRAMS = tuple(sorted(name[:-3] for name in os.listdir(ONBOARD)
+                        if name.endswith(".py") and name != "wrapper.py"))
 
 
 def onboard_files():

@@ -5,7 +5,8 @@
 # "PG>" JSON line), stage (item 0 names what the board is doing, reported
 # with an error), join(root, name), sha(path), origin(module) and
 # has_journal(dev). Any exception becomes one "PG!" line {"stage", "type",
-# "message"}, which the host raises as a DeviceError.
+# "message"}, which the host raises as a DeviceError. Lines that are only a
+# comment are not sent.
 
 
 def _pg(args):
