@@ -4,7 +4,8 @@ import base64
 import hashlib
 import json
 
-from parkgate import members, sign, tariff
+from parkgate import tariff
+from parkgate_host import member_lists, signing
 
 # Payload bytes in one member part: its envelope (with a gate id of up to 32
 # characters and every number at its widest) stays under ENVELOPE_MAX bytes,
@@ -18,27 +19,27 @@ def tariff_envelope(key, gate, table_text):
     validated here first (TariffError names the field) and its own version
     is the envelope's version, so a gate refuses anything not newer."""
     table = tariff.loads(table_text)
-    return sign.sign(key, "tariff", gate, table.version, table_text)
+    return signing.sign(key, "tariff", gate, table.version, table_text)
 
 
 def members_envelope(key, gate, data):
     """One signed envelope carrying a whole member file or a delta (bytes
-    from parkgate.members.build / make_delta), base64 in the body: the
-    single-message form, for payloads of up to about 1 KB. Gates that
+    from parkgate_host.member_lists build / make_delta), base64 in the body:
+    the single-message form, for payloads of up to about 1 KB. Gates that
     install through parkgate.member_update take members_parts() instead."""
-    version = members.version_of(data)
-    return sign.sign(key, "members", gate, version, base64.b64encode(data).decode())
+    version = member_lists.version_of(data)
+    return signing.sign(key, "members", gate, version, base64.b64encode(data).decode())
 
 
 def members_parts(key, gate, data, part_bytes=PART_BYTES):
     """The signed part envelopes (parkgate.sign, parkgate.member_update)
-    carrying a whole member file or a delta (bytes from members.build or
-    members.make_delta) to gate, in order: part i holds bytes
+    carrying a whole member file or a delta (bytes from member_lists.build or
+    member_lists.make_delta) to gate, in order: part i holds bytes
     [i * part_bytes, (i + 1) * part_bytes) in base64, and every part names
     the part count, the payload's size and its SHA-256. The version is the
     list's (a delta's new version). ValueError if a part's envelope would
     exceed ENVELOPE_MAX bytes (a gate id too long for part_bytes)."""
-    version = members.version_of(data)
+    version = member_lists.version_of(data)
     if not 64 <= part_bytes <= 600:
         raise ValueError("part_bytes must be 64..600")
     digest = hashlib.sha256(data).hexdigest()
@@ -46,8 +47,8 @@ def members_parts(key, gate, data, part_bytes=PART_BYTES):
     parts = []
     for i in range(n):
         body = base64.b64encode(data[i * part_bytes:(i + 1) * part_bytes]).decode()
-        envelope = sign.sign(key, "members", gate, version, body,
-                             part=(i, n, len(data), digest))
+        envelope = signing.sign(key, "members", gate, version, body,
+                                part=(i, n, len(data), digest))
         size = len(encode(envelope))
         if size > ENVELOPE_MAX:
             raise ValueError("part %d of %d is %d bytes, more than %d" % (
