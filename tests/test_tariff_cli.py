@@ -3,6 +3,7 @@ import json
 import os
 
 from parkgate import tariff
+from parkgate_host.tariffs import quote_dict
 from parkgate_tools import cli, runtime
 
 TABLES = os.path.join(runtime.FIRMWARE, "tariffs")
@@ -48,7 +49,7 @@ def test_quote_json_is_the_quote_dict(capsys):
     with open(SZ) as f:
         tf = tariff.load(json.load(f))
     assert code == 0
-    assert json.loads(out) == tariff.quote(tf, T0, T0 + 3 * 3600 + 90, 1).to_dict()
+    assert json.loads(out) == quote_dict(tariff.quote(tf, T0, T0 + 3 * 3600 + 90, 1))
 
 
 def test_micropython_runtime_gives_the_same_quote(capsys):

@@ -14,7 +14,9 @@ import os
 import subprocess
 
 from parkgate import tariff
-from parkgate.tariff_time import format_time, parse_time
+from parkgate.tariff_time import parse_time
+from parkgate_host import tariffs
+from parkgate_host.tariffs import format_time
 from parkgate_tools import runtime
 
 QUOTE_SCRIPT = os.path.join(runtime.ROOT, "host_tools", "mp", "quote.py")
@@ -32,7 +34,8 @@ def add_parser(subparsers):
     q.add_argument("--colour", "--color", default="blue",
                    help="plate colour: 0-7 or %s (default blue)" % ", ".join(tariff.COLOURS))
     q.add_argument("--member", action="store_true", help="member or monthly pass")
-    q.add_argument("--json", action="store_true", help="print Quote.to_dict() as JSON")
+    q.add_argument("--json", action="store_true",
+                   help="print the quote (parkgate_host.tariffs.quote_dict) as JSON")
     q.add_argument("--runtime", choices=("cpython", "micropython"), default="cpython",
                    help="interpreter that runs the engine (default cpython)")
     q.set_defaults(run=run_quote)
@@ -82,11 +85,13 @@ def run_quote(args):
 
 
 def quote_dict(tf, request):
-    """Quote.to_dict() for a request as quote.py takes it, on CPython."""
+    """The quote's dict (parkgate_host.tariffs.quote_dict) for a request as
+    quote.py takes it, on CPython."""
     if request.get("entry") is None:
-        return tariff.quote_no_entry(tf, request["exit"], request.get("colour", 0)).to_dict()
-    return tariff.quote(tf, request["entry"], request["exit"], request.get("colour", 0),
-                        request.get("member", False)).to_dict()
+        return tariffs.quote_dict(tariff.quote_no_entry(tf, request["exit"],
+                                                        request.get("colour", 0)))
+    return tariffs.quote_dict(tariff.quote(tf, request["entry"], request["exit"],
+                                           request.get("colour", 0), request.get("member", False)))
 
 
 def quote_on_micropython(table_path, requests, heap=runtime.GATE_HEAP):
