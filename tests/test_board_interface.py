@@ -5,8 +5,9 @@ The interface's protocols give a spec (each name, its kind, its parameters,
 what it returns); tests/board_conformance.py calls each name of a board
 module with it and checks the answers: the ESP32 boards on CPython with the
 fake ESP32 port of tests/fakes/esp32_port (machine, network, esp32) on their
-path, the simulator's board on its own 32-bit image, as it is frozen there,
-and the fake board of tests/fakes/board.py. Then the gate runs on that fake
+path (and, with the same fakes, they load on MicroPython), the simulator's
+board on its own 32-bit image, as it is frozen there, and the fake board of
+tests/fakes/board.py. Then the gate runs on that fake
 board, from a car's camera bytes to the relay, on CPython and on the image.
 The checks bite: a board without a name, or an adapter with other
 arguments, fails."""
@@ -191,6 +192,25 @@ def test_esp32_board_keeps_the_interface(spec_file, tmp_path, board):
                                ESP32_SHARED, board)
     assert code == 0, output
     assert "failed" in output and " 0 failed" in output, output
+
+
+@pytest.mark.parametrize("board", ESP32_BOARDS)
+def test_esp32_board_imports_on_micropython(board, tmp_path):
+    # The board module and the shared adapters it imports (which import it
+    # back, for its pins) load on MicroPython, with the fake port in front.
+    script = ("import board, esp32_board\n"
+              "assert esp32_board.board is board and board.Uart is esp32_board.Uart\n"
+              "relay = board.Relay()\n"
+              "relay.set(True)\n"
+              "print(board.NAME, relay._pin.pin, relay._pin.level, board.network_up())\n")
+    env = runtime.micropython_env([ESP32_PORT, os.path.join(runtime.BOARDS, board), ESP32_SHARED])
+    proc = subprocess.run(runtime.micropython_argv(["-c", script]), env=env,
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    name, pin, level, up = proc.stdout.split()
+    assert name == board and level == "0" and up == "False", proc.stdout   # active low
+    with open(os.path.join(runtime.BOARDS, board, "board.py")) as f:
+        assert "\nRELAY_PIN = %s\n" % pin in f.read()
 
 
 def test_simulator_board_keeps_the_interface_on_its_image(spec_file, tmp_path):

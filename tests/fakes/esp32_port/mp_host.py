@@ -1,7 +1,9 @@
 """Imported first when an ESP32 board module runs on CPython against the
 fakes in this folder (tests/board_conformance.py PRELUDE): what MicroPython's
-own time, gc and u-modules have that CPython's lack, and the board's
-/site.json read from PARKGATE_FAKE_SITE. Only in that subprocess."""
+own micropython, time, gc and u-modules have that CPython's lack, and the
+board's /site.json read from PARKGATE_FAKE_SITE. Only in that subprocess
+(MicroPython has all of it, and reads its fakes of machine, network and
+esp32 from this folder as they are)."""
 import binascii
 import builtins
 import gc
@@ -10,6 +12,7 @@ import socket
 import struct
 import sys
 import time
+import types
 
 _start = time.monotonic()
 time.ticks_ms = lambda: int((time.monotonic() - _start) * 1000)
@@ -20,7 +23,10 @@ time.sleep_us = lambda us: time.sleep(us / 1000000)
 _time = time.time
 time.time = lambda: int(_time())      # whole seconds, as MicroPython's
 gc.mem_free = lambda: 64 * 1024
-for _name, _module in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
+_micropython = types.ModuleType("micropython")
+_micropython.const = lambda value: value
+for _name, _module in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii),
+                       ("micropython", _micropython)):
     sys.modules.setdefault(_name, _module)
 
 _open = builtins.open
