@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from parkgate import frame
+from parkgate_host import camera_frames
 from parkgate_tools.sim.lot import SimLot
 
 from fixtures_mqtt import FakeGate
@@ -86,7 +86,8 @@ def _cars_until_an_erase(gate, burst, prefix):
         while time.time() < deadline:
             if len(gate.lines(r"STALL erase")) > erases:
                 plates = ["%s9%04d" % (prefix, k) for k in range(burst)]
-                gate.write_raw(b"".join(frame.encode(k + 1, p) for k, p in enumerate(plates)))
+                gate.write_raw(b"".join(camera_frames.pg_frame(k + 1, p)
+                                        for k, p in enumerate(plates)))
                 return plates, i + 1
             time.sleep(0.0005)
     raise AssertionError("the journal never erased")
