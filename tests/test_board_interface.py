@@ -62,22 +62,26 @@ def _kind(annotation):
     return "any"
 
 
-def _callable_spec(fn):
-    hints = typing.get_type_hints(fn)
-    args = [name for name in inspect.signature(fn).parameters if name != "self"]
-    return args, hints.get("return")
+def _parameters(fn):
+    return [name for name in inspect.signature(fn).parameters if name != "self"]
 
 
-def _members(protocol, skip=()):
+def _method_spec(fn):
+    return {"args": _parameters(fn), "returns": _kind(typing.get_type_hints(fn).get("return"))}
+
+
+def _members(protocol):
     """(annotated values, methods) a protocol declares itself, in order."""
     values = {name: _kind(kind) for name, kind in protocol.__annotations__.items()}
     methods = {name: fn for name, fn in vars(protocol).items()
-               if inspect.isfunction(fn) and not name.startswith("_") and name not in skip}
+               if inspect.isfunction(fn) and not name.startswith("_")}
     return values, methods
 
 
 def interface_spec():
-    """The spec tests/board_conformance.py checks, read from the protocols."""
+    """The spec tests/board_conformance.py checks, read from the protocols:
+    a member returning an adapter protocol is an adapter (its methods and
+    values checked on what it returns); PassageBoard's own are optional."""
     spec = {"values": {}, "functions": {}, "adapters": {}, "optional": [],
             "not_called": NOT_CALLED}
     for protocol in (INTERFACE.Board, INTERFACE.PassageBoard):
@@ -86,16 +90,14 @@ def interface_spec():
             spec["optional"] = sorted(list(values) + list(methods))
         spec["values"].update(values)
         for name, fn in methods.items():
-            args, returns = _callable_spec(fn)
+            returns = typing.get_type_hints(fn).get("return")
             if inspect.isclass(returns) and getattr(returns, "_is_protocol", False):
                 adapter_values, adapter_methods = _members(returns)
-                spec["adapters"][name] = {"args": args, "values": adapter_values, "methods": {
-                    method: dict(zip(("args", "returns"), _callable_spec(m)))
-                    for method, m in adapter_methods.items()}}
-                for entry in spec["adapters"][name]["methods"].values():
-                    entry["returns"] = _kind(entry["returns"])
+                spec["adapters"][name] = {
+                    "args": _parameters(fn), "values": adapter_values,
+                    "methods": {m: _method_spec(f) for m, f in adapter_methods.items()}}
             else:
-                spec["functions"][name] = {"args": args, "returns": _kind(returns)}
+                spec["functions"][name] = _method_spec(fn)
     return spec
 
 
