@@ -34,7 +34,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from parkgate import members
+from parkgate_host import member_lists
 from parkgate_tools import runtime
 from parkgate_tools.lot import downlink
 from parkgate_tools.sim.gate import DEFAULT_TARIFF
@@ -64,7 +64,7 @@ def _push_downlinks(lot, gates):
         table = json.load(f)
     table["version"] += 1
     text = json.dumps(table)
-    lists = [members.build([{"plate": "京M%05d" % i, "from": None, "until": None,
+    lists = [member_lists.build([{"plate": "京M%05d" % i, "from": None, "until": None,
                              "window": None, "blacklist": False} for i in range(count)], version)
              for version, count in ((1, 40), (2, 100))]
     for gate in gates:
