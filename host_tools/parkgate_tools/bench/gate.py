@@ -65,7 +65,8 @@ def _push_downlinks(lot, gates):
     table["version"] += 1
     text = json.dumps(table)
     lists = [member_lists.build([{"plate": "京M%05d" % i, "from": None, "until": None,
-                             "window": None, "blacklist": False} for i in range(count)], version)
+                                  "window": None, "blacklist": False} for i in range(count)],
+                                version)
              for version, count in ((1, 40), (2, 100))]
     for gate in gates:
         downlink.publish(client, LOT, gate.gate, "tariff",

@@ -18,6 +18,7 @@ from parkgate_tools.sim.broker import Broker
 from parkgate_tools.central.server import CentralServer
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.waiting import wait_until
 
 LOT = "demo"
 PROVINCES = "京沪粤苏浙川鄂湘"
@@ -70,14 +71,6 @@ def _actions(schedule):
         actions.append((car.exit_at, "out", car))
     actions.sort(key=lambda a: a[0])
     return actions
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 def stored_events(db_path):
@@ -184,10 +177,10 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         def drained():
             rows = stored_events(db_path)
             return all(sum(1 for r in rows if r[0] == gate) >= n for gate, n in journaled.items())
-        wait_until(drained, 60, "the gates' backlogs did not drain to the bridge")
+        wait_until(drained, 60, "the gates' backlogs to drain to the bridge", every=0.1)
         if central is not None:
             wait_until(lambda: bridge.store.outbox_backlog() == 0, 60,
-                       "the outbox did not drain to the central server")
+                       "the outbox to drain to the central server", every=0.1)
         elapsed = time.time() - start
         if on_drained:
             on_drained(context)

@@ -252,7 +252,8 @@ class SimGate:
     def send_plate(self, plate, colour=0, confidence=95, camera_time=0):
         """Write one camera frame; returns the host time it was written."""
         self._seq = (self._seq + 1) & 0xFF
-        return self.write_raw(camera_frames.pg_frame(self._seq, plate, colour, confidence, camera_time))
+        return self.write_raw(camera_frames.pg_frame(self._seq, plate, colour, confidence,
+                                                     camera_time))
 
     def read_until_journaled(self, plates, timeout=60, every=1.0, colours=None, front=4):
         """The camera reading cars that stand in front of it: the first

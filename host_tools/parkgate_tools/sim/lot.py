@@ -6,6 +6,7 @@ import os
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.waiting import wait_until
 
 START = 1795564800   # 2026-11-25 08:00 UTC+8
 
@@ -15,10 +16,11 @@ class SimLot:
     stops everything that was started.
 
     rate: simulated seconds per host second of the lot's clock. site: what
-    every gate's site.json gets besides lot, gate, direction and broker."""
+    every gate's site.json gets besides lot, gate, direction and broker.
+    bridge=False: a lot whose server is not there (the broker only)."""
 
     def __init__(self, workdir, lot="t", rate=1, start=START, tariff=DEFAULT_TARIFF,
-                 site=None):
+                 site=None, bridge=True):
         self.workdir = workdir
         self.lot = lot
         self.db = os.path.join(workdir, "lot.sqlite")
@@ -28,6 +30,8 @@ class SimLot:
         self.clock = SimClock(start, rate)
         self.broker = Broker(os.path.join(workdir, "broker"))
         self.broker.start()
+        if not bridge:
+            return
         try:
             self.bridge = Bridge(lot, self.broker.host, self.broker.port, self.db, tariff,
                                  clock=self.clock.now)
@@ -37,8 +41,9 @@ class SimLot:
             raise
 
     def gate(self, name, direction, site_extra=None, board_env=None, extra_files=None,
-             clock="lot", **options):
-        """Provision and boot a gate; clock None: a gate with no clock set."""
+             clock="lot", boot=True, **options):
+        """Provision and boot a gate (boot=False: provisioned only; its
+        start() boots it); clock None: a gate with no clock set."""
         site = dict(self.site)
         site.update(site_extra or {})
         gate = SimGate(self.workdir, name, self.lot, direction, self.broker.port,
@@ -46,14 +51,29 @@ class SimLot:
                        board_env=board_env, **options)
         self.gates.append(gate)
         gate.provision(extra_files)
-        return gate.start()
+        return gate.start() if boot else gate
+
+    def journals(self, gate):
+        """The bridge's summary of each journal of gate (one per flash the
+        gate has had), oldest first."""
+        return [j for j in self.bridge.store.summary()["journals"] if j["gate"] == gate]
 
     def stored(self, gate):
         """How many events of gate the bridge has stored."""
-        for journal in self.bridge.store.summary()["journals"]:
-            if journal["gate"] == gate:
-                return journal["count"]
-        return 0
+        journals = self.journals(gate)
+        return journals[0]["count"] if journals else 0
+
+    def wait_stored(self, gate, count, timeout=20):
+        """Wait until gate's newest journal holds count events; returns
+        journals(gate). AssertionError with what is stored after timeout."""
+        def done():
+            journals = self.journals(gate)
+            return journals if journals and journals[-1]["count"] >= count else None
+        try:
+            return wait_until(done, timeout)
+        except TimeoutError:
+            raise AssertionError("%s: %r stored, wanted %d" % (
+                gate, self.journals(gate), count)) from None
 
     def stop(self):
         for gate in self.gates:
