@@ -2,10 +2,10 @@
 bridge on it, fake gates (raw paho clients), and the lot's database on
 either backend: ``db_path`` is parametrized over SQLite and PostgreSQL (a
 throwaway cluster started once per session by parkgate_tools.sim.pgserver, a
-fresh database per test). Import the fixtures into a test module
-explicitly: ``from fixtures_mqtt import broker, bridge, gates``."""
+fresh database per test). conftest.py gives these fixtures to every test
+module; the helpers (wait_for, FakeGate, entry, exit_, fetch_all, ...) are
+imported from here."""
 import json
-import os
 import threading
 import time
 import uuid
@@ -14,25 +14,22 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from parkgate import record
-from parkgate_tools import runtime
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim.broker import Broker
+from parkgate_tools.sim.gate import DEFAULT_TARIFF
 from parkgate_tools.sim.pgserver import PgServer
+from parkgate_tools.sim.waiting import wait_until
 from parkgate_tools.lot.store import PgStore, Store
 
 LOT = "lot1"
-TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
+TARIFF = DEFAULT_TARIFF
 WAIT_S = 10
 BACKENDS = ("sqlite", "postgresql")
 
 
 def wait_for(predicate, timeout=WAIT_S, what="condition"):
     """Poll predicate until true; AssertionError naming what after timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.01)
+    return wait_until(predicate, timeout, what, every=0.01, error=AssertionError)
 
 
 def entry(seq, plate, t, colour=0):

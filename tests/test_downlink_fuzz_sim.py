@@ -5,12 +5,6 @@ go through. Every message is refused with a reason on up/refused, the link
 never drops for it, and every car is journaled and stored."""
 import json
 import random
-import threading
-
-import paho.mqtt.client as mqtt
-import pytest
-
-from parkgate_tools.sim.lot import SimLot
 
 from fixtures_mqtt import FakeGate, wait_for
 
@@ -65,45 +59,12 @@ def malformed(rnd, leaf):
     return json.dumps(message).encode()
 
 
-class Refusals:
-    """Counts what the gate publishes on its up/refused topic."""
-
-    def __init__(self, broker, lot, gate):
-        self.count = 0
-        self.reasons = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fz-refusals")
-        topic = "pg/%s/%s/up/refused" % (lot, gate)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 0)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect_async(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-        assert self._ready.wait(10)
-
-    def _on_message(self, client, userdata, message):
-        refusal = json.loads(message.payload)
-        with self._lock:
-            self.count += 1
-            self.reasons.append(refusal.get("why"))
-
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-@pytest.fixture
-def lot(tmp_path):
-    with SimLot(str(tmp_path), lot="fz") as lot:
-        yield lot
-
-
-def test_malformed_downlinks_are_refused_without_dropping_the_link_or_a_car(lot):
+def test_malformed_downlinks_are_refused_without_dropping_the_link_or_a_car(downlink_lane):
+    lane = downlink_lane("fz", "fz-out", "out", bridge=True, rate=1,
+                         site={"backoff_max_ms": 1000}, site_extra={"exit_policy": "owed"})
+    lot, gate, refusals = lane.lot, lane.gate, lane.operator
     entry = lot.gate("fz-in", "in")
-    gate = lot.gate("fz-out", "out", site_extra={"exit_policy": "owed"})
     gate.wait_line(r"LINK up connects=1", 10)
-    refusals = Refusals(lot.broker, lot.lot, "fz-out")
     sender = FakeGate(lot.broker, lot.lot, "fz-out")
     presence = FakeGate(lot.broker, lot.lot, "server")
     rnd = random.Random(1201)
@@ -135,7 +96,6 @@ def test_malformed_downlinks_are_refused_without_dropping_the_link_or_a_car(lot)
         wait_for(lambda: lot.stored("fz-out") == cars and lot.stored("fz-in") == cars, 60,
                    "every car stored")
     finally:
-        refusals.close()
         sender.close()
         presence.close()
     assert refusals.count == sent and all(refusals.reasons)
