@@ -5,19 +5,16 @@ gate stays up. A Vzenith offline replay is journaled with the camera's
 time and FLAG_REPLAY, and the barrier does not open for it."""
 import random
 
-from parkgate import frame, record, vzenith
-from parkgate_tools.sim.broker import free_port
-from parkgate_tools.sim.gate import SimClock, SimGate
+from parkgate import record
+from parkgate_host import camera_frames
 
 START = 1767225600   # 2026-01-01T00:00:00Z
 CARS = 12
 
 
-def offline_gate(tmp_path, name, camera):
-    gate = SimGate(str(tmp_path), name, "cam", "in", free_port(), SimClock(START, 1),
-                   site_extra={"camera": camera})
-    gate.provision()
-    return gate.start()
+def camera_gate(offline_gate, name, camera):
+    """An entry lane with no lot server, its camera speaking `camera`."""
+    return offline_gate(name, "in", "cam", start=START, rate=1, site_extra={"camera": camera})
 
 
 def plates(prefix):
@@ -25,7 +22,7 @@ def plates(prefix):
 
 
 def broken_pg(rnd, seq, plate):
-    good = frame.encode(seq, plate)
+    good = camera_frames.pg_frame(seq, plate)
     how = rnd.randrange(3)
     if how == 0:
         return good[:rnd.randrange(2, len(good) - 1)]          # cut short
@@ -35,7 +32,7 @@ def broken_pg(rnd, seq, plate):
 
 
 def broken_vz(rnd, serial, plate):
-    good = vzenith.encode(serial, plate, sec=START)
+    good = camera_frames.vz_frame(serial, plate, sec=START)
     how = rnd.randrange(3)
     if how == 0:
         return good[:rnd.randrange(3, len(good) - 8)]          # cut inside the JSON
@@ -56,28 +53,22 @@ def run_stream(gate, encode, broken, good_plates, phantom):
     assert len(gate.lines(r" BOOT ")) == 1 and gate.relay_openings() == len(good_plates)
 
 
-def test_project_frames_resynchronise_after_a_bad_frame(tmp_path):
-    gate = offline_gate(tmp_path, "pg", "pg")
-    try:
-        run_stream(gate, lambda seq, p: frame.encode(seq & 0xFF, p),
-                   lambda rnd, seq, p: broken_pg(rnd, seq & 0xFF, p), plates("苏G"), "苏G99999")
-    finally:
-        gate.stop()
+def test_project_frames_resynchronise_after_a_bad_frame(offline_gate):
+    gate = camera_gate(offline_gate, "pg", "pg")
+    run_stream(gate, lambda seq, p: camera_frames.pg_frame(seq & 0xFF, p),
+               lambda rnd, seq, p: broken_pg(rnd, seq & 0xFF, p), plates("苏G"), "苏G99999")
 
 
-def test_vzenith_frames_resynchronise_and_replays_do_not_open(tmp_path):
-    gate = offline_gate(tmp_path, "vz", "vz")
-    try:
-        run_stream(gate, lambda serial, p: vzenith.encode(serial & 0xFF, p, sec=START),
-                   lambda rnd, serial, p: broken_vz(rnd, serial & 0xFF, p), plates("浙H"),
-                   "浙H99999")
-        openings = gate.relay_openings()
-        replayed_at = START - 3600
-        gate.write_raw(vzenith.encode(200, "浙H12121", sec=replayed_at, offline=True))
-        gate.wait_line(r"EVENT in seq=%d plate=浙H12121 " % (CARS + 1), 5)
-        replay = gate.events()[-1]
-        assert replay["t"] == replayed_at and replay["q"] == 2          # the camera's time
-        assert replay["fl"] & record.FLAG_REPLAY
-        assert gate.relay_openings() == openings
-    finally:
-        gate.stop()
+def test_vzenith_frames_resynchronise_and_replays_do_not_open(offline_gate):
+    gate = camera_gate(offline_gate, "vz", "vz")
+    run_stream(gate, lambda serial, p: camera_frames.vz_frame(serial & 0xFF, p, sec=START),
+               lambda rnd, serial, p: broken_vz(rnd, serial & 0xFF, p), plates("浙H"),
+               "浙H99999")
+    openings = gate.relay_openings()
+    replayed_at = START - 3600
+    gate.write_raw(camera_frames.vz_frame(200, "浙H12121", sec=replayed_at, offline=True))
+    gate.wait_line(r"EVENT in seq=%d plate=浙H12121 " % (CARS + 1), 5)
+    replay = gate.events()[-1]
+    assert replay["t"] == replayed_at and replay["q"] == 2          # the camera's time
+    assert replay["fl"] & record.FLAG_REPLAY
+    assert gate.relay_openings() == openings

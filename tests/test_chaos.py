@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from parkgate_tools.sim.broker import Broker
-from parkgate_tools.sim.netproxy import NetProxy
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.lot import START
+from parkgate_tools.sim.netproxy import NetProxy
 
 LOT = "chaos"
 SEEDS = [int(s) for s in os.environ.get("PARKGATE_CHAOS_SEEDS", "11,12").split(",")]
@@ -85,15 +85,13 @@ def schedule(rng):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_every_event_stored_exactly_once_through_chaos(tmp_path, seed):
+def test_every_event_stored_exactly_once_through_chaos(tmp_path, broker, seed):
     rng = random.Random(seed)
     work = str(tmp_path)
     db = os.path.join(work, "lot.sqlite")
-    broker = Broker(os.path.join(work, "broker"))
-    broker.start()
     bridge = BridgeProcess(broker, db, os.path.join(work, "bridge.log"))
     bridge.start()
-    clock = SimClock(1795564800, 60)   # 10 s of network loss = 10 min of gate time
+    clock = SimClock(START, 60)   # 10 s of network loss = 10 min of gate time
     proxies = {}
     gates = {}
     try:
@@ -180,4 +178,3 @@ def test_every_event_stored_exactly_once_through_chaos(tmp_path, seed):
         for proxy in proxies.values():
             proxy.close()
         bridge.stop()
-        broker.stop()

@@ -10,13 +10,11 @@ import time
 import pytest
 
 from parkgate.sntp import NTP_TO_UNIX
-from parkgate_tools.sim.lot import SimLot
 
 
 @pytest.fixture
-def lot(tmp_path):
-    with SimLot(str(tmp_path), lot="ck") as lot:
-        yield lot
+def lot(sim_lot):
+    return sim_lot("ck")
 
 
 def event_times(gate):
@@ -125,9 +123,7 @@ def test_an_exit_lane_that_was_away_catches_up_and_charges_from_the_right_entry(
         entry.send_plate(plate)
         entry.wait_line(r"EVENT in seq=\d+ plate=%s " % plate, 5)
     entered = {e["plate"]: e["t"] for e in entry.events()}
-    wait_until_stored = time.time() + 20
-    while lot.stored("cu-in") < len(plates) and time.time() < wait_until_stored:
-        time.sleep(0.05)
+    lot.wait_stored("cu-in", len(plates))
     exit_gate = lot.gate("cu-out", "out", site_extra={"exit_policy": "owed"})
     exit_gate.wait_line(r"CATCHUP page=2 ", 10)
     pages = exit_gate.lines(r"CATCHUP page=")

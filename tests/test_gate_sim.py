@@ -6,38 +6,22 @@ import time
 
 import pytest
 
-from parkgate import frame, tariff
+from parkgate import tariff
+from parkgate_host import camera_frames
 from parkgate_tools.sim.gate import DEFAULT_TARIFF
-from parkgate_tools.sim.lot import SimLot
 
 LOT = "t"
-START = 1795564800   # 2026-11-25 08:00 UTC+8
 
 
 @pytest.fixture
-def lot(tmp_path):
+def lot(sim_lot):
     # The lot server's clock, every gate's too, 60 simulated seconds a second.
-    with SimLot(str(tmp_path), LOT, rate=60, start=START) as lot:
-        yield lot
-
-
-def stored(bridge, gate):
-    return [j for j in bridge.store.summary()["journals"] if j["gate"] == gate]
-
-
-def wait_stored(bridge, gate, count, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        journals = stored(bridge, gate)
-        if journals and journals[-1]["count"] >= count:
-            return journals
-        time.sleep(0.05)
-    raise AssertionError("%s: %r stored, wanted %d" % (gate, stored(bridge, gate), count))
+    return sim_lot(LOT, rate=60)
 
 
 def test_bad_camera_bytes_are_rejected_and_the_gate_keeps_going(lot):
     gate = lot.gate("g-in", "in")
-    good = frame.encode(1, "京A12345")
+    good = camera_frames.pg_frame(1, "京A12345")
     bad_crc = bytearray(good)
     bad_crc[-1] ^= 0xFF
     rng = random.Random(7)
@@ -77,7 +61,7 @@ def test_power_cut_at_random_moments_loses_nothing(lot):
                 lot.broker.start()
     time.sleep(0.5)
     journaled = max(e["seq"] for e in gate.events())
-    journals = wait_stored(lot.bridge, "g-in", journaled)
+    journals = lot.wait_stored("g-in", journaled)
     assert len(journals) == 1, "the journal identity survived the reboots"
     assert journals[0]["missing"] == 0 and journals[0]["max_seq"] == journaled
     summary = lot.bridge.store.summary()
@@ -113,8 +97,8 @@ def test_broker_down_gate_still_opens_on_time_and_charges_offline(lot):
     exit_openings = [t for t, level in exit_gate.relay_edges() if level == 1]
     assert 0 <= exit_openings[0] - sent_exit < 0.1
     lot.broker.start()
-    wait_stored(lot.bridge, "g-in", 5)
-    wait_stored(lot.bridge, "g-out", 1)
+    lot.wait_stored("g-in", 5)
+    lot.wait_stored("g-out", 1)
 
 
 def test_a_gate_without_a_clock_takes_the_lot_servers_time(lot):
