@@ -13,13 +13,12 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 from parkgate import journal, record
 from parkgate_tools import runtime
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim.broker import Broker
-from parkgate_tools.sim.gate import SimClock, SimGate
+from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
 
 EVENTS = 10000
 BASELINE_EVENTS = 2000
@@ -46,7 +45,7 @@ def drain(workdir, name, count, site_extra):
     broker = Broker(os.path.join(workdir, name + "-broker"))
     broker.start()
     bridge = Bridge(LOT, broker.host, broker.port, os.path.join(workdir, name + ".sqlite"),
-                    os.path.join(runtime.FIRMWARE, "tariffs", "default.json"))
+                    DEFAULT_TARIFF)
     bridge.start()
     bridge.wait_live()
     gate = SimGate(workdir, name, LOT, "in", broker.port, SimClock(START, 1),
