@@ -341,6 +341,4 @@ class Bridge:
             client.publish(self._prefix + gate + "/" + leaf, payload, qos=0)
 
     def _publish(self, gate, leaf, obj):
-        client = self._client
-        if client is not None:
-            client.publish(self._prefix + gate + "/" + leaf, compact(obj), qos=0)
+        self._publish_raw(gate, leaf, compact(obj))
