@@ -12,6 +12,7 @@ from parkgate.clock import EARLIEST_VALID, Q_NTP, Q_SERVER
 from parkgate.compat import const, ticks_add, ticks_diff
 from parkgate.downlink import Refused
 from parkgate.link import Link
+from parkgate.member_install import _remove   # the one remove-if-there of the gate's files
 from parkgate.uplink import Uplink
 
 _CLOCK_MAX_ROUND_TRIP_MS = const(2000)
@@ -332,10 +333,3 @@ class GateLink:
         downlink.EVENTS: _on_peer_events,
         downlink.PRESENCE: _on_presence,
     }
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass

@@ -175,7 +175,7 @@ class Link:
         self._port = port
         self._ticks_ms = ticks_ms
         self._keepalive_ms = keepalive_s * 1000
-        self._backoff_ms = self._backoff_min_ms = backoff_min_ms   # the backoff starts at its minimum
+        self._backoff_ms = self._backoff_min_ms = backoff_min_ms   # starts at the minimum
         self._backoff_max_ms = backoff_max_ms
         self._log = log
         self._network_up = network_up

@@ -1,10 +1,10 @@
 # The gate's member list in use and the install of a staged update, a slice
 # at a time: a whole list is checked and renamed into place; a delta is
-# merged (parkgate.member_merge) into the next overlay beside members.bin,
-# read back from the flash and renamed into place. The updates are received
-# and staged by parkgate.member_update (MemberStore, built on this). A delta
-# is not merged into a second copy of the list (50,000 members are 800 KB of
-# a 1.25 MiB filesystem). See firmware/docs/members.md.
+# merged (parkgate.member_merge, imported for the first merge) into the next
+# overlay beside members.bin, read back from the flash and renamed into
+# place. The updates are received and staged by parkgate.member_update
+# (MemberStore, built on this). A delta is not merged into a second copy of
+# the list (50,000 members are 800 KB of a 1.25 MiB filesystem). See firmware/docs/members.md.
 #
 # Files in fs_path, all renamed into place whole (littlefs renames are
 # atomic), so a power cut leaves the old list or the new one:
@@ -22,7 +22,6 @@ from binascii import crc32
 
 from parkgate import members
 from parkgate.compat import const
-from parkgate.member_merge import Merger
 
 _SLICE = const(512)             # bytes hashed or read back per slice
 
@@ -252,8 +251,11 @@ class MemberInstall:
             out = self._open(self._ovn, "wb")
             self._out = out
             self._dhead = members._parse_header(self._head, members.DELTA_MAGIC)
+            # Imported at the first merge, as sntp and exit_lane are when
+            # needed: a gate that takes no delta does not hold its code.
+            from parkgate.member_merge import Merger
             self._merger = Merger(base, cur.base_count, older, cur.changes, src,
-                                          self._dhead[2], out_changes=out)
+                                  self._dhead[2], out_changes=out)
             return 1
         m = self._merger
         if m.step():

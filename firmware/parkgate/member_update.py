@@ -10,8 +10,8 @@ import os
 
 from parkgate import members, sign
 from parkgate.compat import const
-from parkgate.member_install import CHECKING, IDLE, RECEIVING, MemberInstall, _exists, _remove, _size
-from parkgate.member_merge import Merger
+from parkgate.member_install import (CHECKING, IDLE, RECEIVING, MemberInstall, _exists, _remove,
+                                     _size)
 
 PART_MAX = const(600)           # payload bytes in one part (the host sends 480)
 PARTS_MAX = const(20000)
@@ -309,8 +309,9 @@ class MemberStore(MemberInstall):
                 ovl = self._open(self._ovl, "rb")
                 out = self._open(self._cmp, "wb")
                 out.write(members._header(members.LIST_MAGIC, ml.version, ml.count, ml.crc))
+                from parkgate.member_merge import Merger   # at the first merge (member_install)
                 self._merger = Merger(base, ml.base_count, newer=ovl,
-                                              newer_count=ml.changes, out_records=out)
+                                      newer_count=ml.changes, out_records=out)
                 return 1
             m = self._merger
             if m.step():

@@ -13,7 +13,8 @@
 # gate imports it itself at boot, on a short import chain (an ESP32's stack
 # holds few nested imports).
 from parkgate.tariff_engine import charge
-from parkgate.tariff_types import COLOURS, Tariff, TariffError, VehicleClass, colour_code  # noqa: F401
+from parkgate.tariff_types import (COLOURS, Tariff, TariffError, VehicleClass,  # noqa: F401
+                                   colour_code)
 
 
 def load(doc):
