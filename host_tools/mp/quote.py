@@ -7,7 +7,7 @@
 #   {"table": {...}}        load a table     -> {"version": N, "digest": "..."}
 #   {"table_path": "x.json"}  the same, from a file (streamed: less heap)
 #   {"entry": E or null, "exit": X, "colour": C, "member": false}
-#                           quote (unix s)   -> Quote.to_dict()
+#                           quote (unix s)   -> parkgate_host.tariffs.quote_dict()
 #   {"bench": {"entry": E, "exit": X, "colour": C, "n": N}}
 #                           time N quotes    -> {"us": microseconds per quote}
 # A request that fails replies {"error": "<field>: <message>"}.
@@ -15,8 +15,8 @@ import gc
 import json
 import sys
 
-from parkgate import tariff_check  # noqa: F401  (keep the validator loaded across tables)
 from parkgate import tariff
+from parkgate_host.tariffs import quote_dict
 
 current = None
 if hasattr(gc, "threshold"):
@@ -39,9 +39,9 @@ def handle(req):
         return bench(req["bench"])
     colour = req.get("colour", 0)
     if req.get("entry") is None:
-        return tariff.quote_no_entry(current, req["exit"], colour).to_dict()
-    return tariff.quote(current, req["entry"], req["exit"], colour,
-                        req.get("member", False)).to_dict()
+        return quote_dict(tariff.quote_no_entry(current, req["exit"], colour))
+    return quote_dict(tariff.quote(current, req["entry"], req["exit"], colour,
+                                   req.get("member", False)))
 
 
 def bench(b):

@@ -94,9 +94,28 @@ def micropython_argv(script, *args, heap=GATE_HEAP):
     return [micropython_binary(), "-X", "heapsize=" + heap] + head + list(args)
 
 
-def micropython_env(extra_paths=()):
+def host_side_mpy():
+    """Compile what changed of firmware/parkgate_host (the host side of the
+    shared rules: the image does not freeze it) into build/mpy/host; returns
+    that MICROPYPATH entry."""
+    root = os.path.join(BUILD_MPY, "host")
+    folder = os.path.join(FIRMWARE, "parkgate_host")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            source = os.path.join(folder, name)
+            target = os.path.join(root, "parkgate_host", name[:-3] + ".mpy")
+            if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
+                compile_mpy(source, target)
+    return root
+
+
+def micropython_env(extra_paths=(), host_side=True):
     """Environment for the gate's image: MICROPYPATH is extra_paths, then the
-    frozen modules (".frozen"), so the image's own code is what runs."""
+    frozen modules (".frozen"), so the image's own code is what runs, then
+    (host_side) the host side of the shared rules (parkgate_host, compiled),
+    which the image does not hold. A simulated gate runs with host_side=False:
+    it has only what a board has."""
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.pathsep.join(list(extra_paths) + [".frozen"])
+    paths = list(extra_paths) + [".frozen"] + ([host_side_mpy()] if host_side else [])
+    env["MICROPYPATH"] = os.pathsep.join(paths)
     return env

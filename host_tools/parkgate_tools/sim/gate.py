@@ -76,7 +76,7 @@ class SimGate:
 
     # --- set-up --------------------------------------------------------
     def env(self):
-        env = runtime.micropython_env()
+        env = runtime.micropython_env(host_side=False)
         env["PARKGATE_SIM_DIR"] = self.dir
         env["PARKGATE_SIM_MAIN"] = "1"
         env.update(self.board_env)

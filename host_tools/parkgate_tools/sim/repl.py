@@ -54,7 +54,7 @@ class SimRepl:
 
     def env(self):
         """The REPL process's environment."""
-        env = runtime.micropython_env()
+        env = runtime.micropython_env(host_side=False)
         env["PARKGATE_SIM_DIR"] = self.dir
         env.pop("PARKGATE_SIM_MAIN", None)
         if self.clock is not None:
