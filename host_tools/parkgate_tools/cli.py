@@ -7,7 +7,8 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("field.tariff_cli", "sim.demo", "lot.cli", "field.board_cli", "central.server")
+SUBCOMMANDS = ("field.tariff_cli", "sim.demo", "lot.cli", "lot.lot_cli", "field.board_cli",
+               "central.server")
 
 
 def main(argv=None):

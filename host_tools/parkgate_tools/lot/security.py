@@ -21,7 +21,9 @@ from parkgate_tools.files import write_atomic
 from parkgate_tools.ids import check_id
 
 SECRETS_NAME = "secrets.json"
-BRIDGE_ROLE = "_bridge"
+BRIDGE_ROLE = "_bridge"     # the lot server's bridge
+PUSH_ROLE = "_push"         # the lot server's push keeper
+OPS_ROLE = "_ops"           # the `parkgate lot push-*` commands
 PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
 # The largest payload of any message on a lot's broker, in bytes: mosquitto
 # drops a larger publish (message_size_limit) and the bridge refuses one

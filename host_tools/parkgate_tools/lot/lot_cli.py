@@ -1,0 +1,83 @@
+"""`parkgate lot`: provision and run a lot server from its lot directory.
+
+The commands are a table; each names the function that runs it as
+"module:function" under parkgate_tools.lot, imported only when that command
+runs (so `parkgate lot init` needs neither paho nor psycopg)."""
+import importlib
+import sys
+
+from parkgate_tools.lot.config import ConfigError
+
+_DIR = (("dir",), dict(metavar="DIR", help="the lot directory"))
+_GATE_SPEC = dict(metavar="NAME[:in|out]", help="a gate id and its direction (default in)")
+
+
+def command_table():
+    """The `parkgate lot` commands: (name, help, [(flags, argparse keywords)],
+    "module:function" under parkgate_tools.lot; function(args) -> exit code)."""
+    return (
+        # ---- provisioning (lot/provision.py) ----
+        ("init", "write a new lot directory: lot.toml, credentials, keys, site.json files, "
+                 "mosquitto configuration", [
+            _DIR,
+            (("--lot",), dict(required=True, help="lot id (letters, digits, -)")),
+            (("--gate",), dict(action="append", required=True, dest="gates", **_GATE_SPEC)),
+            (("--broker-host",), dict(default="127.0.0.1",
+                                      help="address mosquitto listens on and gates connect "
+                                           "to (default %(default)s)")),
+            (("--broker-port",), dict(type=int, default=1883, help="default %(default)s")),
+            (("--tls-port",), dict(type=int, default=8883,
+                                   help="TLS listener port with --tls-cert (default "
+                                        "%(default)s)")),
+            (("--tls-cert",), dict(metavar="PATH", help="server certificate: adds a TLS "
+                                                        "listener")),
+            (("--tls-key",), dict(metavar="PATH", help="its private key")),
+            (("--tls-ca",), dict(metavar="PATH", help="CA file for the TLS listener")),
+            (("--db",), dict(metavar="URL", default="state/lot.sqlite",
+                             help="SQLite path (relative to DIR) or postgresql:// URL "
+                                  "(default %(default)s)")),
+            (("--tariff",), dict(metavar="PATH", help="tariff JSON (default: the default "
+                                                      "tariff)")),
+            (("--http-port",), dict(type=int, default=8080, help="operator page, /healthz "
+                                                                 "(default %(default)s)"))],
+         "provision:run_init"),
+        ("add-gate", "add a gate: credentials, key, site.json; regenerate the broker's files",
+         [_DIR, (("gate",), _GATE_SPEC)], "provision:run_add_gate"),
+        ("remove-gate", "remove a gate and its credentials, key and site.json; regenerate "
+                        "the broker's files",
+         [_DIR, (("gate",), dict(metavar="NAME"))], "provision:run_remove_gate"),
+        ("rotate-key", "give a gate a new downlink key (and with --password a new MQTT "
+                       "password); rewrite its site.json",
+         [_DIR, (("gate",), dict(metavar="NAME")),
+          (("--password",), dict(action="store_true", help="also a new MQTT password"))],
+         "provision:run_rotate_key"),
+        # ---- running and pushes (H8: lot/run.py, lot/pushes.py) ----
+        # Add `run`, `push-tariff`, `push-members`, `open`, `set-clock` HERE, as entries
+        # like those above: ("run", "help", [_DIR, ...], "run:main"). Read the lot
+        # directory with parkgate_tools.lot.config.load(args.dir).
+    )
+
+
+def _runner(target):
+    module, function = target.split(":")
+
+    def run(args):
+        try:
+            return getattr(importlib.import_module("parkgate_tools.lot." + module),
+                           function)(args)
+        except ConfigError as exc:
+            print("parkgate lot %s: %s" % (args.lot_command, exc), file=sys.stderr)
+            return 2
+    return run
+
+
+def add_parser(subparsers):
+    """Register `parkgate lot` and its commands with the top-level parser."""
+    parser = subparsers.add_parser("lot", help="provision and run a lot server",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="lot_command", required=True)
+    for name, help, arguments, target in command_table():
+        p = sub.add_parser(name, help=help, description=help)
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(run=_runner(target))
