@@ -43,6 +43,7 @@ class Broker:
     tls_port: int
     tls_cert: str       # absolute path, or "" (no TLS)
     tls_key: str
+    tls_ca: str         # absolute path, or "" (none)
     message_size_limit: int
 
 
@@ -263,7 +264,7 @@ def parse(lot_dir, data, path=None):
     return LotConfig(
         dir=lot_dir, lot=lot_id,
         broker=Broker(broker.get("host", str, "127.0.0.1"), broker.port("port", 1883),
-                      tls[0], tls[1], tls[2], size),
+                      tls[0], tls[1], tls[2], broker.file(lot_dir, "tls_ca"), size),
         database=Database(url, db.file(lot_dir, "password_file")),
         http=Http(http.get("host", str, "127.0.0.1"), http.port("port", 8080, zero=True)),
         upstream=Upstream(upstream.get("url", str, ""), upstream.file(lot_dir, "token_file")),

@@ -2,11 +2,10 @@
 
 The commands are a table; each names the function that runs it as
 "module:function" under parkgate_tools.lot, imported only when that command
-runs (so `parkgate lot init` needs neither paho nor psycopg)."""
+runs (so `parkgate lot init` needs neither paho nor psycopg). A ValueError
+(lot/config.ConfigError, a refused id) or OSError is printed, exit code 2."""
 import importlib
 import sys
-
-from parkgate_tools.lot.config import ConfigError
 
 _DIR = (("dir",), dict(metavar="DIR", help="the lot directory"))
 _GATE_SPEC = dict(metavar="NAME[:in|out]", help="a gate id and its direction (default in)")
@@ -65,7 +64,7 @@ def _runner(target):
         try:
             return getattr(importlib.import_module("parkgate_tools.lot." + module),
                            function)(args)
-        except ConfigError as exc:
+        except (ValueError, OSError) as exc:     # ConfigError, a refused id, a file
             print("parkgate lot %s: %s" % (args.lot_command, exc), file=sys.stderr)
             return 2
     return run

@@ -1,19 +1,14 @@
 """A mosquitto broker for the tests, the simulator and the demo, configured
-from the shipped template (mosquitto.conf next to this module)."""
-import getpass
+by the lot's own template (lot/mosquitto_conf.py)."""
 import os
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import time
 
-from parkgate_tools.lot import security
-from parkgate_tools.lot.security import MAX_MESSAGE_BYTES, PACKET_OVERHEAD_BYTES
-
-TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mosquitto.conf")
-
+from parkgate_tools.lot import mosquitto_conf, security
+from parkgate_tools.lot.security import MAX_MESSAGE_BYTES
 
 
 def mosquitto_binary():
@@ -74,8 +69,6 @@ class Broker:
 
     def __init__(self, workdir, port=0, lot=None, gates=None, lot_dir=None, tls=False,
                  message_size_limit=MAX_MESSAGE_BYTES):
-        if type(message_size_limit) is not int or message_size_limit < 1:
-            raise ValueError("message_size_limit: %r is not a byte count" % (message_size_limit,))
         self.message_size_limit = message_size_limit
         self.workdir = os.path.abspath(workdir)
         self.port = port or free_port(self.host)
@@ -134,26 +127,19 @@ class Broker:
     def write_conf(self):
         """Write workdir/mosquitto.conf from the template; returns its path."""
         os.makedirs(self.workdir, exist_ok=True)
-        with open(TEMPLATE) as f:
-            template = string.Template(f.read())
+        auth = mosquitto_conf.ANONYMOUS
         if self.secured:
             self._write_auth()
-            auth = "allow_anonymous false\npassword_file %s\nacl_file %s" % (
-                self.password_path, self.acl_path)
-        else:
-            auth = "allow_anonymous true"
-        listener_options = ""
+            auth = mosquitto_conf.secured(self.password_path, self.acl_path,
+                                          clientid_from_user=False)
+        tls = {}
         if self.tls:
             folder = os.path.dirname(self.ca_path)
             make_certificates(folder, self.host)
-            listener_options = "cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2" % (
-                self.ca_path, os.path.join(folder, "server.crt"),
-                os.path.join(folder, "server.key"))
-        text = template.substitute(port=self.port, workdir=self.workdir, user=getpass.getuser(),
-                                   auth=auth, listener_options=listener_options,
-                                   message_size_limit=self.message_size_limit,
-                                   max_packet_size=self.message_size_limit
-                                   + PACKET_OVERHEAD_BYTES)
+            tls = dict(cafile=self.ca_path, certfile=os.path.join(folder, "server.crt"),
+                       keyfile=os.path.join(folder, "server.key"))
+        text = mosquitto_conf.render([mosquitto_conf.listener(self.port, self.host, **tls)],
+                                     auth, self.workdir, self.log_path, self.message_size_limit)
         with open(self.conf_path, "w") as f:
             f.write(text)
         return self.conf_path
