@@ -21,12 +21,13 @@ from parkgate_tools.lot import answers, gate_messages
 from parkgate_tools.lot.answers import CATCHUP_MAX_BYTES, compact
 from parkgate_tools.lot.forwarder import Forwarder
 from parkgate_tools.lot.gate_messages import BadMessage
-from parkgate_tools.lot.group_commit import GROUP_BATCHES, GroupCommitWriter
+from parkgate_tools.lot.group_commit import GROUP_BATCHES, QUEUE_MAX, GroupCommitWriter
 from parkgate_tools.lot.security import BRIDGE_ROLE, MAX_MESSAGE_BYTES, PRESENCE_LEVEL
 from parkgate_tools.lot.store import LOCK_WAIT_S, open_store
 from parkgate_tools.lot.tariff_in_use import is_newer, load_tariff, stored_tariff
 
-__all__ = ["Bridge", "BadMessage", "CATCHUP_MAX_BYTES", "GROUP_BATCHES", "load_tariff"]
+__all__ = ["Bridge", "BadMessage", "CATCHUP_MAX_BYTES", "GROUP_BATCHES", "QUEUE_MAX",
+           "load_tariff"]
 
 log = logging.getLogger("parkgate.bridge")
 
@@ -64,10 +65,20 @@ class Bridge:
     process holds locked, at start and at each commit, retrying and logging
     each attempt (store.Store); past it the constructor raises
     store.DatabaseLocked, or the batches waiting are not acknowledged.
+    queue_max: at most this many messages held for the writer; while it
+    holds that many the bridge stops taking (group_commit.py): what comes
+    is dropped unacknowledged and counted in ``dropped``, and the gates
+    keep it in their journals and send it again.
 
     Messages are handled in arrival order by one writer thread, which
     stores all the event batches waiting in ONE transaction (group commit)
-    and acknowledges each only after that commit.
+    and acknowledges each only after that commit. Fee and catch-up queries
+    are answered by that thread too, in order, after the events before them
+    are stored: while the database stalls they wait with them (or are
+    dropped once the queue is full), and the gates charge offline after
+    their fee_timeout_ms. The forwarder reads and writes through a
+    connection of its own (store.open_reader) while running, not the
+    writer's.
     Fee queries that were queued by the broker while the bridge was away are
     not answered (their gates have long since charged offline, and request
     ids restart when a gate reboots): after each connect the bridge sends
@@ -77,7 +88,8 @@ class Bridge:
     def __init__(self, lot, broker_host, broker_port, db_path, tariff_path, client_id=None,
                  store=None, username=None, password=None, tls_ca=None, share_group=None,
                  upstream=None, upstream_token=None, forwarder_options=None,
-                 group_batches=GROUP_BATCHES, lock_wait=LOCK_WAIT_S, clock=time.time):
+                 group_batches=GROUP_BATCHES, lock_wait=LOCK_WAIT_S, queue_max=QUEUE_MAX,
+                 clock=time.time):
         check_id("lot", lot)
         if share_group is not None:
             check_id("share_group", share_group)
@@ -113,13 +125,14 @@ class Bridge:
             self.store, self._publish, self._answer, counts=self,
             outbox=self.forwarder is not None,
             on_outbox=self.forwarder.wake if self.forwarder is not None else None,
-            group_batches=group_batches)
+            group_batches=group_batches, queue_max=queue_max)
         self.batches = 0       # batches committed (and acknowledged)
         self.events = 0        # events in those batches
         self.commits = 0       # transactions that stored them
         self.refused = 0       # messages refused as malformed (or oversize)
         self.oversize = 0      # of those, payloads over MAX_MESSAGE_BYTES, never parsed
         self.failed = 0        # batches not stored because the store failed
+        self.dropped = 0       # messages not taken: the writer held queue_max (unacknowledged)
         self.catchups = 0      # catch-up pages sent
         self._presence_topic = self._prefix + SERVER_LEVEL + "/status"
         if share_group is not None:
@@ -171,12 +184,19 @@ class Bridge:
             client.connect_async(self.broker_host, self.broker_port, keepalive=KEEPALIVE_S)
         client.loop_start()
         if self.forwarder is not None:
+            self.forwarder.store = self.store.open_reader()   # its own connection
             self.forwarder.start()
 
     def wait_live(self, timeout=10):
         """Wait until connected, subscribed and past the broker's backlog;
         True if so within timeout seconds."""
         return self._live.wait(timeout)
+
+    @property
+    def queue_held(self):
+        """(messages held for the writer now, the most held at once, queue_max)."""
+        writer = self._writer
+        return writer.held, writer.held_peak, writer.queue_max
 
     @property
     def live(self):
@@ -205,6 +225,9 @@ class Bridge:
         self._writer.stop()
         if self.forwarder is not None:
             self.forwarder.stop()
+            if self.forwarder.store is not self.store:
+                self.forwarder.store.close()
+                self.forwarder.store = self.store
         if self._own_store:
             self.store.close()
 

@@ -2,7 +2,14 @@
 arrival order. All the event batches and gate statuses waiting are stored
 in ONE transaction (group commit) and each batch is acknowledged only after
 that commit. A query (a fee, a catch-up page) first commits what came before
-it, so that its answer sees every event sent before it."""
+it, so that its answer sees every event sent before it.
+
+The writer holds at most queue_max messages (queued or in the transaction
+being written). When it holds that many, the bridge stops taking: a message
+that comes then is dropped, unacknowledged (an event batch stays in its
+gate's journal and is sent again after the gate's ack timeout; a fee query
+is charged offline by its gate after fee_timeout_ms; a status is sent again
+within 30 s), so a stalled database never grows the bridge's memory."""
 import logging
 import queue
 import threading
@@ -16,6 +23,9 @@ log = logging.getLogger("parkgate.bridge")
 # One commit takes every batch waiting, up to these many.
 GROUP_BATCHES = 512
 GROUP_EVENTS = 8192
+# Messages held at most (queued and being written): each at most
+# security.MAX_MESSAGE_BYTES of JSON, a gate's batch about 1 KiB.
+QUEUE_MAX = 2048
 _STOP = object()
 
 
@@ -26,15 +36,22 @@ class GroupCommitWriter:
     answer(kind, gate, args, live): answer a query, in order (BadMessage
     refuses it); outbox: also queue new rows for forwarding upstream, then
     call on_outbox(); group_batches: at most this many batches per
-    transaction. counts: the object whose batches, events, commits, failed
-    and refused the writer adds to (the Bridge)."""
+    transaction; queue_max: at most this many messages held (module
+    docstring). counts: the object whose batches, events, commits, failed,
+    refused and dropped the writer adds to (the Bridge)."""
 
     def __init__(self, store, publish, answer, counts, outbox=False, on_outbox=None,
-                 group_batches=GROUP_BATCHES):
+                 group_batches=GROUP_BATCHES, queue_max=QUEUE_MAX):
+        if type(queue_max) is not int or queue_max < 1:
+            raise ValueError("queue_max: %r is not a number of messages >= 1" % (queue_max,))
         self.store, self.publish, self.answer, self.counts = store, publish, answer, counts
         self.outbox, self.on_outbox = outbox, on_outbox
-        self.group_batches = group_batches
+        self.group_batches, self.queue_max = group_batches, queue_max
         self._queue = queue.Queue()
+        self._held_lock = threading.Lock()
+        self.held = 0          # messages queued or in the transaction being written
+        self.held_peak = 0     # the most held at once
+        self._dropping_since = None   # counts.dropped when the queue last filled up
         self._thread = None
 
     def start(self, name):
@@ -50,17 +67,42 @@ class GroupCommitWriter:
             self._thread = None
 
     def events(self, gate, jid, events):
-        """Queue a batch of record.Event of gate's journal jid."""
-        self._queue.put(("events", gate, jid, events))
+        """Queue a batch of record.Event of gate's journal jid; False if it
+        was dropped (the writer held queue_max messages)."""
+        return self._put(("events", gate, jid, events))
 
     def status(self, gate, message):
-        """Queue gate's status message (a dict)."""
-        self._queue.put(("status", gate, message))
+        """Queue gate's status message (a dict); False if dropped."""
+        return self._put(("status", gate, message))
 
     def query(self, kind, gate, args, live):
         """Queue a query to answer once what came before it is stored;
-        live: the bridge was live when it came (not queued by the broker)."""
-        self._queue.put((kind, gate, args, live))
+        live: the bridge was live when it came (not queued by the broker).
+        False if dropped."""
+        return self._put((kind, gate, args, live))
+
+    def _put(self, item):
+        with self._held_lock:
+            if self.held >= self.queue_max:
+                if self._dropping_since is None:
+                    self._dropping_since = self.counts.dropped
+                    log.warning("ingest queue full (%d messages held): dropping what comes, "
+                                "unacknowledged, until the store catches up", self.held)
+                self.counts.dropped += 1
+                return False
+            self.held += 1
+            self.held_peak = max(self.held_peak, self.held)
+        self._queue.put(item)
+        return True
+
+    def _release(self, count):
+        """count messages are done with (stored and acked, answered, or failed)."""
+        with self._held_lock:
+            self.held -= count
+            if self._dropping_since is not None and self.held < self.queue_max:
+                log.warning("ingest queue taking messages again: %d dropped while full",
+                            self.counts.dropped - self._dropping_since)
+                self._dropping_since = None
 
     def _take(self):
         """The items waiting, at least one: up to group_batches and GROUP_EVENTS."""
@@ -78,27 +120,39 @@ class GroupCommitWriter:
 
     def _run(self):
         while True:
-            batches, statuses = [], []
-            for item in self._take():
-                if item is _STOP:
-                    self._commit(batches, statuses)
+            items = self._take()
+            try:
+                if not self._write(items):
                     return
-                if item[0] == "events":
-                    batches.append(item[1:])
-                elif item[0] == "status":
-                    statuses.append(item[1:])
-                else:
-                    self._commit(batches, statuses)
-                    batches, statuses = [], []
-                    kind, gate, args, live = item
-                    try:
-                        self.answer(kind, gate, args, live)
-                    except BadMessage as exc:
-                        self.counts.refused += 1
-                        log.warning("refused %s query of %s: %s", kind, gate, exc)
-                    except Exception:
-                        log.exception("%s query of %s failed", kind, gate)
-            self._commit(batches, statuses)
+            finally:
+                self._release(sum(1 for item in items if item is not _STOP))
+
+    def _write(self, items):
+        """Store and answer items in order; False once the stop came."""
+        batches, statuses = [], []
+        for item in items:
+            if item is _STOP:
+                self._commit(batches, statuses)
+                return False
+            if item[0] == "events":
+                batches.append(item[1:])
+            elif item[0] == "status":
+                statuses.append(item[1:])
+            else:
+                self._commit(batches, statuses)
+                batches, statuses = [], []
+                self._answer(*item)
+        self._commit(batches, statuses)
+        return True
+
+    def _answer(self, kind, gate, args, live):
+        try:
+            self.answer(kind, gate, args, live)
+        except BadMessage as exc:
+            self.counts.refused += 1
+            log.warning("refused %s query of %s: %s", kind, gate, exc)
+        except Exception:
+            log.exception("%s query of %s failed", kind, gate)
 
     def _commit(self, batches, statuses):
         """Store batches [(gate, jid, events)] and statuses in one

@@ -52,11 +52,17 @@ class OperatorPage:
     """Serves the page for one lot from a Store. tariff: a callable
     returning the Tariff fees are checked against (the bridge's current
     one). clock: the lot's time for "today" and "inside now" (the demo
-    passes its simulated clock); utc_offset_s: the lot's local time."""
+    passes its simulated clock); utc_offset_s: the lot's local time.
+
+    While serving, the page reads (and records corrections) through a
+    connection of its own (store.open_reader()), never the bridge's, so a
+    page being read holds up neither ingest nor fee answers."""
 
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
                  utc_offset_s=8 * 3600, refresh_s=15):
-        self.store, self.lot, self.tariff_source = store, lot, tariff_source
+        self.source = store    # the store given
+        self.store = store     # the store read: its own connection while serving
+        self.lot, self.tariff_source = lot, tariff_source
         self.clock, self.utc_offset_s, self.refresh_s = clock, utc_offset_s, refresh_s
         self._http = HTTPService(type("Handler", (_Handler,), {"page": self}), host, port,
                                  "operator-page")
@@ -67,14 +73,20 @@ class OperatorPage:
         return "http://%s:%d/" % (self._http.host, self._http.port)
 
     def start(self):
-        """Serve in a background thread; returns self."""
+        """Open the page's own connection and serve in a background thread;
+        returns self."""
+        if self.store is self.source:
+            self.store = self.source.open_reader()
         self._http.start()
         log.info("operator page on %s", self.url)
         return self
 
     def stop(self):
-        """Stop serving."""
+        """Stop serving and close the page's connection."""
         self._http.stop()
+        if self.store is not self.source:
+            self.store.close()
+            self.store = self.source
 
     # ---- the numbers ----
 

@@ -29,12 +29,14 @@ class EventStore:
     ids, or as they are where the database numbers them) and _rollback.
 
     lock_wait: seconds to wait for a database another connection holds
-    locked (see sqlite.Store; PostgreSQL waits in the server)."""
+    locked (see sqlite.Store; postgres.PgStore: its lock_timeout).
+    create_schema: False for a second connection to a database whose
+    schema is there (open_reader)."""
 
     backend = ""         # "sqlite" or "postgresql"
     _BEGIN = "BEGIN"
 
-    def __init__(self, path, lock_wait=LOCK_WAIT_S):
+    def __init__(self, path, lock_wait=LOCK_WAIT_S, create_schema=True):
         self.path = path
         self.lock_wait = lock_wait_seconds(lock_wait)
         self._lock = threading.Lock()
@@ -42,11 +44,21 @@ class EventStore:
         self._db = None
         with self._lock:
             self._retry_locked("opening it", self._open)
-            self._transaction(self._create_schema, "creating the schema")
+            if create_schema:
+                self._transaction(self._create_schema, "creating the schema")
 
     def _open(self):
         self._db = self._connect()
 
+    def open_reader(self):
+        """The same database on a connection (and lock) of its own, for
+        readers beside the bridge's writer: the operator page, the
+        forwarder. Its reads never wait on this store's lock (SQLite in WAL
+        mode: readers do not block the writer nor it them; PostgreSQL: a
+        second session). It may write too (a correction, rows marked
+        forwarded): those wait on the database's own lock, within
+        lock_wait. Close it when done."""
+        return type(self)(self.path, self.lock_wait, create_schema=False)
 
     def close(self):
         """Close the connection; the store is unusable afterwards."""

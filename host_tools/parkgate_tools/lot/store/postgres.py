@@ -1,21 +1,51 @@
 """The lot store on PostgreSQL (psycopg 3): the same schema and methods as
-the SQLite store, for several bridge workers on several machines."""
+the SQLite store, for several bridge workers on several machines.
+
+Every connection has bounds, so that a server that is gone or stuck never
+holds the bridge for long: connect_timeout, TCP keepalives (a peer gone
+without a word is noticed in about a minute), a lock_timeout of lock_wait,
+a statement_timeout and an idle_in_transaction_session_timeout. Connection
+parameters given in the URL win over these defaults."""
 from parkgate_tools.lot.store import schema
 from parkgate_tools.lot.store.event_store import EventStore
+from parkgate_tools.lot.store.sqlite import DatabaseLocked
+
+# libpq parameters a URL does not set itself.
+CONNECTION_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+                       "keepalives_interval": "10", "keepalives_count": "3"}
+STATEMENT_TIMEOUT_S = 30.0     # at least twice lock_wait
+IDLE_IN_TRANSACTION_S = 60.0
 
 
 class PgStore(EventStore):
     """The same store on PostgreSQL: url is a libpq connection string
     (``postgresql://user@/db?host=/socket/dir&port=5432``). One connection
     in autocommit mode with explicit BEGIN/COMMIT, guarded by a lock; it is
-    opened again after the server dropped it. Needs psycopg 3."""
+    opened again after the server dropped it. Needs psycopg 3.
+
+    lock_wait: the session's lock_timeout; a lock held past it, or a
+    statement past statement_timeout, raises DatabaseLocked (as SQLite's
+    lock does), having rolled back."""
 
     backend = "postgresql"
     _BEGIN = "BEGIN"
 
     def _connect(self):
         import psycopg
-        return psycopg.connect(self.path, autocommit=True)
+        from psycopg.conninfo import conninfo_to_dict
+        given = conninfo_to_dict(self.path)
+        db = psycopg.connect(self.path, autocommit=True, **{
+            key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given})
+        try:
+            for name, seconds in (
+                    ("lock_timeout", self.lock_wait),
+                    ("statement_timeout", max(STATEMENT_TIMEOUT_S, 2 * self.lock_wait)),
+                    ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_S)):
+                db.execute("SET %s = %d" % (name, max(1, int(seconds * 1000))))
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _sql(self, statement):
         converted = self._sql_cache.get(statement)
@@ -50,8 +80,15 @@ class PgStore(EventStore):
             self._db = self._connect()
 
     def _attempt(self, work):
+        from psycopg import errors
         self._reconnect_if_lost()
-        return super()._attempt(work)
+        try:
+            return super()._attempt(work)
+        except (errors.LockNotAvailable, errors.QueryCanceled) as exc:
+            raise DatabaseLocked("PostgreSQL database %s: %s (lock_timeout %.1f s): %s" % (
+                self._db.info.dbname, "locked by another session" if isinstance(
+                    exc, errors.LockNotAvailable) else "statement timed out",
+                self.lock_wait, str(exc).strip())) from exc
 
     def _query(self, sql, params=()):
         with self._lock:

@@ -21,9 +21,10 @@ _SQLITE_BUSY = getattr(sqlite3, "SQLITE_BUSY", 5)
 
 
 class DatabaseLocked(sqlite3.OperationalError):
-    """A SQLite database stayed locked by another connection for longer
-    than the store's lock_wait; the text names the file and what was being
-    done."""
+    """A database stayed locked by another connection for longer than the
+    store's lock_wait (SQLite's write lock; PostgreSQL: a lock past
+    lock_timeout or a statement past statement_timeout); the text names
+    the database and what was being done."""
 
 
 def _is_busy(exc):
@@ -46,14 +47,16 @@ class Store(EventStore):
     locked, when opening it (journal mode, schema) and at each write
     transaction: each locked attempt is logged (file, what, attempt, wait)
     and retried; once lock_wait has passed, DatabaseLocked. 0: give up at
-    the first locked attempt. SQLite only (PostgreSQL waits in the server)."""
+    the first locked attempt. A read waits at most SQLite's busy slice (1 s);
+    in WAL mode it never waits for a writer (open_reader: the page's own
+    connection)."""
 
     backend = "sqlite"
     _BEGIN = "BEGIN IMMEDIATE"
 
-    def __init__(self, path, lock_wait=LOCK_WAIT_S):
+    def __init__(self, path, lock_wait=LOCK_WAIT_S, create_schema=True):
         self._busy_ms = self._busy_ms_for(lock_wait_seconds(lock_wait))
-        super().__init__(path, lock_wait)
+        super().__init__(path, lock_wait, create_schema)
 
     def _connect(self):
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
