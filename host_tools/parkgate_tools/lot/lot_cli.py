@@ -9,6 +9,10 @@ import sys
 
 _DIR = (("dir",), dict(metavar="DIR", help="the lot directory"))
 _GATE_SPEC = dict(metavar="NAME[:in|out]", help="a gate id and its direction (default in)")
+_SOME_GATES = (("--gate",), dict(action="append", dest="gates", metavar="G",
+                                 help="push to gate G only (repeatable; default every gate)"))
+_WAIT = (("--wait",), dict(type=float, default=30.0, metavar="S",
+                           help="wait up to S s for the gates' answers (default %(default)s)"))
 
 
 def command_table():
@@ -51,9 +55,30 @@ def command_table():
           (("--password",), dict(action="store_true", help="also a new MQTT password"))],
          "provision:run_rotate_key"),
         # ---- running and pushes (H8: lot/run.py, lot/pushes.py) ----
-        # Add `run`, `push-tariff`, `push-members`, `open`, `set-clock` HERE, as entries
-        # like those above: ("run", "help", [_DIR, ...], "run:main"). Read the lot
-        # directory with parkgate_tools.lot.config.load(args.dir).
+        ("run", "run the lot server: bridge, operator page, /healthz and /metrics, push "
+                "keeper", [_DIR, (("-v", "--verbose"), dict(action="store_true",
+                                                             help="log every batch"))],
+         "run:main"),
+        ("push-tariff", "sign a tariff for each gate, push it and show each gate's answer",
+         [_DIR, (("file",), dict(metavar="FILE", help="tariff JSON")), _SOME_GATES, _WAIT],
+         "push_cli:push_tariff"),
+        ("push-members", "sign a member list (whole, or a delta) for each gate, push it and "
+                         "show each gate's answer",
+         [_DIR, (("file",), dict(metavar="FILE", help="member list (members.json form)")),
+          (("--delta-from",), dict(metavar="OLD_FILE",
+                                   help="gates at OLD_FILE's version get the delta from it, "
+                                        "the others the whole list")), _SOME_GATES, _WAIT],
+         "push_cli:push_members"),
+        ("open", "open a gate's barrier (a signed remote open) and show its answer",
+         [_DIR, (("gate",), dict(metavar="GATE")),
+          (("--within",), dict(type=int, required=True, metavar="S",
+                               help="the gate must open within S s, or not at all (at most "
+                                    "its command_max_s, 60 s by default)")), _WAIT],
+         "push_cli:open_gate"),
+        ("set-clock", "make gates take the lot server's time now (their round-trip-checked "
+                      "clock ask)",
+         [_DIR, (("gates",), dict(nargs="*", metavar="GATE", help="default every gate")),
+          _WAIT], "push_cli:set_clock"),
     )
 
 

@@ -27,7 +27,7 @@ PUSH_ROLE = "_push"         # the lot server's push keeper
 OPS_ROLE = "_ops"           # the `parkgate lot push-*` commands
 # What the push keeper and the push commands may send to any gate of the lot
 # (pg/<lot>/+/down/<kind>): signed downlink messages (firmware/docs/mqtt.md).
-PUSH_KINDS = ("tariff", "members", "open", "clock")
+PUSH_KINDS = ("tariff", "members", "open", "setclock")
 PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
 # The largest payload of any message on a lot's broker, in bytes: mosquitto
 # drops a larger publish (message_size_limit) and the bridge refuses one

@@ -63,18 +63,23 @@ class Broker:
     certificate made by openssl in workdir/tls (ca_path for clients).
     message_size_limit: the largest payload mosquitto passes on
     (MAX_MESSAGE_BYTES; tests raise it to reach the bridge's own check).
+    conf_path: run this configuration as it is (a lot directory's
+    mosquitto/mosquitto.conf, listening on port) instead of writing one;
+    its log goes to stderr, kept in workdir.
     """
 
     host = "127.0.0.1"
 
     def __init__(self, workdir, port=0, lot=None, gates=None, lot_dir=None, tls=False,
-                 message_size_limit=MAX_MESSAGE_BYTES):
+                 message_size_limit=MAX_MESSAGE_BYTES, conf_path=None):
         self.message_size_limit = message_size_limit
         self.workdir = os.path.abspath(workdir)
         self.port = port or free_port(self.host)
-        self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
-        self.log_path = os.path.join(self.workdir, "mosquitto.log")
+        self.given_conf = conf_path is not None
+        self.conf_path = os.path.abspath(conf_path or os.path.join(self.workdir, "mosquitto.conf"))
         self.stderr_path = os.path.join(self.workdir, "mosquitto.stderr")
+        self.log_path = self.stderr_path if self.given_conf else os.path.join(
+            self.workdir, "mosquitto.log")
         self.secured = gates is not None
         if self.secured and not lot:
             raise ValueError("a secured broker needs the lot")
@@ -148,7 +153,9 @@ class Broker:
         """Start mosquitto and wait until its port accepts connections."""
         if self.alive:
             return
-        self.write_conf()
+        if not self.given_conf:
+            self.write_conf()
+        os.makedirs(self.workdir, exist_ok=True)
         with open(self.stderr_path, "ab") as stderr:
             self._proc = subprocess.Popen(
                 [mosquitto_binary(), "-c", self.conf_path],
