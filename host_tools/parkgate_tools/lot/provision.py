@@ -208,10 +208,13 @@ def rotate_key(lot_dir, gate, password=False):
 
 # ---- the commands (lot/lot_cli.py) ----
 
-def _done(cfg, what):
+def _done(cfg, what, gates_changed=True):
     print(what)
     print("broker files: %s" % cfg.mosquitto_dir)
     print(RELOAD_HINT % cfg.lot)
+    if gates_changed:
+        print("then restart the lot server for the new list of gates: "
+              "systemctl restart parkgate-lot@%s" % cfg.lot)
     return 0
 
 
@@ -247,4 +250,5 @@ def run_rotate_key(args):
     """`parkgate lot rotate-key`."""
     cfg = rotate_key(args.dir, args.gate, args.password)
     return _done(cfg, "gate %s: new key%s; deploy %s to its board" % (
-        args.gate, " and MQTT password" if args.password else "", cfg.site_path(args.gate)))
+        args.gate, " and MQTT password" if args.password else "", cfg.site_path(args.gate)),
+        gates_changed=False)
