@@ -21,6 +21,7 @@ CLOCK = "clock"
 TARIFF = "tariff"
 MEMBERS = "members"
 OPEN = "open"
+SETCLOCK = "setclock"   # a signed ask to take the lot server's time now
 CATCHUP = "catchup"
 EVENTS = "events"
 PRESENCE = "presence"
@@ -28,7 +29,7 @@ PRESENCE = "presence"
 # Bytes a payload of each kind may have. Signed tables are the largest (a
 # tariff of 3 KB in its envelope); the broker caps every message at 4 KB.
 _MAX_BYTES = {ACK: 128, FEE: 256, PAID: 128, CLOCK: 128, TARIFF: 4096, MEMBERS: 1024,
-              OPEN: 512, CATCHUP: 1536, EVENTS: 1536, PRESENCE: 128}
+              OPEN: 512, SETCLOCK: 512, CATCHUP: 1536, EVENTS: 1536, PRESENCE: 128}
 
 
 class Refused(ValueError):
@@ -107,7 +108,7 @@ def _presence(m):
 
 
 _CHECKS = {ACK: _ack, FEE: _fee, PAID: _paid, CLOCK: _clock, TARIFF: _envelope,
-           MEMBERS: _envelope, OPEN: _envelope, CATCHUP: _catchup, EVENTS: _events,
+           MEMBERS: _envelope, OPEN: _envelope, SETCLOCK: _envelope, CATCHUP: _catchup, EVENTS: _events,
            PRESENCE: _presence}
 
 

@@ -147,6 +147,20 @@ class GateLink:
         self.log("OPEN remote command v=%d" % envelope["v"])
         self.display.show("opened by the lot office")
         self._open_barrier()
+        self._publish_status()   # "cv": the command run
+
+    def _on_set_clock(self, envelope):
+        """A signed set-clock: ask the lot server for the time now, through
+        the round-trip-checked clock ask. It carries no time and no expiry
+        (the clock it would be checked by may be the wrong one), so a replay
+        only makes the gate ask again."""
+        if not self.key:
+            raise sign.SignatureError("no downlink key configured")
+        sign.verify(self.key, envelope, "setclock", self.gate_id, self._last_command)
+        self._last_command = envelope["v"]
+        self.log("CLOCK asked by the lot office v=%d" % envelope["v"])
+        self._ask_clock()
+        self._publish_status()
 
     # --- the link -----------------------------------------------------------
     def _on_link_up(self):
@@ -242,7 +256,8 @@ class GateLink:
                   "heap": self.board.free_heap(), "flash": self.board.free_flash(self.fs),
                   "clock": self.clock.quality,
                   "tv": self.tariff.version if self.tariff else None,
-                  "mv": self.member_store.current.version if self.member_store.current else None}
+                  "mv": self.member_store.current.version if self.member_store.current else None,
+                  "cv": self._last_command}
         self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
@@ -329,6 +344,7 @@ class GateLink:
         downlink.TARIFF: _install_tariff,
         downlink.MEMBERS: _on_members,
         downlink.OPEN: _on_command,
+        downlink.SETCLOCK: _on_set_clock,
         downlink.CATCHUP: _on_catchup,
         downlink.EVENTS: _on_peer_events,
         downlink.PRESENCE: _on_presence,
