@@ -39,7 +39,10 @@ class Forwarder:
     """Forwards a Store's outbox and corrections to the central server at
     url for the lot, and polls its tariff and members every sync_every
     seconds. on_tariff(Tariff) and on_members(version) are called, from this
-    thread, when a new tariff or member list has been stored.
+    thread, when a new tariff or member list has been stored, and then each
+    function in taken with ("tariff", the table's JSON text) or ("members",
+    the member document {"version", "members"}) (the push keeper passes
+    them on to the gates).
 
     timeout: seconds for each HTTP request; backoff_min/backoff_max: the
     retry delay after a failure, doubling, with up to 20 % jitter."""
@@ -57,6 +60,7 @@ class Forwarder:
         self.sync_every = sync_every
         self.on_tariff = on_tariff
         self.on_members = on_members
+        self.taken = []
         self.forwarded = 0       # events the central server answered 2xx for
         self.failures = 0        # requests that failed
         self.last_error = None
@@ -154,6 +158,7 @@ class Forwarder:
                 log.info("tariff version %s taken from the central server", table.version)
                 if self.on_tariff:
                     self.on_tariff(table)
+                self._tell("tariff", text)
         text = self._request("GET", "members", missing_ok=True)
         if text is not None:
             doc = json.loads(text)
@@ -165,6 +170,14 @@ class Forwarder:
                          len(doc.get("members", [])))
                 if self.on_members:
                     self.on_members(version)
+                self._tell("members", doc)
+
+    def _tell(self, kind, taken):
+        for function in self.taken:
+            try:
+                function(kind, taken)
+            except Exception:   # a listener's fault must not stop forwarding
+                log.exception("passing on the %s taken failed", kind)
 
     def _request(self, method, leaf, body=None, missing_ok=False):
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
