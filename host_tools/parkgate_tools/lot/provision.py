@@ -14,7 +14,7 @@ import tomli_w
 
 from parkgate_tools import runtime
 from parkgate_tools.field.errors import Refused
-from parkgate_tools.field.validate import check_tariff
+from parkgate_tools.field.validate import MAX_ID, check_site, check_tariff
 from parkgate_tools.files import write_atomic
 from parkgate_tools.ids import check_id
 from parkgate_tools.lot import config, mosquitto_conf, security
@@ -28,10 +28,17 @@ RELOAD_HINT = ("reload mosquitto to apply: systemctl reload parkgate-mosquitto@%
                "(or kill -HUP its pid)")
 
 
+def _check_id(what, value):
+    # The id rule, and the field tools' length cap (a site.json they refuse is no use).
+    check_id(what, value, ConfigError)
+    if len(value) > MAX_ID:
+        raise ConfigError("%s: %r is longer than %d characters" % (what, value, MAX_ID))
+
+
 def gate_spec(text):
     """(id, direction) of "NAME" or "NAME:in|out" (default in)."""
     name, _, direction = text.partition(":")
-    check_id("gate", name, ConfigError)
+    _check_id("gate", name)
     if name == security.PRESENCE_LEVEL:
         raise ConfigError("gate: %r is the lot server's own topic level" % name)
     direction = direction or "in"
@@ -68,6 +75,7 @@ def write_site(cfg, gate_id):
             "broker": cfg.broker.host, "port": cfg.broker.port,
             "mqtt_user": user, "mqtt_password": password,
             "key": binascii.hexlify(cfg.gate_key(gate.id)).decode()}
+    check_site(site)     # what `parkgate board deploy --site` checks
     _write(cfg.site_path(gate.id), json_text(site))
 
 
@@ -121,7 +129,7 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
     if os.path.exists(lot_dir) and (not os.path.isdir(lot_dir) or os.listdir(lot_dir)):
         raise ConfigError("%s: exists and is not empty; a lot directory is never "
                           "overwritten (add-gate, remove-gate, rotate-key change one)" % lot_dir)
-    check_id("lot", lot, ConfigError)
+    _check_id("lot", lot)
     ids = [gate for gate, _ in gates]
     if not ids or len(set(ids)) != len(ids):
         raise ConfigError("--gate: give each gate once (%s)" % ", ".join(ids))
@@ -166,6 +174,7 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
 
 def add_gate(lot_dir, gate, direction="in"):
     """Add a gate to a lot directory; returns the new LotConfig."""
+    gate, direction = gate_spec("%s:%s" % (gate, direction))
     data = _read_toml(lot_dir)
     if any(entry.get("id") == gate for entry in data.get("gate", [])):
         raise ConfigError("%s: gate %r is there already (rotate-key gives it a new key)" % (
