@@ -178,21 +178,19 @@ def _read_text(path):
 
 
 def _read_json(path):
+    text = _read_text(path)
     try:
-        return json.loads(_read_text(path))
+        return json.loads(text)
     except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError("%s: not JSON: %s" % (path, exc)) from None
 
 
 class _Table:
     """One table of lot.toml, whose getters name file and key in errors."""
 
-    def __init__(self, path, name, data):
-        self.path, self.name = path, name
-        self.data = data.get(name, {}) if name else data
-        if not isinstance(self.data, dict):
+    def __init__(self, path, name, table):
+        self.path, self.name, self.data = path, name, table
+        if not isinstance(table, dict):
             raise self.error(None, "is not a table")
 
     def error(self, key, problem):
@@ -201,7 +199,9 @@ class _Table:
 
     def get(self, key, kind, default):
         value = self.data.get(key, default)
-        if value is None or type(value) is not kind:
+        if value is None:
+            raise self.error(key, "missing")
+        if type(value) is not kind:
             raise self.error(key, "%r is not a%s %s" % (
                 value, "n" if kind is int else "", kind.__name__))
         return value
@@ -224,7 +224,7 @@ def _gates(path, data):
         raise ConfigError("%s: gate: expected [[gate]] tables" % path)
     gates, seen = [], set()
     for index, entry in enumerate(entries):
-        table = _Table(path, "gate[%d]" % index, {"gate[%d]" % index: entry})
+        table = _Table(path, "gate[%d]" % index, entry)
         gate_id = table.get("id", str, None)
         if not is_id(gate_id) or gate_id == PRESENCE_LEVEL:
             raise table.error("id", "%r is not %s (and not %r)" % (
@@ -243,12 +243,11 @@ def parse(lot_dir, data, path=None):
     """LotConfig from lot.toml's parsed data (path: for the messages)."""
     lot_dir = os.path.abspath(lot_dir)
     path = path or os.path.join(lot_dir, CONFIG_NAME)
-    lot = _Table(path, "lot", data)
+    lot, broker, db, http, upstream = (_Table(path, name, data.get(name, {})) for name in (
+        "lot", "broker", "database", "http", "upstream"))
     lot_id = lot.get("id", str, None)
     if not is_id(lot_id):
         raise lot.error("id", "%r is not %s" % (lot_id, ID_RULE))
-    broker, db = _Table(path, "broker", data), _Table(path, "database", data)
-    http, upstream = _Table(path, "http", data), _Table(path, "upstream", data)
     url = db.get("url", str, "state/lot.sqlite")
     if not url:
         raise db.error("url", "is empty")
