@@ -238,6 +238,9 @@ def run_init(args):
             gate.id, gate.direction, cfg.site_path(gate.id)))
     print("start mosquitto: mosquitto -c %s (or systemctl start parkgate-mosquitto@%s)" % (
         os.path.join(cfg.mosquitto_dir, "mosquitto.conf"), cfg.lot))
+    if os.geteuid() == 0:
+        print("note: the files are root's; the services run as parkgate: "
+              "chown -R parkgate:parkgate %s" % cfg.dir)
     return 0
 
 
