@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -97,6 +98,7 @@ def test_init_with_a_certificate_adds_a_tls_listener(tmp_path):
     (["--lot", "lot.1", "--gate", "in-1"], "lot: 'lot.1' is not letters"),
     (["--lot", LOT, "--gate", "in_1"], "gate: 'in_1' is not letters"),
     (["--lot", LOT, "--gate", "server"], "lot server's own topic level"),
+    (["--lot", "L" * 33, "--gate", "in-1"], "longer than 32 characters"),
     (["--lot", LOT, "--gate", "in-1:up"], "direction 'up' is not in or out"),
     (["--lot", LOT, "--gate", "in-1", "--gate", "in-1:out"], "give each gate once"),
 ])
@@ -189,16 +191,21 @@ def test_a_broken_lot_toml_is_named_by_file_and_key(tmp_path):
 # ---- from init to a running lot ----
 
 class LotServer:
-    """The lot server of a lot directory in its own process, credentials
-    and all read from the directory."""
+    """`parkgate lot run DIR` in its own process, as systemd runs it."""
 
     def __init__(self, cfg, log_path):
-        self.argv = [sys.executable, "-m", "parkgate_tools.cli", "bridge", "--lot", cfg.lot,
-                     "--broker", "%s:%d" % (cfg.broker.host, cfg.broker.port),
-                     "--db", cfg.database.url, "--tariff", cfg.tariff_path,
-                     "--secrets", cfg.dir]
+        self.argv = [sys.executable, "-m", "parkgate_tools.cli", "lot", "run", cfg.dir]
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        self.healthz = "http://%s:%d/healthz" % (cfg.http.host, cfg.http.port)
+
+    def healthy(self):
+        """True once /healthz answers 200 (the bridge live, the database there)."""
+        try:
+            with urllib.request.urlopen(self.healthz, timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
 
     def stop(self):
         if self.proc.poll() is None:
@@ -249,7 +256,7 @@ def running_lot(tmp_path):
     configuration, the lot server and gates in-1 and out-1, all provisioned
     from the lot directory."""
     lot_dir, work = tmp_path / "lot", str(tmp_path / "run")
-    assert init(lot_dir, "--broker-port", str(free_port())) == 0
+    assert init(lot_dir, "--broker-port", str(free_port()), "--http-port", str(free_port())) == 0
     cfg = config.load(lot_dir)
     broker = Broker(work, cfg.broker.port, conf_path=os.path.join(cfg.mosquitto_dir,
                                                                   "mosquitto.conf"))
@@ -258,6 +265,7 @@ def running_lot(tmp_path):
     try:
         server = LotServer(cfg, os.path.join(work, "lot-server.log"))
         running.append(server.stop)
+        wait_for(server.healthy, WAIT_S, "the lot server's /healthz to say 200")
         gates = {}
         for gate in cfg.gates:
             gates[gate.id] = provisioned_gate(cfg, work, gate.id)
