@@ -162,11 +162,14 @@ def test_add_remove_and_rotate_change_exactly_what_they_should(tmp_path, capsys)
     rotated = passwords(lot_dir)
     assert rotated.pop("lot1.in-1") != users.pop("lot1.in-1") and rotated == users
 
-    before, users = after, passwords(lot_dir)
+    kept = lot_dir / "state" / "pushes" / "out-1" / "tariff.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    before, users = files_of(lot_dir), passwords(lot_dir)
     assert parkgate(["lot", "remove-gate", str(lot_dir), "out-1"]) == 0
     after = files_of(lot_dir)
     assert changed(before, after) == (
-        [], ["gates/out-1/site.json", "keys/out-1.key"],
+        [], ["gates/out-1/site.json", "keys/out-1.key", "state/pushes/out-1/tariff.json"],
         ["lot.toml", "mosquitto/acl", "mosquitto/passwd", "secrets.json"])
     del users["lot1.out-1"]
     assert passwords(lot_dir) == users

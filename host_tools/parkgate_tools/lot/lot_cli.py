@@ -46,8 +46,8 @@ def command_table():
          "provision:run_init"),
         ("add-gate", "add a gate: credentials, key, site.json; regenerate the broker's files",
          [_DIR, (("gate",), _GATE_SPEC)], "provision:run_add_gate"),
-        ("remove-gate", "remove a gate and its credentials, key and site.json; regenerate "
-                        "the broker's files",
+        ("remove-gate", "remove a gate, its credentials, key, site.json and kept pushes; "
+                        "regenerate the broker's files",
          [_DIR, (("gate",), dict(metavar="NAME"))], "provision:run_remove_gate"),
         ("rotate-key", "give a gate a new downlink key (and with --password a new MQTT "
                        "password); rewrite its site.json",

@@ -8,6 +8,7 @@ board gets), mosquitto/passwd and mosquitto/acl. lot.toml holds none."""
 import binascii
 import json
 import os
+import shutil
 import tomllib
 
 import tomli_w
@@ -188,7 +189,8 @@ def add_gate(lot_dir, gate, direction="in"):
 
 
 def remove_gate(lot_dir, gate):
-    """Remove a gate: its lot.toml entry, credentials, key and site.json."""
+    """Remove a gate: its lot.toml entry, credentials, key, site.json and
+    the pushes kept for it (state/pushes/<gate>/)."""
     cfg = config.load(lot_dir)
     cfg.gate(gate)
     data = _read_toml(lot_dir)
@@ -201,6 +203,8 @@ def remove_gate(lot_dir, gate):
     site_dir = os.path.dirname(cfg.site_path(gate))
     if os.path.isdir(site_dir) and not os.listdir(site_dir):
         os.rmdir(site_dir)
+    # what the push keeper kept for it: signed with a key that is gone
+    shutil.rmtree(os.path.join(cfg.pushes_dir, gate), ignore_errors=True)
     cfg = config.load(lot_dir)
     write_broker_files(cfg)
     return cfg
