@@ -6,6 +6,8 @@ owner only (0600, the directory 0700): secrets.json (MQTT passwords),
 keys/<gate>.key (downlink keys), gates/<gate>/site.json (what a gate's
 board gets), mosquitto/passwd and mosquitto/acl. lot.toml holds none."""
 import binascii
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ from parkgate_tools.lot.config import CONFIG_NAME, KEY_BYTES, SERVER_ROLES, Conf
 DEFAULT_TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
 _HEADER = ("# parkgate lot: written by `parkgate lot init`; add-gate and remove-gate rewrite\n"
            "# it (comments are not kept). No secrets here: see secrets.json, keys/.\n")
+LOCK_NAME = ".lot.lock"
 _FOLDERS = ("state", "keys", "gates", "mosquitto")   # each 0700
 RELOAD_HINT = ("reload mosquitto to apply: systemctl reload parkgate-mosquitto@%s "
                "(or kill -HUP its pid)")
@@ -46,6 +49,15 @@ def gate_spec(text):
     if direction not in config.DIRECTIONS:
         raise ConfigError("gate %s: direction %r is not in or out" % (name, direction))
     return name, direction
+
+
+@contextlib.contextmanager
+def _changing(lot_dir):
+    # One change of a lot directory at a time (secrets.json has its own lock).
+    config.load(lot_dir)    # a clear error if lot_dir is no lot directory
+    with open(os.path.join(lot_dir, LOCK_NAME), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _write(path, text, private=True):
@@ -161,6 +173,7 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
     os.chmod(lot_dir, 0o700)
     for folder in _FOLDERS:
         os.makedirs(os.path.join(lot_dir, folder), mode=0o700, exist_ok=True)
+    open(os.path.join(lot_dir, LOCK_NAME), "a").close()
     _write_toml(lot_dir, data)
     cfg = config.load(lot_dir)
     with write_atomic(cfg.tariff_path, "wb") as f:
@@ -175,48 +188,51 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
 
 def add_gate(lot_dir, gate, direction="in"):
     """Add a gate to a lot directory; returns the new LotConfig."""
-    gate, direction = gate_spec("%s:%s" % (gate, direction))
-    data = _read_toml(lot_dir)
-    if any(entry.get("id") == gate for entry in data.get("gate", [])):
-        raise ConfigError("%s: gate %r is there already (rotate-key gives it a new key)" % (
-            os.path.join(lot_dir, CONFIG_NAME), gate))
-    data.setdefault("gate", []).append({"id": gate, "direction": direction})
-    _write_toml(lot_dir, data)
-    cfg = config.load(lot_dir)
-    _provision_gate(cfg, gate)
-    write_broker_files(cfg)
-    return cfg
+    with _changing(lot_dir):
+        gate, direction = gate_spec("%s:%s" % (gate, direction))
+        data = _read_toml(lot_dir)
+        if any(entry.get("id") == gate for entry in data.get("gate", [])):
+            raise ConfigError("%s: gate %r is there already (rotate-key gives it a new key)" % (
+                os.path.join(lot_dir, CONFIG_NAME), gate))
+        data.setdefault("gate", []).append({"id": gate, "direction": direction})
+        _write_toml(lot_dir, data)
+        cfg = config.load(lot_dir)
+        _provision_gate(cfg, gate)
+        write_broker_files(cfg)
+        return cfg
 
 
 def remove_gate(lot_dir, gate):
     """Remove a gate: its lot.toml entry, credentials, key, site.json and
     the pushes kept for it (state/pushes/<gate>/)."""
-    cfg = config.load(lot_dir)
-    cfg.gate(gate)
-    data = _read_toml(lot_dir)
-    data["gate"] = [entry for entry in data["gate"] if entry.get("id") != gate]
-    _write_toml(lot_dir, data)
-    security.remove_gate_credentials(cfg.dir, cfg.lot, gate)
-    for path in (cfg.key_path(gate), cfg.site_path(gate)):
-        if os.path.exists(path):
-            os.remove(path)
-    site_dir = os.path.dirname(cfg.site_path(gate))
-    if os.path.isdir(site_dir) and not os.listdir(site_dir):
-        os.rmdir(site_dir)
-    # what the push keeper kept for it: signed with a key that is gone
-    shutil.rmtree(os.path.join(cfg.pushes_dir, gate), ignore_errors=True)
-    cfg = config.load(lot_dir)
-    write_broker_files(cfg)
-    return cfg
+    with _changing(lot_dir):
+        cfg = config.load(lot_dir)
+        cfg.gate(gate)
+        data = _read_toml(lot_dir)
+        data["gate"] = [entry for entry in data["gate"] if entry.get("id") != gate]
+        _write_toml(lot_dir, data)
+        security.remove_gate_credentials(cfg.dir, cfg.lot, gate)
+        for path in (cfg.key_path(gate), cfg.site_path(gate)):
+            if os.path.exists(path):
+                os.remove(path)
+        site_dir = os.path.dirname(cfg.site_path(gate))
+        if os.path.isdir(site_dir) and not os.listdir(site_dir):
+            os.rmdir(site_dir)
+        # what the push keeper kept for it: signed with a key that is gone
+        shutil.rmtree(os.path.join(cfg.pushes_dir, gate), ignore_errors=True)
+        cfg = config.load(lot_dir)
+        write_broker_files(cfg)
+        return cfg
 
 
 def rotate_key(lot_dir, gate, password=False):
     """A new downlink key for a gate (password=True: a new MQTT password too)."""
-    cfg = config.load(lot_dir)
-    cfg.gate(gate)
-    _provision_gate(cfg, gate, rotate_password=password)
-    write_broker_files(cfg)
-    return cfg
+    with _changing(lot_dir):
+        cfg = config.load(lot_dir)
+        cfg.gate(gate)
+        _provision_gate(cfg, gate, rotate_password=password)
+        write_broker_files(cfg)
+        return cfg
 
 
 # ---- the commands (lot/lot_cli.py) ----
