@@ -319,3 +319,33 @@ def test_from_lot_init_to_a_running_lot(running_lot):
     wait_for(lambda: [row for row in stored(cfg) if row[0] == "out-1" and row[2] == "沪B54321"],
              WAIT_S, "the bridge to store the next exit")
     presence.loop_stop()
+
+
+def connack(cfg, user, password):
+    """The CONNACK reason code a client logging in as user gets."""
+    got = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe")
+    client.username_pw_set(user, password)
+    client.on_connect = lambda c, u, f, rc, p: got.append(rc)
+    client.connect_async(cfg.broker.host, cfg.broker.port)
+    client.loop_start()
+    try:
+        wait_for(lambda: got, WAIT_S, "a CONNACK for %s" % user)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got[0]
+
+
+def test_a_gate_added_or_removed_while_the_lot_runs(running_lot, capsys):
+    cfg, broker, _ = running_lot
+    assert parkgate(["lot", "add-gate", cfg.dir, "out-2:out"]) == 0
+    assert "reload mosquitto" in capsys.readouterr().out
+    user, password = config.load(cfg.dir).mqtt_login("out-2")
+    broker.reload()
+    wait_for(lambda: not connack(cfg, user, password).is_failure, WAIT_S,
+             "the new gate to be let in after the reload")
+    assert parkgate(["lot", "remove-gate", cfg.dir, "out-2"]) == 0
+    broker.reload()
+    wait_for(lambda: connack(cfg, user, password).is_failure, WAIT_S,
+             "the removed gate to be refused after the reload")

@@ -115,6 +115,10 @@ class Broker:
         """Regenerate the password file and ACL from the secrets file and
         make a running mosquitto read them again."""
         self._write_auth()
+        self.reload()
+
+    def reload(self):
+        """SIGHUP: a running mosquitto reads its password file and ACL again."""
         if self.alive:
             self._proc.send_signal(signal.SIGHUP)
 
