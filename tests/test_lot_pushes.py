@@ -21,6 +21,7 @@ import urllib.request
 import pytest
 
 from fixtures_mqtt import wait_for
+from parkgate_tools.central.server import CentralServer
 from parkgate_tools.cli import main as parkgate
 from parkgate_tools.lot import config, pushes
 from parkgate_tools.lot.push_state import PushState
@@ -28,6 +29,7 @@ from parkgate_tools.lot.run import Backoff, retry
 from parkgate_tools.lot.security import OPS_ROLE
 from parkgate_tools.sim.broker import Broker, free_port
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
+from parkgate_tools.sim.pgserver import PgServer
 
 LOT = "lot1"
 WAIT_S = 20
@@ -47,12 +49,18 @@ def get(url):
 class Lot:
     """A lot directory from `parkgate lot init` and what runs from it."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *init_options, upstream=""):
         self.dir, self.work = str(tmp_path / "lot"), str(tmp_path / "run")
         os.makedirs(self.work)
         assert parkgate(["lot", "init", self.dir, "--lot", LOT, "--gate", "in-1",
                          "--gate", "out-1:out", "--broker-port", str(free_port()),
-                         "--http-port", str(free_port())]) == 0
+                         "--http-port", str(free_port())] + list(init_options)) == 0
+        if upstream:
+            toml = os.path.join(self.dir, "lot.toml")
+            with open(toml) as f:
+                text = f.read()
+            with open(toml, "w") as f:
+                f.write(text.replace('[upstream]\nurl = ""', '[upstream]\nurl = "%s"' % upstream))
         self.cfg = config.load(self.dir)
         self.broker = Broker(self.work, self.cfg.broker.port,
                              conf_path=os.path.join(self.cfg.mosquitto_dir, "mosquitto.conf"))
@@ -69,6 +77,9 @@ class Lot:
 
     def healthz(self):
         return get("http://%s:%d/healthz" % (self.cfg.http.host, self.cfg.http.port))
+
+    def metrics(self):
+        return get("http://%s:%d/metrics" % (self.cfg.http.host, self.cfg.http.port))[1]
 
     def log(self):
         with open(self.log_path, errors="replace") as f:
@@ -94,18 +105,23 @@ class Lot:
         self.broker.stop()
 
 
+    def start(self):
+        """Broker, `parkgate lot run` (healthy), gates in-1 and out-1 linked
+        with their status out; returns self."""
+        self.broker.start()
+        self.run()
+        wait_for(lambda: self.healthz()[0] == 200, WAIT_S, "/healthz 200")
+        for gate_id in ("in-1", "out-1"):
+            self.gate(gate_id).wait_line(r"STATUS backlog", WAIT_S)
+        return self
+
+
 @pytest.fixture
 def lot(tmp_path):
-    """The lot running: broker, `parkgate lot run` (healthy), gates in-1
-    and out-1 linked with their status out."""
+    """A running Lot."""
     made = Lot(tmp_path)
     try:
-        made.broker.start()
-        made.run()
-        wait_for(lambda: made.healthz()[0] == 200, WAIT_S, "/healthz 200")
-        for gate_id in ("in-1", "out-1"):
-            made.gate(gate_id).wait_line(r"STATUS backlog", WAIT_S)
-        yield made
+        yield made.start()
     finally:
         made.stop()
 
@@ -142,6 +158,8 @@ def test_each_push_reaches_its_gate_only_and_is_acknowledged(lot, tmp_path, caps
     assert "tariff v2 (table) accepted: tv=2" in lines["in-1"]
     inside.wait_line(r"TARIFF installed version=2", 5)
     assert outside.lines(r"TARIFF installed") == []
+    wait_for(lambda: lot.metrics()["bridge"]["tariff_version"] == 2, WAIT_S,
+             "the lot's fees from the table a gate took")
 
     first = members_file(tmp_path, 1, ["粤B12345"])
     code, lines = push(lot, capsys, "push-members", first)
@@ -228,12 +246,50 @@ def test_lot_run_waits_for_a_broker_that_is_not_there_yet(tmp_path):
         status, body = made.healthz()
         assert body == {"lot": LOT, "status": "ok", "bridge": "live", "store": "ok",
                         "push_keeper": "connected"}, body
-        metrics = get("http://%s:%d/metrics" % (made.cfg.http.host, made.cfg.http.port))[1]
+        metrics = made.metrics()
         assert metrics["bridge"]["live"] == 1 and metrics["push_keeper"]["connected"] == 1
         assert made.server.poll() is None
     finally:
         made.stop()
     assert made.server.returncode == 0
+
+
+def test_tables_from_the_central_server_flow_on_to_every_gate(tmp_path):
+    central = CentralServer(str(tmp_path / "central.sqlite")).start()
+    central.set_tariff(LOT, open(tariff_file(tmp_path, 4), encoding="utf-8").read())
+    central.set_members(LOT, [{"p": "粤B12345", "name": "x"}])
+    made = Lot(tmp_path, upstream=central.url)
+    try:
+        made.start()
+        for gate in made.gates.values():
+            gate.wait_line(r"TARIFF installed version=4", WAIT_S)
+            gate.wait_line(r"MEMBERS installed version=1 count=1", WAIT_S)
+        for kind in ("tariff", "members"):
+            assert "%s version %s from the central server signed for 2 gates" % (
+                kind, 4 if kind == "tariff" else 1) in made.log()
+    finally:
+        made.stop()
+        central.close()
+
+
+def test_lot_run_waits_for_a_database_that_is_not_there_yet(tmp_path):
+    database = PgServer()
+    made = Lot(tmp_path, "--db", database.url())
+    try:
+        made.broker.start()
+        made.run()
+        wait_for(lambda: made.healthz()[1] is not None and
+                 made.healthz()[1].get("waiting_for") == "database", WAIT_S, "waiting")
+        wait_for(lambda: "attempt 2 failed, retrying in 2 s" in made.log(), WAIT_S, "a retry")
+        assert "database postgresql://%s@/postgres?host=" % database.user in made.log()
+        database.start()
+        wait_for(lambda: made.healthz()[0] == 200, 40, "/healthz 200 once the database is up")
+        database.stop()
+        wait_for(lambda: made.healthz()[0] == 503, WAIT_S, "/healthz 503 without it")
+        assert made.healthz()[1]["status"] == "failing" and made.healthz()[1]["store"] != "ok"
+    finally:
+        made.stop()
+        database.stop()
 
 
 # ---- the parts ----

@@ -74,7 +74,8 @@ def metrics(server):
            "waiting_for": server.waiting_for}
     bridge = server.bridge
     if bridge is not None:
-        doc["bridge"] = dict(_counters(bridge, BRIDGE_COUNTERS), live=int(bridge.live))
+        doc["bridge"] = dict(_counters(bridge, BRIDGE_COUNTERS), live=int(bridge.live),
+                             tariff_version=bridge.tariff.version)
         held = getattr(bridge, "queue_held", None)
         if held is not None:
             doc["bridge"].update(queue_held=held[0], queue_peak=held[1], queue_max=held[2])

@@ -10,6 +10,10 @@ have becomes the whole list (state/members.json). A push is sent again to
 the same gate at most every RESEND_S while the gate stays online, so a
 gate that refuses it is not flooded.
 
+A tariff a gate has taken is the one the bridge answers fees from, if it
+is newer than the one in use (on_tariff: the bridge's own rule,
+tariff_in_use.is_newer), so that the lot and its gates charge alike.
+
 Tables the lot takes from the central server (lot/forwarder.py) flow on:
 the keeper signs them for every gate, keeps them as the newest push if
 they are newer, and sends them to the gates that are behind."""
@@ -43,8 +47,10 @@ def central_members(doc):
 class PushKeeper:
     """Runs in a thread of its own beside the bridge (start(), stop())."""
 
-    def __init__(self, config, state=None, clock=time.monotonic):
+    def __init__(self, config, state=None, clock=time.monotonic, on_tariff=None):
         self.config = config
+        self.on_tariff = on_tariff    # on_tariff(JSON text): a gate took this table
+        self._taken_version = 0
         self.state = state or PushState(config)
         self.clock = clock
         self.watch = pushes.GateWatch(config, PUSH_ROLE, on_status=self._on_status)
@@ -115,6 +121,10 @@ class PushKeeper:
             have = status.get(pushes.STATUS_FIELD[kind])
             if isinstance(have, int) and have >= newest["v"]:
                 self._sent.pop((gate, kind), None)
+                if kind == "tariff" and have == newest["v"] > self._taken_version:
+                    self._taken_version = have
+                    if self.on_tariff is not None:
+                        self.on_tariff(newest["envelopes"][0]["b"])
                 continue
             sent = self._sent.get((gate, kind))
             if sent is not None and sent[0] == newest["v"] and \

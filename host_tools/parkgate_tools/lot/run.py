@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 
+from parkgate import tariff
 from parkgate_tools.http_service import HTTPService
 from parkgate_tools.lot import health
 from parkgate_tools.lot.bridge import Bridge
@@ -138,14 +139,26 @@ class LotServer:
             if not retry("broker %s:%d" % (broker.host, broker.port),
                          lambda: _probe(broker.host, broker.port), self.stop, self.backoff):
                 return
-            self.bridge.start()
-            self.keeper = PushKeeper(config).start()
+            self.keeper = PushKeeper(config, on_tariff=self._use_tariff).start()
             if self.bridge.forwarder is not None:
+                # Before the forwarder's first sync; and the table taken
+                # before this start, in case the last run stopped between
+                # storing it and signing it for the gates.
                 self.bridge.forwarder.taken.append(self.keeper.taken)
+                taken = self.bridge.store.setting("tariff")
+                if taken:
+                    self.keeper.taken("tariff", taken)
+            self.bridge.start()
             self.waiting_for = None
             self._watch()
         finally:
             self.close()
+
+    def _use_tariff(self, text):
+        """Fees from a table (JSON text) a gate has taken, if newer than the
+        one in use (after a restart the keeper finds it again in the gates'
+        retained status and the push records)."""
+        self.bridge._use_tariff(tariff.loads(text))   # the forwarder's hook: is_newer
 
     def _watch(self):
         live = False
