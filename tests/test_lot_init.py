@@ -19,7 +19,7 @@ from fixtures_mqtt import FakeGate, entry, wait_for
 from parkgate_tools.cli import main as parkgate
 from parkgate_tools.lot import config, provision
 from parkgate_tools.lot.config import ConfigError
-from parkgate_tools.sim.broker import Broker, free_port
+from parkgate_tools.sim.broker import Broker, free_port, make_certificates
 from parkgate_tools.sim.gate import SimClock, SimGate
 
 LOT = "lot1"
@@ -321,13 +321,16 @@ def test_from_lot_init_to_a_running_lot(running_lot):
     presence.loop_stop()
 
 
-def connack(cfg, user, password):
-    """The CONNACK reason code a client logging in as user gets."""
+def connack(cfg, user, password, tls_ca=None):
+    """The CONNACK reason code a client logging in as user gets (with
+    tls_ca: on the TLS listener)."""
     got = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe")
     client.username_pw_set(user, password)
     client.on_connect = lambda c, u, f, rc, p: got.append(rc)
-    client.connect_async(cfg.broker.host, cfg.broker.port)
+    if tls_ca:
+        client.tls_set(ca_certs=tls_ca)
+    client.connect_async(cfg.broker.host, cfg.broker.tls_port if tls_ca else cfg.broker.port)
     client.loop_start()
     try:
         wait_for(lambda: got, WAIT_S, "a CONNACK for %s" % user)
@@ -349,3 +352,17 @@ def test_a_gate_added_or_removed_while_the_lot_runs(running_lot, capsys):
     broker.reload()
     wait_for(lambda: connack(cfg, user, password).is_failure, WAIT_S,
              "the removed gate to be refused after the reload")
+
+
+def test_the_tls_listener_takes_the_lots_users(tmp_path):
+    tls = tmp_path / "tls"
+    make_certificates(str(tls))
+    assert init(tmp_path / "lot", "--broker-port", str(free_port()), "--tls-port",
+                str(free_port()), "--tls-cert", str(tls / "server.crt"), "--tls-key",
+                str(tls / "server.key")) == 0
+    cfg = config.load(tmp_path / "lot")
+    with Broker(str(tmp_path / "run"), cfg.broker.port,
+                conf_path=os.path.join(cfg.mosquitto_dir, "mosquitto.conf")):
+        user, password = cfg.mqtt_login("_bridge")
+        assert not connack(cfg, user, password, tls_ca=str(tls / "ca.crt")).is_failure
+        assert connack(cfg, user, password + "x", tls_ca=str(tls / "ca.crt")).is_failure
