@@ -2,7 +2,8 @@
 a push for each gate with its key, publish it as the lot's user _ops, wait
 (at most --wait s) for each gate's answer and print one line per gate:
 accepted (its status shows the version), refused (its reason from
-up/refused) or no answer. The exit code is 1 unless every gate accepted.
+up/refused) or no answer. The exit code is 0 if every gate accepted, 1 if any
+refused or did not answer, 2 if nothing was sent (a bad file, no broker).
 Each push is kept in state/pushes/<gate>/<kind>.json (lot/push_state.py);
 a tariff or member list a gate did not take (offline) is sent again by the
 push keeper of `parkgate lot run` when the gate reconnects."""
@@ -16,6 +17,7 @@ from parkgate_tools.lot import pushes
 from parkgate_tools.lot.config import load
 from parkgate_tools.lot.push_state import PushState
 from parkgate_tools.lot.security import OPS_ROLE
+
 
 def _gates(config, names):
     return [config.gate(name).id for name in names] if names else [g.id for g in config.gates]
@@ -36,7 +38,12 @@ def _run(args, what, make_pushes):
         pending = []
         for push in made:
             before = watch.status(push.gate)
-            pending.append((push, watch.publish(push), before))
+            try:
+                pending.append((push, watch.publish(push), before))
+            except (RuntimeError, ValueError) as exc:   # the broker went away meanwhile
+                print("parkgate lot %s: %s: not sent: %s" % (what, push.gate, exc),
+                      file=sys.stderr)
+                return 2
             state.record(push.gate, push.kind, push.version, push.envelopes,
                          **({"base": push.base} if push.kind == "members" else {}))
         results = watch.wait(pending, args.wait)
