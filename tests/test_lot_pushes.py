@@ -186,6 +186,12 @@ def test_each_push_reaches_its_gate_only_and_is_acknowledged(lot, tmp_path, caps
     assert (record["v"], record["base"], len(record["envelopes"])) == (2, 1, 1)
 
 
+def set_back_the_counter(lot):
+    """out-1's command counter back to 0, as a lost state/ would."""
+    with open(os.path.join(lot.cfg.state_dir, "commands.json"), "w") as f:
+        json.dump({"out-1": 0}, f)
+
+
 def test_a_stale_version_is_refused_and_shown_refused(lot, tmp_path, capsys):
     table = tariff_file(tmp_path, 2)
     assert push(lot, capsys, "push-tariff", table, "--gate", "out-1")[0] == 0
@@ -197,12 +203,15 @@ def test_a_stale_version_is_refused_and_shown_refused(lot, tmp_path, capsys):
 
     # The command counter only moves forward; one set back is refused.
     assert push(lot, capsys, "open", "out-1", "--within", "20")[0] == 0
-    with open(os.path.join(lot.cfg.state_dir, "commands.json"), "w") as f:
-        json.dump({"out-1": 0}, f)
+    set_back_the_counter(lot)
     code, lines = push(lot, capsys, "open", "out-1", "--within", "20")
     assert code == 1 and "open v1 (command) refused: stale: version 1, 1 applied" in \
         lines["out-1"], lines
     assert lot.gates["out-1"].relay_openings() == 1
+    set_back_the_counter(lot)
+    code, lines = push(lot, capsys, "set-clock", "out-1")
+    assert code == 1 and "setclock v1 (command) refused: stale: version 1, 1 applied" in \
+        lines["out-1"], lines
 
 
 def test_a_gate_that_was_offline_gets_the_tariff_when_it_is_back(lot, tmp_path, capsys):
