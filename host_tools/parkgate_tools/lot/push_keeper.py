@@ -29,6 +29,7 @@ from parkgate_tools.lot.security import PUSH_ROLE
 log = logging.getLogger("parkgate.push_keeper")
 
 RESEND_S = 60.0
+PUSH_GRACE_S = 10.0    # a push command's own wait for the gate (its default is 30 s)
 NEVER = 0xFFFFFFFF     # the central server's "until" of a member with no end
 
 
@@ -57,6 +58,7 @@ class PushKeeper:
         self._gates = {gate.id for gate in config.gates}
         self._work = queue.Queue()
         self._sent = {}          # (gate, kind) -> (version, when sent)
+        self._heard, self._away = set(), set()    # gates heard from; gone since
         self._thread = None
         self.resent = 0          # pushes sent again to a gate that was behind
         self.passed_on = 0       # tables from the central server signed for the gates
@@ -91,10 +93,14 @@ class PushKeeper:
         if gate not in self._gates:
             return
         if status.get("on") != 1:
+            self._away.add(gate)
             for kind in ("tariff", "members"):
                 self._sent.pop((gate, kind), None)    # send at once when it is back
             return
-        self._work.put(("status", gate))
+        back = gate in self._away or gate not in self._heard   # (re)connected
+        self._away.discard(gate)
+        self._heard.add(gate)
+        self._work.put(("status", gate, back))
 
     def _run(self):
         while True:
@@ -103,14 +109,17 @@ class PushKeeper:
                 return
             try:
                 if item[0] == "status":
-                    self._catch_up(item[1])
+                    self._catch_up(*item[1:])
                 else:
                     self._pass_on(*item)
             except Exception:    # a bad file, a key missing: keep the keeper
                 self.failures += 1
                 log.exception("push keeper: %s failed", item[0])
 
-    def _catch_up(self, gate):
+    def _catch_up(self, gate, back=True):
+        """Send gate what it is behind on. back False (a status of a gate
+        that stayed online): not a push made in the last PUSH_GRACE_S, whose
+        command is still waiting for the gate's answer."""
         status = self.watch.status(gate)
         if status.get("on") != 1:
             return
@@ -125,6 +134,8 @@ class PushKeeper:
                     self._taken_version = have
                     if self.on_tariff is not None:
                         self.on_tariff(newest["envelopes"][0]["b"])
+                continue
+            if not back and time.time() - newest.get("at", 0) < PUSH_GRACE_S:
                 continue
             sent = self._sent.get((gate, kind))
             if sent is not None and sent[0] == newest["v"] and \

@@ -205,26 +205,31 @@ class GateWatch:
         in pending (before: the gate's status before the push); returns
         [(push, outcome)] in the same order (outcome() for the text)."""
         deadline = time.monotonic() + timeout
+        decided = {}     # index -> outcome: once decided, it stays
         with self._cond:
             while True:
-                results = [(push, outcome(push, since, before, self.statuses.get(push.gate),
-                                          self.refusals)) for push, since, before in pending]
+                for i, (push, since, before) in enumerate(pending):
+                    if i not in decided:
+                        found = outcome(push, since, before, self.statuses.get(push.gate),
+                                        self.refusals)
+                        if found[0] != "waiting":
+                            decided[i] = found
                 left = deadline - time.monotonic()
-                if all(result[0] != "waiting" for _, result in results) or left <= 0:
-                    return results
+                if len(decided) == len(pending) or left <= 0:
+                    return [(push, decided.get(i) or outcome(
+                        push, since, before, self.statuses.get(push.gate), self.refusals))
+                            for i, (push, since, before) in enumerate(pending)]
                 self._cond.wait(min(left, 0.5))
 
 
 def outcome(push, since, before, status, refusals):
     """("accepted" | "refused" | "waiting", detail) of a push published
-    when the serial was since: refused if its gate said so on up/refused
-    since (same kind and version); accepted if a status heard since shows
-    its version (tv, mv or cv) and the status before it did not (a gate
-    that had it already refuses it as stale)."""
-    for serial, gate, refusal in refusals:
-        if serial > since and gate == push.gate and refusal.get("k") == push.kind and \
-                refusal.get("v") == push.version:
-            return "refused", str(refusal.get("why"))
+    when the serial was since: accepted if a status heard since shows its
+    version (tv, mv or cv) and the status before it did not (a gate that
+    had it already refuses it as stale); else refused if its gate said so
+    on up/refused since (same kind and version). Acceptance first: a copy
+    sent again meanwhile (the push keeper) is refused as stale after the
+    gate took the first."""
     field = STATUS_FIELD[push.kind]
     had = before.get(field)
     if status is not None and status[0] > since:
@@ -232,4 +237,8 @@ def outcome(push, since, before, status, refusals):
         if isinstance(shown, int) and shown >= push.version and not (
                 isinstance(had, int) and had >= push.version):
             return "accepted", "%s=%d" % (field, shown)
+    for serial, gate, refusal in refusals:
+        if serial > since and gate == push.gate and refusal.get("k") == push.kind and \
+                refusal.get("v") == push.version:
+            return "refused", str(refusal.get("why"))
     return "waiting", "offline" if status is None or status[1].get("on") != 1 else "online"
