@@ -171,6 +171,10 @@ def test_each_push_reaches_its_gate_only_and_is_acknowledged(lot, tmp_path, caps
     assert code == 0 and "members v2 (delta from 1) accepted: mv=2" in lines["out-1"], lines
     outside.wait_line(r"MEMBERS installed version=2 count=2", 5)
     assert inside.lines(r"MEMBERS installed version=2") == []
+    code, lines = push(lot, capsys, "push-members", members_file(tmp_path, 3, ["粤B99999"]),
+                       "--delta-from", second)        # in-1 is at 1: the whole list
+    assert code == 0 and "members v3 (delta from 2) accepted: mv=3" in lines["out-1"] and \
+        "members v3 (whole) accepted: mv=3" in lines["in-1"], lines
 
     code, lines = push(lot, capsys, "open", "out-1", "--within", "30")
     assert code == 0 and "open v1 (command) accepted: cv=1" in lines["out-1"], lines
@@ -182,8 +186,9 @@ def test_each_push_reaches_its_gate_only_and_is_acknowledged(lot, tmp_path, caps
     inside.wait_line(r"CLOCK asked by the lot office v=1", 5)
     inside.wait_line(r"CLOCK set from lot server", 5, count=2)
     assert outside.lines(r"CLOCK asked") == []
-    record = json.load(open(os.path.join(lot.cfg.pushes_dir, "out-1", "members.json")))
-    assert (record["v"], record["base"], len(record["envelopes"])) == (2, 1, 1)
+    for gate_id, base in (("out-1", 2), ("in-1", None)):
+        record = json.load(open(os.path.join(lot.cfg.pushes_dir, gate_id, "members.json")))
+        assert (record["v"], record["base"], len(record["envelopes"])) == (3, base, 1)
 
 
 def set_back_the_counter(lot):
