@@ -182,6 +182,17 @@ def test_add_remove_and_rotate_change_exactly_what_they_should(tmp_path, capsys)
         provision.add_gate(lot_dir, "in-1")
 
 
+def test_rotate_key_forgets_the_pushes_signed_with_the_old_key(tmp_path):
+    lot_dir = tmp_path / "lot"
+    assert init(lot_dir) == 0
+    kept = {gate: lot_dir / "state" / "pushes" / gate / "tariff.json" for gate in ("in-1", "out-1")}
+    for path in kept.values():
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    provision.rotate_key(lot_dir, "in-1")
+    assert not kept["in-1"].parent.exists() and kept["out-1"].exists()
+
+
 def test_a_broken_lot_toml_is_named_by_file_and_key(tmp_path):
     lot_dir = tmp_path / "lot"
     assert init(lot_dir) == 0

@@ -218,19 +218,27 @@ def remove_gate(lot_dir, gate):
         site_dir = os.path.dirname(cfg.site_path(gate))
         if os.path.isdir(site_dir) and not os.listdir(site_dir):
             os.rmdir(site_dir)
-        # what the push keeper kept for it: signed with a key that is gone
-        shutil.rmtree(os.path.join(cfg.pushes_dir, gate), ignore_errors=True)
+        _forget_pushes(cfg, gate)
         cfg = config.load(lot_dir)
         write_broker_files(cfg)
         return cfg
 
 
+def _forget_pushes(cfg, gate):
+    # What the push keeper kept for the gate is signed with its old key: a
+    # gate deployed with the new one would refuse it when sent again. The
+    # next push is signed with the new key.
+    shutil.rmtree(os.path.join(cfg.pushes_dir, gate), ignore_errors=True)
+
+
 def rotate_key(lot_dir, gate, password=False):
-    """A new downlink key for a gate (password=True: a new MQTT password too)."""
+    """A new downlink key for a gate (password=True: a new MQTT password too).
+    The pushes kept for it (signed with the old key) are forgotten."""
     with _changing(lot_dir):
         cfg = config.load(lot_dir)
         cfg.gate(gate)
         _provision_gate(cfg, gate, rotate_password=password)
+        _forget_pushes(cfg, gate)
         write_broker_files(cfg)
         return cfg
 
