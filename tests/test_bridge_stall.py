@@ -185,3 +185,34 @@ def test_the_sqlite_reader_reads_while_another_connection_writes(tmp_path):
         holder.close()
         reader.close()
         store.close()
+
+
+def test_the_page_stays_small_and_shares_its_snapshots(tmp_path):
+    """A day of 250 flagged exits lists the latest FLAGGED_SHOWN (all are
+    counted); readers that ask together get one snapshot, worked out in the
+    page's own process."""
+    from parkgate import record
+    from parkgate_tools.lot.operator_page import FLAGGED_SHOWN
+    from parkgate_tools.sim.loadgen import START_TIME
+    store = Store(str(tmp_path / "lot.sqlite"))
+    store.ingest("out-1", 1, [record.Event(
+        record.KIND_EXIT, START_TIME + seq, 5, "京A%05d" % seq, 0, 90, record.FLAG_NO_ENTRY,
+        2000, record.FEE_OFFLINE, 1, 0, seq=seq) for seq in range(1, 251)])
+    page = OperatorPage(store, LOT, lambda: None, clock=lambda: START_TIME + 3600).start()
+    try:
+        shots = []
+        readers = [threading.Thread(target=lambda: shots.append(page.snapshot()))
+                   for _ in range(4)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(30)
+        assert len(shots) == 4 and len({id(shot) for shot in shots}) <= 2
+        shot = shots[0]
+        assert (len(shot["flagged"]), shot["flagged_total"], shot["open_flags"]) == (
+            FLAGGED_SHOWN, 250, 250)
+        assert shot["flagged"][-1]["seq"] == 250
+        assert page._worker.proc.poll() is None          # the page's own process
+    finally:
+        page.stop()
+        store.close()

@@ -3,7 +3,7 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "sync", "members")
+BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "page_cost", "sync", "members")
 
 
 def main(names=None):

@@ -91,26 +91,37 @@ def through_broker(broker, lot, db, workers=1, group_batches=None):
     share = "bench" if workers > 1 else None
     running = [Worker(lot, broker, db, i, share, group_batches) for i in range(workers)]
     try:
-        deadline = time.monotonic() + 30
-        while not all(w.live() for w in running):
-            if time.monotonic() > deadline or any(w.proc.poll() is not None for w in running):
-                raise RuntimeError("bridge worker did not go live:\n" + "".join(
-                    line for w in running for line in w.lines[-10:]))
-            time.sleep(0.05)
+        wait_live(running)
         report = LoadGen(broker.host, broker.port, lot, gates=GATES,
                          events_per_gate=EVENTS_PER_GATE, prefix="b").run(timeout=90)
     finally:
         for worker in running:
             worker.stop()
+    check_stored_once(db, report)
+    return report["events_per_s"], report["events"]
+
+
+def wait_live(workers, timeout=30):
+    """Wait until every Worker is live; RuntimeError with their last log lines if not."""
+    deadline = time.monotonic() + timeout
+    while not all(w.live() for w in workers):
+        if time.monotonic() > deadline or any(w.proc.poll() is not None for w in workers):
+            raise RuntimeError("bridge worker did not go live:\n" + "".join(
+                line for w in workers for line in w.lines[-10:]))
+        time.sleep(0.05)
+
+
+def check_stored_once(db, report):
+    """RuntimeError unless the LoadGen report is complete and db holds each
+    of its events exactly once."""
     store = open_store(db)
     try:
         summary = store.summary()
     finally:
         store.close()
-    if not report["complete"] or summary["rows"] != summary["identities"] != report["events"]:
+    if not report["complete"] or not summary["rows"] == summary["identities"] == report["events"]:
         raise RuntimeError("load not stored exactly once: %r, %d rows" % (report,
                                                                            summary["rows"]))
-    return report["events_per_s"], report["events"]
 
 
 def measure(workdir):

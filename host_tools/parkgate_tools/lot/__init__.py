@@ -7,6 +7,6 @@ message) -> gate_messages.py (checked) -> group_commit.py (stored with all that
 waits, in one transaction, then acknowledged) -> store/ (schema.py: the tables
 and SQL; sqlite.py or postgres.py). A fee query: answers.py, with the tariff
 tariff_in_use.py picks. Then forwarder.py (to the central server),
-operator_page.py with operator_html.py (the page), security.py (broker users
-and ACL), downlink.py (signed tariffs and member lists), cli.py (`parkgate
-bridge`)."""
+operator_page.py with operator_html.py (the page) and page_worker.py (its own
+process), security.py (broker users and ACL), downlink.py (signed tariffs and
+member lists), cli.py (`parkgate bridge`)."""

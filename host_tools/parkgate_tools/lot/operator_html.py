@@ -51,7 +51,7 @@ def render(page, s):
              _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
              "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
              "<h2>Occupancy</h2>", _chart(s["occupancy"]),
-             "<h2>Flagged sessions</h2>", _flagged_table(s["flagged"]),
+             "<h2>Flagged sessions</h2>", _shown_of(s), _flagged_table(s["flagged"]),
              '<p><a href="/api/summary">JSON</a></p></body></html>']
     return "".join(parts)
 
@@ -82,6 +82,15 @@ def _chart(points, width=960, height=200):
             '<text x="4" y="12" font-size="10">%d</text>'
             '<polyline fill="none" stroke="#36c" stroke-width="2" points="%s"/></svg>' % (
                 width, height, width, height, top, ticks, top, coords))
+
+
+def _shown_of(s):
+    """A line saying how many of the day's flagged sessions are listed, if not all."""
+    total = s.get("flagged_total", len(s["flagged"]))
+    if total <= len(s["flagged"]):
+        return ""
+    return "<p class=shown>the latest %d of %d flagged sessions</p>" % (len(s["flagged"]),
+                                                                         total)
 
 
 def _flagged_table(flagged):

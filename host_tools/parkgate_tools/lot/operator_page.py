@@ -17,6 +17,7 @@ import calendar
 import decimal
 import json
 import logging
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
@@ -25,12 +26,19 @@ from parkgate import record, tariff
 from parkgate.clock import QUALITY_NAMES
 from parkgate_tools.http_service import HTTPService
 from parkgate_tools.lot.operator_html import render, yuan
+from parkgate_tools.lot.page_worker import PageWorker
 from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
 log = logging.getLogger("parkgate.page")
 
 BIN_S = 900             # occupancy chart: one point every 15 minutes
 STALE_AFTER_S = 90      # a gate sends its status every 30 s
+# The page's share of the lot server's time: after a snapshot that took t
+# seconds the next one starts no sooner than t * (1 / DUTY - 1) later, and
+# no later than PAUSE_MAX_S (a reader waits at most that, and one snapshot).
+DUTY = 0.02
+PAUSE_MAX_S = 10.0
+FLAGGED_SHOWN = 200     # the latest flagged sessions listed (all are counted)
 DAY_S = 86400
 ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
 OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
@@ -56,14 +64,32 @@ class OperatorPage:
 
     While serving, the page reads (and records corrections) through a
     connection of its own (store.open_reader()), never the bridge's, so a
-    page being read holds up neither ingest nor fee answers."""
+    page being read holds up neither ingest nor fee answers. It also works
+    out at most one snapshot at a time and spends at most `duty` of the
+    time on them (readers asking meanwhile wait, and share the next one),
+    so that readers in a loop cost the bridge a bounded share of its
+    process, not one day's worth of queries a read. aside=True (the
+    default): the snapshots are worked out in a process of the page's own
+    at the lowest CPU priority (page_worker.py, on its own connection;
+    started by start() or the first snapshot, ended by stop() or when this
+    process ends), so that their Python work never takes the bridge's
+    interpreter lock from its writer and network threads, nor the CPU the
+    bridge wants. A day lists at most FLAGGED_SHOWN flagged sessions (the
+    latest; all are counted), so that a page stays small whatever the day."""
 
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
-                 utc_offset_s=8 * 3600, refresh_s=15):
+                 utc_offset_s=8 * 3600, refresh_s=15, duty=DUTY, aside=True):
         self.source = store    # the store given
         self.store = store     # the store read: its own connection while serving
         self.lot, self.tariff_source = lot, tariff_source
         self.clock, self.utc_offset_s, self.refresh_s = clock, utc_offset_s, refresh_s
+        if not 0 < duty <= 1:
+            raise ValueError("duty: %r is not a share of time in (0, 1]" % (duty,))
+        self.duty, self.aside = duty, aside
+        self._worker = None             # the process the snapshots are worked out in
+        self._snapshot_lock = threading.Lock()
+        self._next_snapshot_at = 0.0    # monotonic: when the next may start
+        self._last = None               # (day asked, monotonic start, snapshot)
         self._http = HTTPService(type("Handler", (_Handler,), {"page": self}), host, port,
                                  "operator-page")
 
@@ -77,6 +103,9 @@ class OperatorPage:
         returns self."""
         if self.store is self.source:
             self.store = self.source.open_reader()
+        with self._snapshot_lock:
+            if self.aside and self._worker is None:
+                self._worker = PageWorker()     # started now, not at the first read
         self._http.start()
         log.info("operator page on %s", self.url)
         return self
@@ -84,6 +113,10 @@ class OperatorPage:
     def stop(self):
         """Stop serving and close the page's connection."""
         self._http.stop()
+        with self._snapshot_lock:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
         if self.store is not self.source:
             self.store.close()
             self.store = self.source
@@ -99,9 +132,40 @@ class OperatorPage:
         return start, start + DAY_S, day
 
     def snapshot(self, day=None):
-        """Everything the page shows, as a JSON-able dict."""
+        """Everything the page shows, as a JSON-able dict: one worked out
+        after this call began (another caller's, if it began after this
+        call did), within the page's duty (the class docstring)."""
+        asked_at = time.monotonic()
+        with self._snapshot_lock:
+            last = self._last
+            if last is not None and last[0] == day and last[1] >= asked_at:
+                return last[2]
+            wait = self._next_snapshot_at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            started = time.monotonic()
+            if self.aside and self._worker is None:
+                self._worker = PageWorker()
+            if self.aside:
+                spent, snapshot = self._work_out_aside(day)
+            else:
+                snapshot = self.work_out(day)
+                spent = time.monotonic() - started
+            self._next_snapshot_at = time.monotonic() + min(
+                PAUSE_MAX_S, spent * (1 / self.duty - 1))
+            self._last = (day, started, snapshot)
+            return snapshot
+
+    def _work_out_aside(self, day):
+        """(seconds it took there, work_out(day)) in the page's own process."""
+        return self._worker.ask(self.source.path, self.source.lock_wait, self.lot,
+                                self.tariff_source(), int(self.clock()), self.utc_offset_s, day)
+
+    def work_out(self, day=None, now=None):
+        """The snapshot, worked out here and now (snapshot() is the one to
+        call: it bounds how often this runs); now: the lot's time to use."""
         start, end, day = self.day_bounds(day)
-        now = int(self.clock())
+        now = int(self.clock()) if now is None else now
         until = min(now, end)
         events = self.store.events_between(start, end)
         exits = self.store.exits_with_entries(start, end)
@@ -131,7 +195,7 @@ class OperatorPage:
             "entries": len(entries), "exits": len(online) + len(offline),
             "exits_online": len(online), "exits_offline": len(offline),
             "revenue": revenue,
-            "flagged": flagged,
+            "flagged": flagged[-FLAGGED_SHOWN:], "flagged_total": len(flagged),
             "open_flags": sum(1 for f in flagged if not f["corrections"]),
             "occupancy": self._occupancy(start, until, events),
             "upstream_backlog": self.store.outbox_backlog(),
@@ -221,8 +285,12 @@ class OperatorPage:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t + self.utc_offset_s))
 
     def correct(self, gate, jid, seq, action, amount_fen, note):
-        """Record a correction (see Store.add_correction); returns its id."""
-        return self.store.add_correction(gate, int(jid), int(seq), action, amount_fen, note)
+        """Record a correction (see Store.add_correction); returns its id.
+        The next snapshot is worked out without waiting for the duty."""
+        correction_id = self.store.add_correction(gate, int(jid), int(seq), action, amount_fen,
+                                                  note)
+        self._next_snapshot_at = 0.0
+        return correction_id
 
 
 def _flag_reasons(flags):

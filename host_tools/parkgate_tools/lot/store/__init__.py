@@ -22,9 +22,10 @@ __all__ = ["CATCHUP_PAGE", "CATCHUP_SCAN", "CORRECTION_ACTIONS", "EVENT_FIELDS",
            "PgStore", "Store", "open_store"]
 
 
-def open_store(location, lock_wait=LOCK_WAIT_S):
+def open_store(location, lock_wait=LOCK_WAIT_S, create_schema=True):
     """A PgStore for a ``postgresql://`` or ``postgres://`` URL, else a
-    SQLite Store at the path (lock_wait: see Store)."""
+    SQLite Store at the path (lock_wait: see Store; create_schema False: a
+    reader's connection to a database made already, see open_reader)."""
     if location.startswith(("postgresql://", "postgres://")):
-        return PgStore(location, lock_wait)
-    return Store(location, lock_wait)
+        return PgStore(location, lock_wait, create_schema)
+    return Store(location, lock_wait, create_schema)
