@@ -97,7 +97,8 @@ def test_a_stalled_database_under_load(sim_lot):
     assert bound == QUEUE_MAX and peak <= QUEUE_MAX and held_during[1] <= QUEUE_MAX
     assert lot.bridge.dropped > QUEUE_MAX, "the stall never filled the queue"
     assert lot.bridge.failed > 0                # commits that gave up after LOCK_WAIT_S
-    assert page_s < 1.0, "the page waited %.1f s behind the stalled writer" % page_s
+    # Behind the writer it would wait out a LOCK_WAIT_S attempt (5.5 s when tried).
+    assert page_s < LOCK_WAIT_S / 2, "the page waited %.1f s behind the stalled writer" % page_s
     assert summary["lot"] == LOT
     # Fees during the stall: the exit gate's own tariff; after it: the bridge's.
     table = tariff.loads(open(DEFAULT_TARIFF, encoding="utf-8").read())
