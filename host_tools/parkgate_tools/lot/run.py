@@ -173,6 +173,8 @@ class LotServer:
             self.keeper.stop()
         if self.bridge is not None:
             self.bridge.stop()
+        if self.page is not None:
+            self.page.stop()     # its snapshot process (lot/page_worker.py)
         if self.reader is not None:
             self.reader.close()
         self.http.stop()
