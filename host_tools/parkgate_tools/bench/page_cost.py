@@ -6,9 +6,12 @@ the bridge's process, on its own database connection: store.open_reader),
 on SQLite with durable commits; the load generator's 200 simulated gates
 send 200,000 events while an exit gate of its own asks FEE_RATE fees a
 second. The page shown is the load's day, so each read covers every event
-stored so far. Rounds alternate without / with / with / without the page, so
-that drift in a shared machine falls on both alike. Target: the page costs
-under 10 % (events/s down, fee p99 up)."""
+stored so far. Rounds alternate without / with / with / without the page,
+twice, so that drift in a shared machine falls on both alike; the cost
+compares the median events/s of each kind of round, and the p99 of all the
+fee answers of each kind pooled (one round's p99 rests on a few answers and
+moves by 10 % between identical rounds). Target: the page costs under 10 %
+(events/s down, fee p99 up)."""
 import json
 import os
 import shutil
@@ -26,10 +29,10 @@ from parkgate_tools.sim.broker import Broker
 from parkgate_tools.sim.loadgen import START_TIME, LoadGen
 
 EVENTS_PER_GATE = 1000   # 200,000 events a round: about 10 s of load
-FEE_RATE = 50.0          # fee queries a second, from one exit gate
+FEE_RATE = 150.0         # fee queries a second, from one exit gate
 DAY = time.strftime("%Y-%m-%d", time.gmtime(START_TIME + 8 * 3600))   # the load's local day
 TARGET = 0.10
-ROUNDS = (False, True, True, False)
+ROUNDS = (False, True, True, False) * 2
 
 
 class FeeProber:
@@ -141,7 +144,7 @@ def one_round(broker, workdir, index, read_page):
         worker.stop()
     check_stored_once(db, report)
     return {"events_per_s": report["events_per_s"], "fee_p99_s": p99(latencies),
-            "fees": len(latencies), "unanswered": unanswered, "reads": reads, "read_s": read_s}
+            "latencies": latencies, "fees": len(latencies), "unanswered": unanswered, "reads": reads, "read_s": read_s}
 
 
 def main():
@@ -163,16 +166,18 @@ def main():
         print("%-22s %10.0f %12.1f %8d %8d %12.0f" % (
             "page read in a loop" if read else "page not read", r["events_per_s"],
             r["fee_p99_s"] * 1000, r["fees"], r["reads"], r["read_s"] * 1000))
-    mean = {read: {key: statistics.mean(r[key] for was, r in rounds if was == read)
-                   for key in ("events_per_s", "fee_p99_s")} for read in (False, True)}
-    rate_cost = 1 - mean[True]["events_per_s"] / mean[False]["events_per_s"]
-    p99_cost = mean[True]["fee_p99_s"] / mean[False]["fee_p99_s"] - 1
+    by_kind = {read: {"events_per_s": statistics.median(
+                       r["events_per_s"] for was, r in rounds if was == read),
+                   "fee_p99_s": p99([t for was, r in rounds if was == read
+                                     for t in r["latencies"]])} for read in (False, True)}
+    rate_cost = 1 - by_kind[True]["events_per_s"] / by_kind[False]["events_per_s"]
+    p99_cost = by_kind[True]["fee_p99_s"] / by_kind[False]["fee_p99_s"] - 1
     ok = rate_cost < TARGET and p99_cost < TARGET
     print("page cost: events/s %+.1f %%, fee p99 %+.1f %% (%.0f -> %.0f events/s, "
           "%.1f -> %.1f ms; target < %.0f %%): %s; bench took %.0f s" % (
-              -rate_cost * 100, p99_cost * 100, mean[False]["events_per_s"],
-              mean[True]["events_per_s"], mean[False]["fee_p99_s"] * 1000,
-              mean[True]["fee_p99_s"] * 1000, TARGET * 100, "ok" if ok else "OVER TARGET",
+              -rate_cost * 100, p99_cost * 100, by_kind[False]["events_per_s"],
+              by_kind[True]["events_per_s"], by_kind[False]["fee_p99_s"] * 1000,
+              by_kind[True]["fee_p99_s"] * 1000, TARGET * 100, "ok" if ok else "OVER TARGET",
               time.monotonic() - t0))
     return 0 if ok else 1
 
