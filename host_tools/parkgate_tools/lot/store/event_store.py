@@ -285,9 +285,38 @@ class EventStore:
 
     def flagged(self, limit=200):
         """The most recent events flagged for the operator, as dicts: no
-        entry or re-entry, and exits that were camera replays or that no car
-        went through (FLAGGED_ANY, FLAGGED_EXIT)."""
+        entry or re-entry, and exits let out unpaid, camera replays or exits
+        no car went through (FLAGGED_ANY, FLAGGED_EXIT)."""
         return [dict(zip(EVENT_FIELDS, row)) for row in self._query(schema.FLAGGED, (limit,))]
+
+    def money(self, start, end):
+        """The money of the exits with start <= time < end and of the
+        corrections of that period's events, in fen (the rule:
+        schema.CORRECTION_ACTIONS): ``online`` and ``offline`` collected at
+        the gate (count, fen), ``by_hand`` collected later on owed exits,
+        ``owed`` (count, fen) still owed, ``corrected`` the other
+        corrections' sum; ``collected`` = online + offline + by_hand."""
+        charged = {source: (n, int(fen)) for source, n, fen in
+                   self._query(schema.CHARGED_BETWEEN, (start, end))}
+        owed = self._query(schema.OWED_BETWEEN, (start, end))[0]
+        by_hand, corrected = self._query(schema.CORRECTED_BETWEEN, (start, end))[0]
+        online, offline = (charged.get(record.FEE_SOURCE_NAMES[source], (0, 0))
+                           for source in (record.FEE_ONLINE, record.FEE_OFFLINE))
+        return {"online": online, "offline": offline, "by_hand": int(by_hand),
+                "collected": online[1] + offline[1] + int(by_hand),
+                "owed": (owed[0], int(owed[1])), "corrected": int(corrected)}
+
+    def owed_by_plate(self):
+        """What each plate still owes: [{"plate", "fen", "sessions": [owed
+        exits as dicts of schema.OWED_FIELDS, oldest first]}], by plate."""
+        plates = {}
+        for row in self._query(schema.OWED_LIST):
+            owed = dict(zip(schema.OWED_FIELDS, row))
+            plate = plates.setdefault(owed["plate"], {"plate": owed["plate"], "fen": 0,
+                                                      "sessions": []})
+            plate["fen"] += owed["fee"]
+            plate["sessions"].append(owed)
+        return list(plates.values())
 
     def summary(self):
         """Counts that show whether anything was lost or duplicated:

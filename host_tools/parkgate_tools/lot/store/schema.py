@@ -60,6 +60,10 @@ SCHEMA = (
         created_at DOUBLE PRECISION NOT NULL,
         forwarded_at DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS corrections_by_event ON corrections (gate, jid, seq)",
+    # Exits let out unpaid (record.FLAG_OWED): the owed list's rows.
+    # (SQLite picks it over events_by_kind_time only with kind in its key.)
+    "CREATE INDEX IF NOT EXISTS events_owed ON events (kind, plate, time)"
+    " WHERE (flags & %d) <> 0" % record.FLAG_OWED,
     """CREATE TABLE IF NOT EXISTS members (
         plate TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -70,9 +74,13 @@ SCHEMA = (
         value TEXT NOT NULL)""",
 )
 
-# What a correction does to the day's revenue: collected adds its amount,
-# refunded takes it off, waived and reviewed only close the flag.
+# What a correction does to the day's money (firmware/docs/lot-server.md,
+# "Money"): collected adds its amount, refunded takes it off, waived and
+# reviewed only close the flag. On an exit let out unpaid (FLAG_OWED) the
+# first "collected" moves the fee from owed to collected (its amount; any
+# later "collected" on it counts nothing) and "waived" forgives it.
 CORRECTION_ACTIONS = {"collected": 1, "refunded": -1, "waived": 0, "reviewed": 0}
+SETTLES_OWED = ("collected", "waived")
 
 # After the tables (and after adding the id column to a table made before it).
 ID_INDEXES = (
@@ -184,11 +192,12 @@ EXITS_WITH_ENTRY = """SELECT x.gate, x.jid, x.seq, x.plate, x.colour, x.time, x.
     FROM events x WHERE x.kind = 'out' AND x.time >= ? AND x.time < ?
     ORDER BY x.time, x.gate, x.jid, x.seq""" % (_live_entry("e"), _closing_exit("y"))
 # Flag bits 0 (exit without entry) and 1 (re-entry) want an operator's look
-# on any event, and on an exit bits 5 (a camera replay: the barrier did not
-# open for it, no fee) and 6 (no car went through); bit 2 (member, no fee)
+# on any event, and on an exit bits 3 (let out unpaid, fee owed), 5 (a
+# camera replay: the barrier did not open for it, no fee) and 6 (no car
+# went through); bit 2 (member, no fee)
 # does not, nor does a replayed or unconfirmed entry.
 FLAGGED_ANY = record.FLAG_NO_ENTRY | record.FLAG_REENTRY
-FLAGGED_EXIT = record.FLAG_REPLAY | record.FLAG_NO_PASSAGE
+FLAGGED_EXIT = record.FLAG_REPLAY | record.FLAG_NO_PASSAGE | record.FLAG_OWED
 FLAGGED = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
         flags FROM events WHERE (flags & %d) <> 0 OR (kind = 'out' AND (flags & %d) <> 0)
     ORDER BY time DESC LIMIT ?""" % (FLAGGED_ANY, FLAGGED_EXIT)
@@ -196,6 +205,47 @@ EVENT = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, en
         flags FROM events WHERE gate = ? AND jid = ? AND seq = ?"""
 INSERT_CORRECTION = """INSERT INTO corrections (id, gate, jid, seq, action, amount, note,
         created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+# ---- money: collected, owed and corrected (CORRECTION_ACTIONS) ----
+_OWED_EXIT = "{x}.kind = 'out' AND ({x}.flags & %d) <> 0" % record.FLAG_OWED
+
+
+def _unsettled(x):
+    """SQL: no correction has settled the owed exit aliased x (SETTLES_OWED)."""
+    return ("NOT EXISTS (SELECT 1 FROM corrections s WHERE s.gate = {x}.gate"
+            " AND s.jid = {x}.jid AND s.seq = {x}.seq AND s.action IN ('%s'))"
+            % "', '".join(SETTLES_OWED)).format(x=x)
+
+
+# Exits of a period collected at the gate (not owed), per fee source.
+CHARGED_BETWEEN = """SELECT fee_source, COUNT(*), COALESCE(SUM(fee), 0) FROM events x
+    WHERE x.kind = 'out' AND x.time >= ? AND x.time < ? AND NOT (%s)
+    GROUP BY fee_source""" % _OWED_EXIT.format(x="x")
+# Exits of a period let out unpaid and not settled: their count and fees.
+OWED_BETWEEN = """SELECT COUNT(*), COALESCE(SUM(x.fee), 0) FROM events x
+    WHERE x.time >= ? AND x.time < ? AND %s AND %s""" % (
+    _OWED_EXIT.format(x="x"), _unsettled("x"))
+# Corrections of a period's events: (collected by hand on owed exits, the
+# rest of the corrections). Of the "collected" on one owed exit only the
+# first (created_at, id) counts.
+_FIRST_COLLECTED = """NOT EXISTS (SELECT 1 FROM corrections d WHERE d.gate = c.gate
+        AND d.jid = c.jid AND d.seq = c.seq AND d.action = 'collected'
+        AND (d.created_at, d.id) < (c.created_at, c.id))"""
+CORRECTED_BETWEEN = """SELECT
+        COALESCE(SUM(CASE WHEN c.action = 'collected' AND %s AND %s
+                          THEN c.amount ELSE 0 END), 0),
+        COALESCE(SUM(CASE WHEN c.action = 'collected' AND %s THEN 0 %s ELSE 0 END), 0)
+    FROM corrections c JOIN events x ON x.gate = c.gate AND x.jid = c.jid AND x.seq = c.seq
+    WHERE x.time >= ? AND x.time < ?""" % (
+    _OWED_EXIT.format(x="x"), _FIRST_COLLECTED, _OWED_EXIT.format(x="x"),
+    " ".join("WHEN c.action = '%s' THEN %d * c.amount" % (action, sign)
+             for action, sign in sorted(CORRECTION_ACTIONS.items()) if sign))
+# What each plate still owes: its owed exits no correction settled.
+OWED_LIST = """SELECT x.plate, x.gate, x.jid, x.seq, x.time, x.entry_time, x.fee, x.fee_source
+    FROM events x WHERE %s AND %s ORDER BY x.plate, x.time, x.gate, x.jid, x.seq""" % (
+    _OWED_EXIT.format(x="x"), _unsettled("x"))
+OWED_FIELDS = ("plate", "gate", "jid", "seq", "time", "entry_time", "fee", "fee_source")
+
 IS_MEMBER = """SELECT 1 FROM members WHERE plate = ? AND valid_from <= ? AND ? < valid_until"""
 UPSERT_SETTING = """INSERT INTO settings (key, value) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
