@@ -116,8 +116,9 @@ def browser():
 
 def tiles(browser):
     """The page's number tiles, by element id."""
-    names = ("inside", "entries", "exits", "revenue-online", "revenue-offline",
-             "revenue-adjustments", "revenue-total", "open-flags", "upstream-backlog")
+    names = ("inside", "entries", "exits", "revenue-collected", "revenue-online",
+             "revenue-offline", "revenue-by-hand", "revenue-owed", "revenue-adjustments",
+             "revenue-total", "open-flags", "upstream-backlog")
     return {name: browser.text("#" + name) for name in names}
 
 
@@ -129,7 +130,7 @@ def expected_numbers(db_path, table, day_start, now):
         rows = con.execute("SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source,"
                            " flags FROM events ORDER BY time, gate, jid, seq").fetchall()
         corrections = con.execute("SELECT gate, jid, seq, action, amount FROM corrections"
-                                  ).fetchall()
+                                  " ORDER BY created_at, id").fetchall()
         statuses = {g: json.loads(s) for g, s in con.execute("SELECT gate, status FROM gates")}
     finally:
         con.close()
@@ -151,18 +152,31 @@ def expected_numbers(db_path, table, day_start, now):
                          else tariff.quote(table, entered, t, colour, member=bool(flags & 4)))
                 if quote.fee != fee:
                     flagged.add((gate, jid, seq))
-        if flags & 3:    # no entry, re-entry (bit 2, member, is no flag for the operator)
+        if flags & 3 or (kind == "out" and flags & 8):
+            # no entry, re-entry, let out unpaid (bit 2, member, is no flag for the operator)
             flagged.add((gate, jid, seq))
     corrected = {c[:3] for c in corrections}
-    online = sum(r[7] for r in day if r[3] == "out" and r[8] == "on")
-    offline = sum(r[7] for r in day if r[3] == "out" and r[8] == "off")
+    # an exit let out unpaid (bit 3) is owed, not collected, until a
+    # "collected" (its first only) or "waived" correction settles it
+    online = sum(r[7] for r in day if r[3] == "out" and r[8] == "on" and not r[9] & 8)
+    offline = sum(r[7] for r in day if r[3] == "out" and r[8] == "off" and not r[9] & 8)
+    owed_ids = {r[:3]: r[7] for r in day if r[3] == "out" and r[9] & 8}
     day_ids = {r[:3] for r in day}
-    adjust = sum({"collected": 1, "refunded": -1}.get(c[3], 0) * c[4]
-                 for c in corrections if c[:3] in day_ids)
+    by_hand, adjust, settled = 0, 0, set()
+    for c in corrections:
+        if c[:3] in owed_ids and c[3] in ("collected", "waived"):
+            by_hand += c[4] if c[3] == "collected" and c[:3] not in settled else 0
+            settled.add(c[:3])
+        elif c[:3] in day_ids:
+            adjust += {"collected": 1, "refunded": -1}.get(c[3], 0) * c[4]
+    owed = sum(fee for key, fee in owed_ids.items() if key not in settled)
+    collected = online + offline + by_hand
     return {"inside": str(len(inside)), "entries": str(sum(r[3] == "in" for r in day)),
             "exits": str(sum(r[3] == "out" for r in day)),
-            "revenue-online": yuan(online), "revenue-offline": yuan(offline),
-            "revenue-adjustments": yuan(adjust), "revenue-total": yuan(online + offline + adjust),
+            "revenue-collected": yuan(collected), "revenue-online": yuan(online),
+            "revenue-offline": yuan(offline), "revenue-by-hand": yuan(by_hand),
+            "revenue-owed": yuan(owed), "revenue-adjustments": yuan(adjust),
+            "revenue-total": yuan(collected + adjust),
             "open-flags": str(len(flagged - corrected))}, statuses
 
 

@@ -1,6 +1,7 @@
 """The operator page's HTML (operator_page.py serves it): tiles with the
-day's numbers, the gates, the occupancy chart as inline SVG and the flagged
-sessions, each open one with a form to record a correction. No script, and
+day's numbers, the gates, the occupancy chart as inline SVG, the flagged
+sessions, each open one with a form to record a correction, and what each
+plate owes, each owed exit with a form to collect it. No script, and
 nothing fetched from elsewhere."""
 import html
 
@@ -41,17 +42,23 @@ def render(page, s):
              _tile("inside", "cars inside", s["inside"]),
              _tile("entries", "entries today", s["entries"]),
              _tile("exits", "exits today", s["exits"]),
-             _tile("revenue-online", "yuan charged online (%d exits)" % s["exits_online"],
+             _tile("revenue-collected", "yuan collected", s["revenue"]["collected"]),
+             _tile("revenue-online", "yuan paid online (%d exits)" % s["exits_online"],
                    s["revenue"]["online"]),
-             _tile("revenue-offline", "yuan charged offline (%d exits)" % s["exits_offline"],
+             _tile("revenue-offline", "yuan paid offline (%d exits)" % s["exits_offline"],
                    s["revenue"]["offline"]),
+             _tile("revenue-by-hand", "yuan owed, collected by hand", s["revenue"]["by_hand"]),
+             _tile("revenue-owed", "yuan still owed (%d of %d exits let out unpaid)" % (
+                 s["exits_unsettled"], s["exits_owed"]), s["revenue"]["owed"]),
              _tile("revenue-adjustments", "yuan of corrections", s["revenue"]["adjustments"]),
-             _tile("revenue-total", "yuan today", s["revenue"]["total"]),
+             _tile("revenue-total", "yuan today (collected and corrections)",
+                   s["revenue"]["total"]),
              _tile("open-flags", "flagged sessions open", s["open_flags"]),
              _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
              "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
              "<h2>Occupancy</h2>", _chart(s["occupancy"]),
              "<h2>Flagged sessions</h2>", _shown_of(s), _flagged_table(s["flagged"]),
+             "<h2>Owed</h2>", _owed_table(s["owed"]),
              '<p><a href="/api/summary">JSON</a></p></body></html>']
     return "".join(parts)
 
@@ -101,20 +108,14 @@ def _flagged_table(flagged):
     for f in flagged:
         ident = "%s/%s/%s" % (f["gate"], f["jid"], f["seq"])
         if f["corrections"]:
-            done = "; ".join("%s %s yuan %s" % (c["action"], yuan(c["amount"]), c["note"])
-                             for c in f["corrections"])
+            done = "; ".join("%s %s yuan %s%s" % (
+                c["action"], yuan(c["amount"]), c["note"],
+                "" if c.get("counted", True) else " (collected already: not counted)")
+                for c in f["corrections"])
             action = '<span class="corrected">%s</span>' % _esc(done)
         else:
-            action = ('<form method="post" action="/corrections">'
-                      '<input type="hidden" name="gate" value="%s">'
-                      '<input type="hidden" name="jid" value="%s">'
-                      '<input type="hidden" name="seq" value="%s">'
-                      '<select name="action">%s</select> '
-                      '<input type="text" name="amount" value="%s" aria-label="yuan"> '
-                      '<input type="text" name="note" placeholder="note" aria-label="note"> '
-                      '<button type="submit">record</button></form>' % (
-                          _esc(f["gate"]), f["jid"], f["seq"], options,
-                          yuan(max(f["owed"] or 0, 0)) if f["owed"] else "0.00"))
+            action = _form(f, '<select name="action">%s</select>' % options,
+                           yuan(f.get("collect_fen", 0)))
         rows.append('<tr class="flag%s" data-id="%s"><td>%s</td><td>%s</td><td>%s</td>'
                     "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
                         "" if f["corrections"] else " open", _esc(ident), _esc(f["time_local"]),
@@ -124,4 +125,43 @@ def _flagged_table(flagged):
                         _esc(", ".join(f["reasons"])), action))
     if not flagged:
         rows.append("<tr><td colspan=8>nothing flagged</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _form(f, action, amount, button="record"):
+    """A form recording a correction of the event f (gate, jid, seq): action
+    is its action field's HTML, amount the yuan filled in."""
+    return ('<form method="post" action="/corrections">'
+            '<input type="hidden" name="gate" value="%s">'
+            '<input type="hidden" name="jid" value="%s">'
+            '<input type="hidden" name="seq" value="%s">%s '
+            '<input type="text" name="amount" value="%s" aria-label="yuan"> '
+            '<input type="text" name="note" placeholder="note" aria-label="note"> '
+            '<button type="submit">%s</button></form>' % (
+                _esc(f["gate"]), int(f["jid"]), int(f["seq"]), action, _esc(amount),
+                _esc(button)))
+
+
+def _owed_table(owed):
+    """What each plate still owes, its owed exits each with a form that
+    records the fee collected by hand."""
+    rows = ['<p>%s yuan owed by %d plates%s</p>' % (
+                _esc(owed["yuan"]), owed["plates_total"],
+                "" if owed["plates_total"] <= len(owed["plates"])
+                else " (the %d owing most listed)" % len(owed["plates"])),
+            "<table id=owed><tr><th>plate</th><th>owes</th><th>exit time</th><th>gate</th>"
+            "<th>fee</th><th>collect</th></tr>"]
+    collect = '<input type="hidden" name="action" value="collected">'
+    for plate in owed["plates"]:
+        for i, x in enumerate(plate["sessions"]):
+            head = ('<td rowspan="%d">%s</td><td rowspan="%d">%s</td>' % (
+                len(plate["sessions"]), _esc(plate["plate"]), len(plate["sessions"]),
+                _esc(plate["yuan"]))) if i == 0 else ""
+            rows.append('<tr class="owed" data-plate="%s" data-id="%s/%s/%s">%s<td>%s</td>'
+                        "<td>%s</td><td>%s</td><td>%s</td></tr>" % (
+                            _esc(plate["plate"]), _esc(x["gate"]), x["jid"], x["seq"], head,
+                            _esc(x["time_local"]), _esc(x["gate"]), yuan(x["fee"]),
+                            _form(x, collect, yuan(x["fee"]), "collected")))
+    if not owed["plates"]:
+        rows.append("<tr><td colspan=6>nothing owed</td></tr>")
     return "".join(rows) + "</table>"

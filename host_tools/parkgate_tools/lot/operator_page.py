@@ -1,8 +1,10 @@
 """The lot's operator page, served by the lot server (stdlib HTTP server):
 gates online or offline with their backlog and clock quality, cars inside,
-the day's entries, exits and revenue (online and offline, in yuan), flagged
-sessions with a form to record a correction, and the day's occupancy as an
-inline SVG chart. Nothing is fetched from elsewhere; the page works without
+the day's entries, exits and money in yuan (collected at the gates online
+and offline or by hand, owed, corrected: see store.EventStore.money),
+flagged sessions with a form to record a correction, what each plate still
+owes with a form to collect it, and the day's occupancy as an inline SVG
+chart. Nothing is fetched from elsewhere; the page works without
 JavaScript.
 
     GET  /                 the page (?day=YYYY-MM-DD for another day)
@@ -27,7 +29,6 @@ from parkgate.clock import QUALITY_NAMES
 from parkgate_tools.http_service import HTTPService
 from parkgate_tools.lot.operator_html import render, yuan
 from parkgate_tools.lot.page_worker import PageWorker
-from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
 log = logging.getLogger("parkgate.page")
 
@@ -39,6 +40,7 @@ STALE_AFTER_S = 90      # a gate sends its status every 30 s
 DUTY = 0.02
 PAUSE_MAX_S = 10.0
 FLAGGED_SHOWN = 200     # the latest flagged sessions listed (all are counted)
+OWED_SHOWN = 200        # plates in the owed list, those owing most (all are summed)
 DAY_S = 86400
 ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
 OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
@@ -173,16 +175,13 @@ class OperatorPage:
         for c in self.store.corrections():
             corrections.setdefault((c["gate"], c["jid"], c["seq"]), []).append(c)
         entries = [e for e in events if e["kind"] == "in"]
-        online = [e for e in events if e["kind"] == "out" and e["fee_source"] == ONLINE]
-        offline = [e for e in events if e["kind"] == "out" and e["fee_source"] == OFFLINE]
-        day_ids = {(e["gate"], e["jid"], e["seq"]) for e in events}
-        adjustments = sum(CORRECTION_ACTIONS[c["action"]] * c["amount"]
-                          for key, items in corrections.items() if key in day_ids
-                          for c in items)
-        revenue = {"online_fen": sum(e["fee"] for e in online),
-                   "offline_fen": sum(e["fee"] for e in offline),
-                   "adjustments_fen": adjustments}
-        revenue["total_fen"] = sum(revenue.values())
+        exits_charged = [e for e in events if e["kind"] == "out"
+                         and e["fee_source"] in (ONLINE, OFFLINE)]
+        money = self.store.money(start, end)
+        revenue = {"online_fen": money["online"][1], "offline_fen": money["offline"][1],
+                   "by_hand_fen": money["by_hand"], "collected_fen": money["collected"],
+                   "owed_fen": money["owed"][1], "adjustments_fen": money["corrected"],
+                   "total_fen": money["collected"] + money["corrected"]}
         for key in list(revenue):
             revenue[key[:-4]] = yuan(revenue[key])
         flagged = self._flagged(exits, corrections)
@@ -192,9 +191,13 @@ class OperatorPage:
             "lot": self.lot, "day": day, "as_of": now, "as_of_local": self._local(now),
             "gates": self._gates(),
             "inside": len(inside),
-            "entries": len(entries), "exits": len(online) + len(offline),
-            "exits_online": len(online), "exits_offline": len(offline),
-            "revenue": revenue,
+            "entries": len(entries),
+            "exits": len(exits_charged),
+            "exits_online": money["online"][0], "exits_offline": money["offline"][0],
+            "exits_owed": sum(1 for e in events if e["kind"] == "out"
+                              and e["flags"] & record.FLAG_OWED),
+            "exits_unsettled": money["owed"][0], "revenue": revenue,
+            "owed": self._owed_list(),
             "flagged": flagged[-FLAGGED_SHOWN:], "flagged_total": len(flagged),
             "open_flags": sum(1 for f in flagged if not f["corrections"]),
             "occupancy": self._occupancy(start, until, events),
@@ -254,11 +257,25 @@ class OperatorPage:
                                   reasons=_flag_reasons(e["flags"]))
         items = []
         for key, item in sorted(found.items(), key=lambda kv: (kv[1]["time"], kv[0])):
-            item["corrections"] = [{k: c[k] for k in ("id", "action", "amount", "note")}
-                                   for c in corrections.get(key, [])]
+            # what the form offers to record: an owed fee, and what the tariff says is short
+            owed_fee = (item["fee"] or 0) if item["flags"] & record.FLAG_OWED else 0
+            item["collect_fen"] = max(item["owed"] or 0, 0) + owed_fee
+            item["corrections"] = _counted(item, corrections.get(key, []))
             item["time_local"] = self._local(item["time"])
             items.append(item)
         return items
+
+    def _owed_list(self):
+        """What each plate still owes (store.owed_by_plate), the most first,
+        at most OWED_SHOWN plates."""
+        plates = sorted(self.store.owed_by_plate(), key=lambda p: (-p["fen"], p["plate"]))
+        for plate in plates[:OWED_SHOWN]:
+            plate["yuan"] = yuan(plate["fen"])
+            for owed in plate["sessions"]:
+                owed["time_local"] = self._local(owed["time"])
+        return {"plates": plates[:OWED_SHOWN], "plates_total": len(plates),
+                "fen": sum(p["fen"] for p in plates),
+                "yuan": yuan(sum(p["fen"] for p in plates))}
 
     def _occupancy(self, start, until, events):
         inside = set(self.store.inside_at(start))
@@ -293,8 +310,23 @@ class OperatorPage:
         return correction_id
 
 
+def _counted(item, corrections):
+    """The corrections of a flagged item as shown, each with counted: False
+    for a "collected" on an owed exit after its first (schema.CORRECTION_ACTIONS)."""
+    owed = item["kind"] == "out" and item["flags"] & record.FLAG_OWED
+    shown, collected = [], False
+    for c in corrections:
+        counted = not (owed and c["action"] == "collected" and collected)
+        collected = collected or (owed and c["action"] == "collected")
+        shown.append(dict({k: c[k] for k in ("id", "action", "amount", "note")},
+                          counted=counted))
+    return shown
+
+
 def _flag_reasons(flags):
     reasons = []
+    if flags & record.FLAG_OWED:
+        reasons.append("let out unpaid: fee owed")
     if flags & record.FLAG_NO_ENTRY:
         reasons.append("exit without entry")
     if flags & record.FLAG_REENTRY:
