@@ -21,11 +21,13 @@ from parkgate_tools.sim.gate import SimClock, SimGate
 
 T0 = 1795564800
 FAST = {"backoff_min": 0.1, "backoff_max": 0.5, "timeout": 2.0, "sync_every": 0.3}
+TOKEN = "lot-token"        # the lot's token on the central server the tests run
 
 
 @pytest.fixture
 def central(tmp_path):
-    server = CentralServer(str(tmp_path / "central.sqlite")).start()
+    server = CentralServer(str(tmp_path / "central.sqlite"),
+                           tokens={LOT: TOKEN, "other": "other-token"}).start()
     yield server
     server.close()
 
@@ -49,14 +51,15 @@ def upstream_event(gate, jid, wire):
 def test_central_stores_each_event_once_and_refuses_bad_input(central):
     url = central.url + "/v1/lots/%s/events" % LOT
     batch = {"events": [upstream_event("in-1", 7, entry(s, "A%d" % s, T0 + s)) for s in (1, 2)]}
-    assert post(url, batch) == (200, {"stored": 2, "duplicates": 0})
-    assert post(url, batch) == (200, {"stored": 0, "duplicates": 2})
-    assert post(central.url + "/v1/lots/other/events", batch)[1]["stored"] == 2   # another lot
+    assert post(url, batch, TOKEN) == (200, {"stored": 2, "duplicates": 0})
+    assert post(url, batch, TOKEN) == (200, {"stored": 0, "duplicates": 2})
+    assert post(central.url + "/v1/lots/other/events", batch,
+                "other-token")[1]["stored"] == 2   # another lot
     assert central.store.summary(LOT)["events"] == 2
     bad = {"events": [upstream_event("in-1", 7, dict(entry(3, "A3", T0), k="sideways"))]}
-    code, answer = post(url, bad)
+    code, answer = post(url, bad, TOKEN)
     assert code == 400 and "k: 'sideways'" in answer["error"]
-    assert post(url, {"events": [dict(entry(4, "A4", T0), j=7)]})[0] == 400   # no gate
+    assert post(url, {"events": [dict(entry(4, "A4", T0), j=7)]}, TOKEN)[0] == 400   # no gate
     central.tokens = {LOT: "s3cret"}
     assert post(url, batch)[0] == 401
     assert post(url, batch, token="s3cret")[0] == 200
@@ -98,7 +101,7 @@ def test_tariff_and_members_come_from_central(broker, gates, central, tmp_path):
     central.set_members(LOT, [{"p": "京M00001", "name": "monthly pass", "from": T0 - 86400,
                                "until": T0 + 86400}])
     bridge = Bridge(LOT, broker.host, broker.port, str(tmp_path / "lot.sqlite"), TARIFF,
-                    upstream=central.url, forwarder_options=FAST)
+                    upstream=central.url, upstream_token=TOKEN, forwarder_options=FAST)
     bridge.start()
     try:
         assert bridge.wait_live(WAIT_S)
@@ -163,7 +166,8 @@ def test_central_down_for_a_long_stretch_with_real_gates(tmp_path, central):
 
     def make_bridge():
         made = Bridge(LOT, broker.host, broker.port, db, TARIFF, username=user,
-                      password=password, upstream=central.url, forwarder_options=FAST)
+                      password=password, upstream=central.url, upstream_token=TOKEN,
+                      forwarder_options=FAST)
         made.start()
         return made
     bridge = make_bridge()

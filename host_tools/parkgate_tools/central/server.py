@@ -1,213 +1,127 @@
 """The central management server an operator with many lots runs: every
 lot bridge forwards its events and corrections here, and takes its tariff
-and member list from here. A small HTTP/JSON service (stdlib
-ThreadingHTTPServer) with its own SQLite store; storing is idempotent, keyed
-by (lot, gate, jid, seq) for events and (lot, id) for corrections, so a
-bridge may send a batch again as often as it likes. The protocol:
+and member list from here. A Starlette application (central/app.py) under
+uvicorn, on a PostgreSQL or SQLite store (central/store.py); storing is
+idempotent, keyed by (lot, gate, jid, seq) for events and (lot, id) for
+corrections, so a bridge may send a batch again as often as it likes.
+Each lot has its own token, the admin another. The protocol:
 firmware/docs/upstream.md."""
+import asyncio
 import json
 import logging
-import re
 import signal
-import sqlite3
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
-from parkgate import record, tariff
-from parkgate_tools.http_service import HTTPService
-from parkgate_tools.ids import ID_PATTERN, is_id
-from parkgate_tools.lot.store.schema import event_row
+from parkgate import tariff
+from parkgate_tools.central.app import MAX_BODY, BadRequest, build_app, parse_corrections
+from parkgate_tools.central.app import parse_events
+from parkgate_tools.central.store import CentralStore
+from parkgate_tools.ids import is_id
+
+__all__ = ["MAX_BODY", "BadRequest", "CentralServer", "CentralStore", "TokenError",
+           "load_tokens", "parse_corrections", "parse_events"]
 
 log = logging.getLogger("parkgate.central")
 
-_PATH = re.compile(r"/v1/lots/(%s)/(events|corrections|tariff|members|summary)\Z" % ID_PATTERN)
-MAX_BODY = 8 << 20
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        lot TEXT NOT NULL, gate TEXT NOT NULL, jid BIGINT NOT NULL, seq BIGINT NOT NULL,
-        kind TEXT NOT NULL, time BIGINT NOT NULL, quality INTEGER NOT NULL,
-        plate TEXT NOT NULL, colour INTEGER NOT NULL, confidence INTEGER NOT NULL,
-        flags INTEGER NOT NULL, fee BIGINT, fee_source TEXT, tariff_version BIGINT,
-        entry_time BIGINT, received_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (lot, gate, jid, seq))""",
-    """CREATE TABLE IF NOT EXISTS corrections (
-        lot TEXT NOT NULL, id TEXT NOT NULL, gate TEXT NOT NULL, jid BIGINT NOT NULL,
-        seq BIGINT NOT NULL, action TEXT NOT NULL, amount BIGINT NOT NULL, note TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL, received_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (lot, id))""",
-    """CREATE TABLE IF NOT EXISTS documents (
-        lot TEXT NOT NULL, name TEXT NOT NULL,  -- 'tariff' or 'members'
-        body TEXT NOT NULL, version BIGINT NOT NULL,
-        PRIMARY KEY (lot, name))""",
-)
-_INSERT_EVENT = """INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (lot, gate, jid, seq) DO NOTHING"""
-_INSERT_CORRECTION = """INSERT INTO corrections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (lot, id) DO NOTHING"""
-_PUT_DOCUMENT = """INSERT INTO documents (lot, name, body, version) VALUES (?, ?, ?, ?)
-    ON CONFLICT (lot, name) DO UPDATE SET body = excluded.body, version = excluded.version"""
+class TokenError(ValueError):
+    """The tokens file is missing, malformed or configures no token."""
 
 
-class BadRequest(ValueError):
-    """A request the server refuses with 400; the text says why."""
-
-
-class CentralStore:
-    """The central server's SQLite store (WAL, synchronous=FULL), one
-    connection behind a lock."""
-
-    def __init__(self, path):
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._lock:
-            for statement in SCHEMA:
-                self._db.execute(statement)
-
-    def close(self):
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
-
-    def _write(self, statement, rows):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                new = 0
-                for row in rows:
-                    new += self._db.execute(statement, row).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.rollback()
-                raise
-        return new
-
-    def add_events(self, lot, events):
-        """Store [(gate, jid, record.Event)] of the lot once each; returns how many were new.
-        A row is the lot store's events row (schema.event_row) with the lot in front."""
-        now = time.time()
-        return self._write(_INSERT_EVENT, [(lot,) + event_row(gate, jid, event, now)
-                                           for gate, jid, event in events])
-
-    def add_corrections(self, lot, corrections):
-        """Store correction dicts of the lot once each (by id); returns how many were new."""
-        now = time.time()
-        return self._write(_INSERT_CORRECTION, [
-            (lot, c["id"], c["g"], c["j"], c["s"], c["action"], c["amount"], c["note"],
-             c["at"], now) for c in corrections])
-
-    def put_document(self, lot, name, body, version):
-        """Keep the lot's tariff or member list (JSON text) with its version."""
-        self._write(_PUT_DOCUMENT, [(lot, name, body, version)])
-
-    def document(self, lot, name):
-        """(JSON text, version) of the lot's tariff or members, else None."""
-        with self._lock:
-            return self._db.execute("SELECT body, version FROM documents WHERE lot = ? AND "
-                                    "name = ?", (lot, name)).fetchone()
-
-    def events(self, lot):
-        """The lot's stored events as (gate, jid, seq, kind, plate, fee), by identity."""
-        with self._lock:
-            return self._db.execute(
-                "SELECT gate, jid, seq, kind, plate, fee FROM events WHERE lot = ? "
-                "ORDER BY gate, jid, seq", (lot,)).fetchall()
-
-    def corrections(self, lot):
-        """Every stored correction of the lot as (id, gate, jid, seq, action, amount)."""
-        with self._lock:
-            return self._db.execute(
-                "SELECT id, gate, jid, seq, action, amount FROM corrections WHERE lot = ? "
-                "ORDER BY created_at, id", (lot,)).fetchall()
-
-    def summary(self, lot):
-        """{"events", "per_gate": {gate: {kind: n}}, "corrections"} of the lot."""
-        with self._lock:
-            counts = self._db.execute("SELECT gate, kind, COUNT(*) FROM events WHERE lot = ? "
-                                      "GROUP BY gate, kind", (lot,)).fetchall()
-            corrections = self._db.execute("SELECT COUNT(*) FROM corrections WHERE lot = ?",
-                                           (lot,)).fetchone()[0]
-        per_gate = {}
-        for gate, kind, n in counts:
-            per_gate.setdefault(gate, {"in": 0, "out": 0})[kind] = n
-        return {"events": sum(n for _, _, n in counts), "per_gate": per_gate,
-                "corrections": corrections}
-
-
-def parse_events(body):
-    """[(gate, jid, record.Event)] from a POST events body; BadRequest if malformed."""
-    items = body.get("events") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise BadRequest("events: not a list")
-    out = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadRequest("events[%d]: not an object" % index)
-        gate, jid = item.get("g"), item.get("j")
-        if not is_id(gate):
-            raise BadRequest("events[%d].g: %r is not a gate id" % (index, gate))
-        if type(jid) is not int or not 0 <= jid <= 0xFFFFFFFF:
-            raise BadRequest("events[%d].j: %r is not a journal id" % (index, jid))
-        try:
-            out.append((gate, jid, record.from_wire(item)))
-        except record.RecordError as exc:
-            raise BadRequest("events[%d]: %s" % (index, exc))
-    return out
-
-
-def parse_corrections(body):
-    """Correction dicts from a POST corrections body; BadRequest if malformed."""
-    items = body.get("corrections") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise BadRequest("corrections: not a list")
-    for index, c in enumerate(items):
-        ok = (isinstance(c, dict) and isinstance(c.get("id"), str) and c["id"]
-              and isinstance(c.get("g"), str) and type(c.get("j")) is int
-              and type(c.get("s")) is int and isinstance(c.get("action"), str)
-              and type(c.get("amount")) is int and isinstance(c.get("note"), str)
-              and isinstance(c.get("at"), (int, float)))
-        if not ok:
-            raise BadRequest("corrections[%d]: malformed" % index)
-    return items
+def load_tokens(path):
+    """({lot: token}, admin token or None) from a JSON file
+    {"admin": "...", "lots": {"lot1": "..."}}; TokenError naming the file if
+    it cannot be read, is malformed, or holds no token at all."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise TokenError("tokens file %s: %s" % (path, exc))
+    lots = doc.get("lots", {}) if isinstance(doc, dict) else None
+    admin = doc.get("admin") if isinstance(doc, dict) else None
+    if not isinstance(lots, dict) or not all(
+            is_id(lot) and isinstance(t, str) and t for lot, t in lots.items()):
+        raise TokenError('tokens file %s: "lots" is not {lot id: token}' % path)
+    if admin is not None and not (isinstance(admin, str) and admin):
+        raise TokenError('tokens file %s: "admin" is not a token' % path)
+    if not lots and not admin:
+        raise TokenError("tokens file %s: no token configured; the server would refuse every "
+                         "request" % path)
+    return lots, admin
 
 
 class CentralServer:
     """The central service on host:port (port 0: a free one, kept across
-    stop/start so that bridges find it again). tokens: {lot: bearer token};
-    when given, every request must carry its lot's token."""
+    stop/start so that bridges find it again) with its store at db_path (a
+    SQLite path or a ``postgresql://`` URL).
 
-    def __init__(self, db_path, host="127.0.0.1", port=0, tokens=None):
+    tokens: {lot: bearer token}; admin_token: the admin's; tokens_file: a
+    file to read both from (load_tokens; the service's way, tokens never on
+    a command line). With no token at all every request is answered 401.
+    Both attributes may be changed while serving."""
+
+    def __init__(self, db_path, host="127.0.0.1", port=0, tokens=None, admin_token=None,
+                 tokens_file=None):
+        if tokens_file is not None:
+            tokens, admin_token = load_tokens(tokens_file)
         self.db_path = db_path
         self.tokens = tokens
+        self.admin_token = admin_token
+        self.host, self.port = host, port
         self.store = CentralStore(db_path)
         self.requests = 0          # POSTs of events answered 200
         self.duplicates = 0        # events received that were already stored
-        self._http = HTTPService(type("Handler", (_Handler,), {"central": self}), host, port,
-                                 "central-http")
+        self.app = build_app(self)
+        self._server = self._thread = None
+        if not tokens and not admin_token:
+            log.warning("central server: no token configured: every request is refused (401)")
 
     @property
     def url(self):
         """Base URL, e.g. http://127.0.0.1:8123"""
-        return "http://%s:%d" % (self._http.host, self._http.port)
+        return "http://%s:%d" % (self.host, self.port)
 
     @property
     def alive(self):
         """True while serving."""
-        return self._http.running
+        return self._server is not None
 
-    def start(self):
-        """Serve in a background thread; returns self."""
-        if not self._http.running:
-            self._http.start()
-            log.info("central server on %s", self.url)
+    def start(self, timeout=10):
+        """Serve in a background thread (uvicorn, its own event loop); returns self."""
+        if self._server is not None:
+            return self
+        import uvicorn
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
+                                access_log=False, timeout_graceful_shutdown=2,
+                                limit_concurrency=1000, backlog=256)
+        server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])),
+                                        daemon=True, name="central-http")
+        self._server, self._socket = server, sock
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("central server on %s did not start" % self.url)
+            time.sleep(0.01)
+        log.info("central server on %s", self.url)
         return self
 
-    def stop(self):
+    def stop(self, timeout=10):
         """Stop serving (the link "goes down"); start() again to come back."""
-        self._http.stop()
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._socket.close()
+        self._server = self._thread = None
 
     def close(self):
         """Stop and close the store."""
@@ -231,128 +145,28 @@ class CentralServer:
         return version
 
 
-class _Handler(BaseHTTPRequestHandler):
-    central = None
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        log.debug("%s " + fmt, self.address_string(), *args)
-
-    def _reply(self, code, obj=None, text=None):
-        body = (text if text is not None else json.dumps(obj or {}, ensure_ascii=False)).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _route(self):
-        match = _PATH.match(self.path.split("?")[0])
-        if not match:
-            self._reply(404, {"error": "no such resource"})
-            return None
-        lot, what = match.groups()
-        tokens = self.central.tokens
-        if tokens is not None and self.headers.get("Authorization") != "Bearer %s" % tokens.get(
-                lot, object()):
-            self._reply(401, {"error": "no or wrong token for lot %s" % lot})
-            return None
-        return lot, what
-
-    def _body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_BODY:
-            raise BadRequest("body: %d bytes" % length)
-        try:
-            return json.loads(self.rfile.read(length))
-        except ValueError as exc:
-            raise BadRequest("not JSON (%s)" % exc)
-
-    def do_GET(self):
-        route = self._route()
-        if route is None:
-            return
-        lot, what = route
-        central = self.central
-        if what == "summary":
-            summary = central.store.summary(lot)
-            summary.update(requests=central.requests, duplicates=central.duplicates)
-            self._reply(200, summary)
-        elif what in ("tariff", "members"):
-            found = central.store.document(lot, what)
-            if found is None:
-                self._reply(404, {"error": "no %s for lot %s" % (what, lot)})
-            else:
-                self._reply(200, text=found[0])
-        else:
-            self._reply(405, {"error": "POST only"})
-
-    def do_POST(self):
-        route = self._route()
-        if route is None:
-            return
-        lot, what = route
-        central = self.central
-        try:
-            body = self._body()
-            if what == "events":
-                events = parse_events(body)
-                new = central.store.add_events(lot, events)
-                central.requests += 1
-                central.duplicates += len(events) - new
-                self._reply(200, {"stored": new, "duplicates": len(events) - new})
-            elif what == "corrections":
-                items = parse_corrections(body)
-                new = central.store.add_corrections(lot, items)
-                self._reply(200, {"stored": new, "duplicates": len(items) - new})
-            else:
-                self._reply(405, {"error": "GET or PUT"})
-        except BadRequest as exc:
-            self._reply(400, {"error": str(exc)})
-
-    def do_PUT(self):
-        route = self._route()
-        if route is None:
-            return
-        lot, what = route
-        try:
-            body = self._body()
-            if what == "tariff":
-                try:
-                    self.central.set_tariff(lot, json.dumps(body, ensure_ascii=False))
-                except tariff.TariffError as exc:
-                    raise BadRequest(str(exc))
-                self._reply(200, {"version": body.get("version")})
-            elif what == "members":
-                members = body.get("members") if isinstance(body, dict) else None
-                if not isinstance(members, list) or not all(
-                        isinstance(m, dict) and isinstance(m.get("p"), str) for m in members):
-                    raise BadRequest("members: not a list of {p, ...}")
-                self._reply(200, {"version": self.central.set_members(lot, members)})
-            else:
-                self._reply(405, {"error": "GET or POST"})
-        except BadRequest as exc:
-            self._reply(400, {"error": str(exc)})
-
-
 def add_parser(subparsers):
     """Register `parkgate central`."""
     parser = subparsers.add_parser("central", help="run the central management server",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, metavar="PATH", help="SQLite database")
+    parser.add_argument("--db", required=True, metavar="PATH_OR_URL",
+                        help="SQLite database path or postgresql:// URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
-    parser.add_argument("--token", action="append", default=[], metavar="LOT=TOKEN",
-                        help="require this bearer token from the lot's bridge (repeatable)")
+    parser.add_argument("--tokens", required=True, metavar="FILE",
+                        help='JSON file {"admin": TOKEN, "lots": {LOT: TOKEN}} (mode 0600)')
     parser.set_defaults(run=run)
 
 
 def run(args):
-    """Serve until SIGTERM or SIGINT; 0 after a clean stop."""
+    """Serve until SIGTERM or SIGINT; 0 after a clean stop, 2 on a bad tokens file."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    tokens = dict(item.split("=", 1) for item in args.token) or None
-    server = CentralServer(args.db, args.host, args.port, tokens).start()
+    try:
+        server = CentralServer(args.db, args.host, args.port, tokens_file=args.tokens).start()
+    except TokenError as exc:
+        log.error("parkgate central: %s", exc)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

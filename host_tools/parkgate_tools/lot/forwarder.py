@@ -129,7 +129,11 @@ class Forwarder:
         sent = 0
         rows = self.store.outbox_pending(self.batch)
         if rows:
-            self._request("POST", "events", {"events": [wire_event(r) for r in rows]})
+            # what is left after this batch, for the central admin page (a short
+            # batch was all there was)
+            backlog = self.store.outbox_backlog() - len(rows) if len(rows) >= self.batch else 0
+            self._request("POST", "events", {"events": [wire_event(r) for r in rows],
+                                             "backlog": max(0, backlog)})
             self.store.mark_forwarded(identities=[(r["gate"], r["jid"], r["seq"]) for r in rows])
             self.forwarded += len(rows)
             sent += len(rows)

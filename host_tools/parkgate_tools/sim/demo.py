@@ -7,6 +7,7 @@ openings, events journaled and stored (each exactly once), fees charged
 online and offline, and anything lost."""
 import os
 import random
+import secrets
 import sqlite3
 import sys
 import tempfile
@@ -111,9 +112,12 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
     try:
         bridge_options = {}
         if upstream or central_outage:
-            central = CentralServer(os.path.join(workdir, "central.sqlite")).start()
-            bridge_options = {"upstream": central.url, "forwarder_options": {
-                "backoff_max": 2.0, "timeout": 2.0, "sync_every": 5.0}}
+            token = secrets.token_urlsafe(16)   # the central server refuses a lot without
+            central = CentralServer(os.path.join(workdir, "central.sqlite"),
+                                    tokens={LOT: token}).start()
+            bridge_options = {"upstream": central.url, "upstream_token": token,
+                              "forwarder_options": {"backoff_max": 2.0, "timeout": 2.0,
+                                                    "sync_every": 5.0}}
         clock = SimClock(DEMO_START, rate)
         bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, clock=clock.now,
                         **bridge_options)

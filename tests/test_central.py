@@ -1,0 +1,150 @@
+"""The central server's access rules and store, on SQLite and PostgreSQL:
+per-lot tokens checked with hmac.compare_digest, a lot's token refused for
+another lot (403), no token configured refusing everything, the admin page
+(lots, event counts, backlog, revenue without owed exits) and the lot id in
+every event's key."""
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
+from fixtures_mqtt import TARIFF, WAIT_S, entry, exit_
+from parkgate import record
+from parkgate_tools.central import app as central_app
+from parkgate_tools.central.server import CentralServer, TokenError, load_tokens
+
+T0 = 1795564800
+TOKENS = {"lot-a": "token-a", "lot-b": "token-b"}
+ADMIN = "admin-token"
+
+
+@pytest.fixture
+def central(db_path):  # noqa: F811 (fixture)
+    server = CentralServer(db_path, tokens=dict(TOKENS), admin_token=ADMIN).start()
+    yield server
+    server.close()
+
+
+def call(url, method="GET", body=None, token=None):
+    """(status, text) of one request."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT_S) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def events_body(*wires, gate="in-1", jid=7, backlog=None):
+    body = {"events": [dict(w, g=gate, j=jid) for w in wires]}
+    if backlog is not None:
+        body["backlog"] = backlog
+    return body
+
+
+def test_tokens_are_compared_with_compare_digest(central, monkeypatch):
+    compared = []
+
+    def spy(a, b):
+        compared.append(b)
+        return a == b
+    monkeypatch.setattr(central_app.hmac, "compare_digest", spy)
+    assert call(central.url + "/v1/lots/lot-a/summary", token="token-a")[0] == 200
+    # every configured token was compared, not only up to the one that matched
+    assert sorted(compared) == sorted(t.encode() for t in list(TOKENS.values()) + [ADMIN])
+    compared.clear()
+    assert call(central.url + "/v1/lots/lot-a/summary", token="token-x")[0] == 401
+    assert len(compared) == 3
+
+
+def test_a_lot_acts_only_on_its_own_lot(central):
+    url = central.url + "/v1/lots/%s/%s"
+    body = events_body(entry(1, "A1", T0))
+    assert call(url % ("lot-b", "events"), "POST", body, "token-a")[0] == 403
+    assert call(url % ("lot-a", "events"), "POST", body, "token-a")[0] == 200
+    central.set_tariff("lot-b", open(TARIFF, encoding="utf-8").read())
+    for what in ("tariff", "members", "summary"):
+        assert call(url % ("lot-b", what), token="token-a")[0] == 403
+    assert call(url % ("lot-b", "tariff"), token="token-b")[0] == 200
+    assert call(url % ("lot-b", "corrections"), "POST", {"corrections": []}, "token-a")[0] == 403
+    # a lot's token cannot publish documents, nor list the lots, nor open the admin page
+    assert call(url % ("lot-a", "members"), "PUT", {"members": []}, "token-a")[0] == 403
+    assert call(central.url + "/v1/lots", token="token-a")[0] == 403
+    assert call(central.url + "/admin", token="token-a")[0] == 403
+    # the admin reads every lot, publishes, but posts no events for a lot
+    assert call(url % ("lot-b", "tariff"), token=ADMIN)[0] == 200
+    code, text = call(url % ("lot-a", "summary"), token=ADMIN)
+    assert code == 200 and json.loads(text)["events"] == 1
+    assert call(url % ("lot-a", "members"), "PUT", {"members": [{"p": "X1"}]}, ADMIN) == (
+        200, '{"version":1}')
+    assert call(url % ("lot-a", "events"), "POST", body, ADMIN)[0] == 403
+    assert central.store.summary("lot-b")["events"] == 0
+
+
+def test_no_token_configured_refuses_everything(db_path, tmp_path):  # noqa: F811
+    server = CentralServer(db_path).start()
+    try:
+        for token in (None, "", "anything"):
+            assert call(server.url + "/v1/lots/lot-a/events", "POST",
+                        events_body(entry(1, "A1", T0)), token)[0] == 401
+            assert call(server.url + "/v1/lots/lot-a/tariff", token=token)[0] == 401
+            assert call(server.url + "/admin", token=token)[0] == 401
+        assert server.store.summary("lot-a")["events"] == 0
+    finally:
+        server.close()
+    empty = tmp_path / "tokens.json"
+    empty.write_text('{"lots": {}}')
+    with pytest.raises(TokenError, match="no token configured"):
+        load_tokens(str(empty))
+    with pytest.raises(TokenError, match="tokens file"):
+        CentralServer(db_path, tokens_file=str(tmp_path / "missing.json"))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"admin": ADMIN, "lots": TOKENS}))
+    assert load_tokens(str(good)) == (TOKENS, ADMIN)
+
+
+def test_the_lot_id_is_part_of_every_event_key(central):
+    same = events_body(entry(1, "A1", T0), exit_(2, "A1", T0 + 60, 500, entry_time=T0))
+    for lot, token in TOKENS.items():
+        code, text = call(central.url + "/v1/lots/%s/events" % lot, "POST", same, token)
+        assert (code, json.loads(text)) == (200, {"stored": 2, "duplicates": 0})
+    for lot in TOKENS:
+        assert central.store.events(lot) == [("in-1", 7, 1, "in", "A1", None),
+                                             ("in-1", 7, 2, "out", "A1", 500)]
+    again = call(central.url + "/v1/lots/lot-a/events", "POST", same, "token-a")
+    assert json.loads(again[1]) == {"stored": 0, "duplicates": 2}
+
+
+def test_admin_page_lists_lots_backlog_and_revenue(central):
+    owed = record.FLAG_OWED
+    posts = {"lot-a": events_body(entry(1, "A1", T0), exit_(2, "A1", T0 + 60, 500, entry_time=T0),
+                                  exit_(3, "A2", T0 + 90, 300, record.FEE_OFFLINE),
+                                  exit_(4, "A3", T0 + 99, 700, flags=owed), backlog=12),
+             "lot-b": events_body(exit_(1, "B1", T0 + 5, 250), gate="out-9")}
+    for lot, body in posts.items():
+        assert call(central.url + "/v1/lots/%s/events" % lot, "POST", body, TOKENS[lot])[0] == 200
+    central.set_members("lot-c", [])   # known, nothing posted yet
+    assert call(central.url + "/admin")[0] == 401
+    code, html = call(central.url + "/admin", token=ADMIN)
+    assert code == 200
+
+    def cell(lot, name):
+        row = re.search(r'<tr data-lot="%s">(.*?)</tr>' % lot, html, re.S).group(1)
+        return re.search(r'class="%s[^"]*"[^>]*>([^<]*)<' % name, row).group(1)
+    # revenue: fees charged (online or offline), not the owed exit's
+    assert [cell("lot-a", n) for n in ("events", "revenue", "owed", "backlog")] == [
+        "4", "8.00", "7.00", "12"]
+    assert [cell("lot-b", n) for n in ("events", "revenue", "backlog")] == ["1", "2.50", "unknown"]
+    assert [cell("lot-c", n) for n in ("events", "last-seen")] == ["0", "never"]
+    code, text = call(central.url + "/v1/lots", token=ADMIN)
+    lots = {row["lot"]: row for row in json.loads(text)["lots"]}
+    assert (lots["lot-a"]["revenue"], lots["lot-a"]["owed"], lots["lot-b"]["revenue"]) == (
+        800, 700, 250)
