@@ -3,7 +3,8 @@ figures and its ratio against a baseline measured in the same run."""
 import importlib
 import sys
 
-BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "page_cost", "sync", "members")
+BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "page_cost", "sync", "members",
+           "central_ingest")
 
 
 def main(names=None):
