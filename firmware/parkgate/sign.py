@@ -31,17 +31,23 @@ class SignatureError(ValueError):
 def _sha256(*parts):
     h = hashlib.sha256()
     for part in parts:
-        h.update(part)
+        try:
+            h.update(part)   # a str is hashed in place on MicroPython (its UTF-8 bytes)
+        except TypeError:
+            h.update(part.encode())   # CPython
     return h.digest()
 
 
-def hmac_sha256(key, message):
+def hmac_sha256(key, *message):
+    """The HMAC of message, or of its parts one after the other (hashed
+    where they are, not joined first: a part of a member list is 640
+    base64 characters on a fragmented heap)."""
     if len(key) > _BLOCK:
         key = _sha256(key)
     key = key + bytes(_BLOCK - len(key))
     inner = bytes(b ^ 0x36 for b in key)
     outer = bytes(b ^ 0x5C for b in key)
-    return _sha256(outer, _sha256(inner, message))
+    return _sha256(outer, _sha256(inner, *message))
 
 
 def equal(a, b):
@@ -54,11 +60,16 @@ def equal(a, b):
     return diff == 0
 
 
-def signed_bytes(kind, gate, version, expiry, body, part=None):
+def _signed_head(kind, gate, version, expiry, part):
+    # the signed bytes before the body
     head = "%s\n%s\n%d\n%d\n" % (kind, gate, version, expiry)
     if part is not None:
         head += "%d/%d/%d/%s\n" % part
-    return head.encode() + body.encode()
+    return head.encode()
+
+
+def signed_bytes(kind, gate, version, expiry, body, part=None):
+    return _signed_head(kind, gate, version, expiry, part) + body.encode()
 
 
 def _is_hex64(text):
@@ -105,8 +116,7 @@ def verify(key, envelope, kind, gate, applied_version, now=None, part=False):
         mac = binascii.unhexlify(mac_hex)
     except ValueError:
         raise SignatureError("unsigned")
-    if not equal(mac, hmac_sha256(key, signed_bytes(kind, gate, version, expiry, body,
-                                                     fields))):
+    if not equal(mac, hmac_sha256(key, _signed_head(kind, gate, version, expiry, fields), body)):
         raise SignatureError("bad signature")
     if version <= applied_version:
         raise SignatureError("stale: version %d, %d applied" % (version, applied_version))
