@@ -44,7 +44,9 @@ class GateLink:
         self._catchup = None         # [request, since, pages asked] while catching up
         self._down_since = 0         # unix time the link went down (0: not since boot)
         self._topic_refused = prefix + "up/refused"
-        self._ntp_address = board.ntp_server(site)   # None: no SNTP server configured
+        # None: no SNTP server configured (then parkgate.sntp, which a
+        # board's ntp_server() imports to parse it, is never loaded)
+        self._ntp_address = board.ntp_server(site) if site.get("ntp") else None
         self.sntp = None
         make_client, sockets = board.mqtt(site["socket_timeout_ms"])
         self.link = Link(make_client, sockets, "pg-%s-%s" % (self.lot, self.gate_id),
