@@ -4,7 +4,12 @@ another lot (403), no token configured refusing everything, the admin page
 (lots, event counts, backlog, revenue without owed exits) and the lot id in
 every event's key."""
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +20,7 @@ from fixtures_mqtt import TARIFF, WAIT_S, entry, exit_
 from parkgate import record
 from parkgate_tools.central import app as central_app
 from parkgate_tools.central.server import CentralServer, TokenError, load_tokens
+from parkgate_tools.sim.broker import free_port
 
 T0 = 1795564800
 TOKENS = {"lot-a": "token-a", "lot-b": "token-b"}
@@ -148,3 +154,33 @@ def test_admin_page_lists_lots_backlog_and_revenue(central):
     lots = {row["lot"]: row for row in json.loads(text)["lots"]}
     assert (lots["lot-a"]["revenue"], lots["lot-a"]["owed"], lots["lot-b"]["revenue"]) == (
         800, 700, 250)
+
+
+def test_the_service_reads_its_tokens_from_a_file(tmp_path):
+    """`parkgate central`: tokens from --tokens FILE only; a file with none
+    is a startup error (exit 2, saying so); with one it serves and stops on
+    SIGTERM."""
+    command = [os.path.join(os.path.dirname(sys.executable), "parkgate"), "central",
+               "--db", str(tmp_path / "central.sqlite"), "--port", str(free_port())]
+    empty = tmp_path / "none.json"
+    empty.write_text('{"lots": {}}')
+    refused = subprocess.run(command + ["--tokens", str(empty)], capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "no token configured" in refused.stderr
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"admin": ADMIN, "lots": TOKENS}))
+    server = subprocess.Popen(command + ["--tokens", str(tokens)], stderr=subprocess.PIPE)
+    url = "http://127.0.0.1:%s/v1/lots/lot-a/summary" % command[-1]
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                assert call(url, token="token-a")[0] == 200
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline, "parkgate central did not start"
+                time.sleep(0.1)
+        assert call(url, token="token-b")[0] == 403
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
