@@ -176,7 +176,10 @@ class CentralStore:
         the lot says it has still to send (kept with the time, for the
         admin page)."""
         now = time.time()
-        rows = [(lot,) + event_row(gate, jid, event, now) for gate, jid, event in events]
+        # in key order, so that two posts overlapping each other wait rather than deadlock
+        rows = sorted({(gate, jid, event.seq): (lot,) + event_row(gate, jid, event, now)
+                       for gate, jid, event in events}.items())
+        rows = [row for _, row in rows]
         new = 0
         with self._transaction() as cur:
             for start in range(0, len(rows), ROWS_PER_INSERT):
