@@ -51,6 +51,7 @@ def upstream_event(gate, jid, wire):
 def test_central_stores_each_event_once_and_refuses_bad_input(central):
     url = central.url + "/v1/lots/%s/events" % LOT
     batch = {"events": [upstream_event("in-1", 7, entry(s, "A%d" % s, T0 + s)) for s in (1, 2)]}
+    assert post(url, batch)[0] == 401   # no token: refused (it used to take anything)
     assert post(url, batch, TOKEN) == (200, {"stored": 2, "duplicates": 0})
     assert post(url, batch, TOKEN) == (200, {"stored": 0, "duplicates": 2})
     assert post(central.url + "/v1/lots/other/events", batch,
@@ -82,6 +83,8 @@ def test_rows_are_marked_forwarded_only_after_a_2xx(broker, gates, central, tmp_
         assert central.store.summary(LOT)["events"] == 0
         bridge.forwarder.token = "right"
         wait_for(lambda: bridge.store.outbox_backlog() == 0, what="the outbox to drain")
+        assert [(x["lot"], x["events"], x["backlog"]) for x in central.store.lots()] == [
+            (LOT, 3, 0)]   # the lot says what it still has to send
         assert [r[:3] for r in central.store.events(LOT)] == [
             ("in-1", 7, 1), ("in-1", 7, 2), ("in-1", 7, 3)]
         # corrections go up the same way, once
