@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from parkgate import record
 from parkgate_tools.lot.store import postgres as lot_pg
-from parkgate_tools.lot.store.event_store import LOCK_WAIT_S
+from parkgate_tools.lot.store.event_store import LOCK_WAIT_S, lock_wait_seconds
 from parkgate_tools.lot.store.schema import ROWS_PER_INSERT, event_row
 
 SCHEMA = (
@@ -93,7 +93,7 @@ class CentralStore:
     def __init__(self, location, lock_wait=LOCK_WAIT_S, pool_size=8):
         self.location = location
         self.backend = "postgresql" if is_postgres(location) else "sqlite"
-        self.lock_wait = lock_wait
+        self.lock_wait = lock_wait_seconds(lock_wait)   # ValueError unless seconds >= 0
         self._param = "%s" if self.backend == "postgresql" else "?"
         self._pool = queue.LifoQueue()
         self._open = []
