@@ -49,7 +49,7 @@ def get(url):
 class Lot:
     """A lot directory from `parkgate lot init` and what runs from it."""
 
-    def __init__(self, tmp_path, *init_options, upstream=""):
+    def __init__(self, tmp_path, *init_options, upstream="", token_file=""):
         self.dir, self.work = str(tmp_path / "lot"), str(tmp_path / "run")
         os.makedirs(self.work)
         assert parkgate(["lot", "init", self.dir, "--lot", LOT, "--gate", "in-1",
@@ -60,7 +60,8 @@ class Lot:
             with open(toml) as f:
                 text = f.read()
             with open(toml, "w") as f:
-                f.write(text.replace('[upstream]\nurl = ""', '[upstream]\nurl = "%s"' % upstream))
+                f.write(text.replace('[upstream]\nurl = ""', '[upstream]\nurl = "%s"' % upstream)
+                        .replace('token_file = ""', 'token_file = "%s"' % token_file))
         self.cfg = config.load(self.dir)
         self.broker = Broker(self.work, self.cfg.broker.port,
                              conf_path=os.path.join(self.cfg.mosquitto_dir, "mosquitto.conf"))
@@ -269,10 +270,11 @@ def test_lot_run_waits_for_a_broker_that_is_not_there_yet(tmp_path):
 
 
 def test_tables_from_the_central_server_flow_on_to_every_gate(tmp_path):
-    central = CentralServer(str(tmp_path / "central.sqlite")).start()
+    central = CentralServer(str(tmp_path / "central.sqlite"), tokens={LOT: "lot-token"}).start()
     central.set_tariff(LOT, open(tariff_file(tmp_path, 4), encoding="utf-8").read())
     central.set_members(LOT, [{"p": "粤B12345", "name": "x"}])
-    made = Lot(tmp_path, upstream=central.url)
+    (tmp_path / "upstream.token").write_text("lot-token\n")
+    made = Lot(tmp_path, upstream=central.url, token_file=str(tmp_path / "upstream.token"))
     try:
         made.start()
         for gate in made.gates.values():
