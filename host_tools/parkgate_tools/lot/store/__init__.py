@@ -1,11 +1,13 @@
 """The lot bridge's durable store: every gate event once, each gate's last
 status, the outbox of rows still to forward to the central server, the
-operator's corrections, and the members and tariff taken from upstream.
+operator's corrections and closed sessions, and the members and tariff taken from upstream.
 
     schema.py       the tables, every SQL statement (written once, in SQL
                     SQLite and PostgreSQL both accept) and the event <-> row
                     mapping
     event_store.py  EventStore: the reads and writes both backends share
+    sessions.py     its sessions: open entries, cars inside, the maximum
+                    stay, stale sessions and sessions closed by hand
     sqlite.py       Store: SQLite, with the one rule for waiting on its lock
     postgres.py     PgStore: PostgreSQL
 

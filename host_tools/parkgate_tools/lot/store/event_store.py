@@ -9,10 +9,10 @@ import uuid
 
 from parkgate import record
 from parkgate_tools.lot.store import schema
-from parkgate_tools.lot.store.schema import CATCHUP_PAGE, CATCHUP_SCAN, EVENT_FIELDS, Entry
+from parkgate_tools.lot.store.schema import EVENT_FIELDS
+from parkgate_tools.lot.store.sessions import Sessions
 
 LOCK_WAIT_S = 10.0       # default bound on waiting for a locked SQLite database
-_I64_MAX = 2 ** 63 - 1
 
 
 def lock_wait_seconds(value):
@@ -22,7 +22,7 @@ def lock_wait_seconds(value):
     return float(value)
 
 
-class EventStore:
+class EventStore(Sessions):
     """The lot store on one connection guarded by a lock, so any thread may
     call any method. A backend subclass sets backend and _BEGIN and
     provides _connect, _create_schema, _with_ids (the rows with their row
@@ -196,41 +196,6 @@ class EventStore:
         with self._lock:
             return self._db.execute(self._sql(sql), params).fetchall()
 
-    def open_entry(self, plate, before_time):
-        """The latest entry of plate at any gate of the lot at or before
-        before_time that no exit has closed and none voided, as an Entry,
-        else None."""
-        rows = self._query(schema.OPEN_ENTRY, (plate, before_time))
-        return Entry(*rows[0]) if rows else None
-
-    def open_entries_page(self, since, cursor=0, limit=CATCHUP_PAGE, scan=CATCHUP_SCAN):
-        """One page of lane catch-up (firmware/docs/mqtt.md): the lot's open
-        sessions entered at or after since, from any gate, oldest first by
-        (time, row id), after the entry whose row id is cursor (0: from the
-        start). Looks at no more than `scan` entries after that position,
-        open or not, so one request costs at most that much.
-
-        Returns (entries, next_cursor): up to limit (row id, gate,
-        record.Event) and the cursor of the next page, or None when there is
-        none. A page may be short, even empty, with a cursor: the scan
-        window ended first. ValueError if cursor is not a stored row id."""
-        start = (since, 0)
-        if cursor:
-            rows = self._query(schema.ROW_TIME, (cursor,))
-            if not rows:
-                raise ValueError("c: %r is not a stored row id" % (cursor,))
-            start = max(start, (rows[0][0], cursor))
-        end = self._query(schema.ENTRY_WINDOW_END, start + (scan - 1,))
-        window_end = tuple(end[0]) if end else (_I64_MAX, _I64_MAX)
-        rows = self._query(schema.OPEN_ENTRIES, start + window_end + (limit + 1,))
-        entries = [(row_id, gate, record.Event(record.KIND_ENTRY, t, quality, plate, colour,
-                                               confidence, flags, seq=seq))
-                   for row_id, gate, seq, t, quality, plate, colour, confidence, flags in rows]
-        if len(entries) > limit:
-            entries = entries[:limit]
-            return entries, entries[-1][0]
-        return entries, (window_end[1] if end else None)
-
     def statuses(self):
         """{gate: (last status dict, received_at unix seconds)}."""
         return {gate: (json.loads(status), at)
@@ -270,18 +235,6 @@ class EventStore:
         """Events with start <= time < end, in time order, as dicts of EVENT_FIELDS."""
         return [dict(zip(EVENT_FIELDS, row))
                 for row in self._query(schema.DAY_EVENTS, (start, end))]
-
-    def inside_at(self, moment):
-        """The plates inside at unix time moment (entered, not yet out;
-        voided entries and unconfirmed exits do not count)."""
-        return {row[0] for row in self._query(schema.INSIDE_AT, (moment, moment))}
-
-    def exits_with_entries(self, start, end):
-        """Exits with start <= time < end as dicts, each with stored_entry:
-        the time of the stored entry of its stay, or None."""
-        keys = ("gate", "jid", "seq", "plate", "colour", "time", "fee", "fee_source",
-                "entry_time", "flags", "stored_entry")
-        return [dict(zip(keys, row)) for row in self._query(schema.EXITS_WITH_ENTRY, (start, end))]
 
     def flagged(self, limit=200):
         """The most recent events flagged for the operator, as dicts: no

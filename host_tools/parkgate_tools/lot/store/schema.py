@@ -64,6 +64,16 @@ SCHEMA = (
     # (SQLite picks it over events_by_kind_time only with kind in its key.)
     "CREATE INDEX IF NOT EXISTS events_owed ON events (kind, plate, time)"
     " WHERE (flags & %d) <> 0" % record.FLAG_OWED,
+    # Sessions an operator closed by hand (a ghost: the car left unseen):
+    # the entry, why, who and when. The entry no longer opens a session.
+    """CREATE TABLE IF NOT EXISTS session_closes (
+        gate TEXT NOT NULL,
+        jid BIGINT NOT NULL,
+        seq BIGINT NOT NULL,           -- the entry's identity
+        reason TEXT NOT NULL,
+        closed_by TEXT NOT NULL,
+        closed_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (gate, jid, seq))""",
     """CREATE TABLE IF NOT EXISTS members (
         plate TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -98,7 +108,8 @@ ROWS_PER_INSERT = 500   # 16 parameters a row, well under SQLite's 32,766
 # one such entry voids it: same gate, plate and time. An exit closes the
 # plate's sessions entered at or before it unless it has FLAG_NO_PASSAGE
 # (then it is only flagged for the operator). Replays (FLAG_REPLAY) count
-# like any other event.
+# like any other event. An entry an operator closed (session_closes) opens
+# none. The maximum stay (MAX_STAY_KEY) is a parameter of the queries.
 _NO_PASSAGE = record.FLAG_NO_PASSAGE
 
 
@@ -108,7 +119,9 @@ def _live_entry(e):
             "SELECT 1 FROM events {e}_void WHERE {e}_void.plate = {e}.plate"
             " AND {e}_void.kind = 'in' AND {e}_void.time = {e}.time"
             " AND {e}_void.gate = {e}.gate AND ({e}_void.flags & {np}) <> 0)"
-            ).format(e=e, np=_NO_PASSAGE)
+            " AND NOT EXISTS (SELECT 1 FROM session_closes {e}_closed"
+            " WHERE {e}_closed.gate = {e}.gate AND {e}_closed.jid = {e}.jid"
+            " AND {e}_closed.seq = {e}.seq)").format(e=e, np=_NO_PASSAGE)
 
 
 def _closing_exit(x):
@@ -116,10 +129,15 @@ def _closing_exit(x):
     return "{x}.kind = 'out' AND ({x}.flags & {np}) = 0".format(x=x, np=_NO_PASSAGE)
 
 
-# The latest entry of the plate at or before the time with no exit of the
-# same plate at or after it.
+# The settings key of the maximum stay in seconds (no row: no maximum).
+MAX_STAY_KEY = "max_stay_s"
+NO_MAX_STAY_S = 2 ** 40   # stands for "no maximum" in the queries' parameters
+
+# The latest entry of the plate at or before the time, and at or after the
+# earliest a stay may begin (the time less the maximum stay), with no exit
+# of the same plate at or after it.
 OPEN_ENTRY = """SELECT e.gate, e.jid, e.seq, e.time, e.colour FROM events e
-    WHERE e.plate = ? AND e.time <= ? AND %s
+    WHERE e.plate = ? AND e.time <= ? AND e.time >= ? AND %s
       AND NOT EXISTS (SELECT 1 FROM events x
                       WHERE x.plate = e.plate AND x.time >= e.time AND %s)
     ORDER BY e.time DESC, e.received_at DESC LIMIT 1""" % (_live_entry("e"), _closing_exit("x"))
@@ -141,6 +159,25 @@ OPEN_ENTRIES = """SELECT e.id, e.gate, e.seq, e.time, e.quality, e.plate, e.colo
                       WHERE y.plate = e.plate AND (y.time, y.id) > (e.time, e.id) AND %s)
     ORDER BY e.time, e.id LIMIT ?""" % (_live_entry("e"), _closing_exit("x"), _live_entry("y"))
 ROW_TIME = "SELECT time FROM events WHERE id = ?"
+# Stale sessions: open entries older than the maximum stay (before the
+# first parameter) that no exit closed and no later live entry of the
+# plate replaced, oldest first. Not inside; an operator may close them.
+STALE_ENTRIES = """SELECT e.gate, e.jid, e.seq, e.time, e.plate, e.colour, e.flags FROM events e
+    WHERE e.kind = 'in' AND e.time < ? AND %s
+      AND NOT EXISTS (SELECT 1 FROM events x
+                      WHERE x.plate = e.plate AND x.time >= e.time AND %s)
+      AND NOT EXISTS (SELECT 1 FROM events y
+                      WHERE y.plate = e.plate AND y.time > e.time AND %s)
+    ORDER BY e.time, e.gate, e.jid, e.seq LIMIT ?""" % (
+    _live_entry("e"), _closing_exit("x"), _live_entry("y"))
+STALE_FIELDS = ("gate", "jid", "seq", "time", "plate", "colour", "flags")
+INSERT_CLOSE = """INSERT INTO session_closes (gate, jid, seq, reason, closed_by, closed_at)
+    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gate, jid, seq) DO NOTHING RETURNING seq"""
+SESSION_CLOSES = """SELECT c.gate, c.jid, c.seq, e.time, e.plate, c.reason, c.closed_by,
+        c.closed_at FROM session_closes c
+    JOIN events e ON e.gate = c.gate AND e.jid = c.jid AND e.seq = c.seq
+    ORDER BY c.closed_at DESC LIMIT ?"""
+CLOSE_FIELDS = ("gate", "jid", "seq", "time", "plate", "reason", "closed_by", "closed_at")
 
 UPSERT_STATUS = """INSERT INTO gates (gate, status, received_at) VALUES (?, ?, ?)
     ON CONFLICT (gate) DO UPDATE SET status = excluded.status,
@@ -175,10 +212,10 @@ CORRECTIONS = """SELECT id, gate, jid, seq, action, amount, note, created_at, fo
 
 DAY_EVENTS = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
         flags FROM events WHERE time >= ? AND time < ? ORDER BY time, gate, jid, seq"""
-# Plates inside at a moment: an entry before it with no exit of the plate
-# between that entry and the moment.
+# Plates inside at a moment: an entry before it, within the maximum stay,
+# with no exit of the plate between that entry and the moment.
 INSIDE_AT = """SELECT DISTINCT e.plate FROM events e
-    WHERE e.time < ? AND %s
+    WHERE e.time < ? AND e.time >= ? AND %s
       AND NOT EXISTS (SELECT 1 FROM events x WHERE x.plate = e.plate
                       AND x.time >= e.time AND x.time < ? AND %s)""" % (
     _live_entry("e"), _closing_exit("x"))
@@ -186,7 +223,7 @@ INSIDE_AT = """SELECT DISTINCT e.plate FROM events e
 EXITS_WITH_ENTRY = """SELECT x.gate, x.jid, x.seq, x.plate, x.colour, x.time, x.fee,
         x.fee_source, x.entry_time, x.flags,
         (SELECT MAX(e.time) FROM events e
-         WHERE e.plate = x.plate AND e.time <= x.time AND %s
+         WHERE e.plate = x.plate AND e.time <= x.time AND e.time >= x.time - ? AND %s
            AND NOT EXISTS (SELECT 1 FROM events y WHERE y.plate = x.plate
                            AND y.time >= e.time AND y.time < x.time AND %s)) AS stored_entry
     FROM events x WHERE x.kind = 'out' AND x.time >= ? AND x.time < ?
