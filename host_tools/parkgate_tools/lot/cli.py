@@ -6,6 +6,7 @@ import signal
 import threading
 
 from parkgate_tools.lot import security
+from parkgate_tools.lot.config import MAX_STAY_HOURS
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.lot.group_commit import GROUP_BATCHES
 from parkgate_tools.lot.operator_page import OperatorPage
@@ -40,6 +41,9 @@ def add_parser(subparsers):
                         help="wait up to SECONDS for a SQLite database another worker holds "
                              "locked, at start and at each commit, logging each retry "
                              "(default %(default)s)")
+    parser.add_argument("--max-stay-hours", type=float, default=MAX_STAY_HOURS, metavar="HOURS",
+                        help="an entry older than this with no exit is a stale session: not "
+                        "inside, not billed from (default %(default)g; 0: no maximum)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every batch")
     parser.set_defaults(run=run)
 
@@ -76,6 +80,7 @@ def run(args):
                         upstream=args.upstream, upstream_token=args.upstream_token,
                         group_batches=args.group_batches, lock_wait=args.lock_wait,
                         **credentials)
+        bridge.store.set_max_stay(int(max(0.0, args.max_stay_hours) * 3600))
     except Exception as exc:   # OSError, ValueError, TariffError, a database refusing
         log.error("cannot start: %s", exc)
         return 2

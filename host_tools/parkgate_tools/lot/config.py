@@ -69,6 +69,21 @@ class Upstream:
     token_file: str
 
 
+MAX_STAY_HOURS = 72      # [policy] max_stay_hours: an entry older is a ghost, not inside
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The lot's rules: max_stay_hours, after which an entry with no exit
+    is a stale session (not inside, not billed from); 0: no maximum."""
+    max_stay_hours: float
+
+    @property
+    def max_stay_s(self):
+        """The maximum stay in whole seconds, or None (no maximum)."""
+        return int(self.max_stay_hours * 3600) or None
+
+
 @dataclass(frozen=True)
 class LotConfig:
     """A lot directory's lot.toml, with every path made absolute."""
@@ -79,6 +94,7 @@ class LotConfig:
     http: Http
     upstream: Upstream
     gates: tuple        # of Gate, in lot.toml order
+    policy: Policy = Policy(MAX_STAY_HOURS)
 
     # ---- paths ----
     def path(self, *parts):
@@ -243,8 +259,9 @@ def parse(lot_dir, data, path=None):
     """LotConfig from lot.toml's parsed data (path: for the messages)."""
     lot_dir = os.path.abspath(lot_dir)
     path = path or os.path.join(lot_dir, CONFIG_NAME)
-    lot, broker, db, http, upstream = (_Table(path, name, data.get(name, {})) for name in (
-        "lot", "broker", "database", "http", "upstream"))
+    lot, broker, db, http, upstream, policy = (_Table(path, name, data.get(name, {}))
+                                               for name in ("lot", "broker", "database", "http",
+                                                            "upstream", "policy"))
     lot_id = lot.get("id", str, None)
     if not is_id(lot_id):
         raise lot.error("id", "%r is not %s" % (lot_id, ID_RULE))
@@ -267,7 +284,15 @@ def parse(lot_dir, data, path=None):
         database=Database(url, db.file(lot_dir, "password_file")),
         http=Http(http.get("host", str, "127.0.0.1"), http.port("port", 8080, zero=True)),
         upstream=Upstream(upstream.get("url", str, ""), upstream.file(lot_dir, "token_file")),
-        gates=_gates(path, data))
+        gates=_gates(path, data), policy=_policy(policy))
+
+
+def _policy(table):
+    """Policy from lot.toml's [policy] table."""
+    hours = table.data.get("max_stay_hours", MAX_STAY_HOURS)
+    if type(hours) not in (int, float) or not 0 <= hours < 24 * 3650:
+        raise table.error("max_stay_hours", "%r is not a number of hours >= 0" % (hours,))
+    return Policy(float(hours))
 
 
 def load(lot_dir):
