@@ -54,11 +54,13 @@ def render(page, s):
              _tile("revenue-total", "yuan today (collected and corrections)",
                    s["revenue"]["total"]),
              _tile("open-flags", "flagged sessions open", s["open_flags"]),
+             _tile("stale", "stale sessions (past the maximum stay)", len(s["stale"])),
              _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
              "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
              "<h2>Occupancy</h2>", _chart(s["occupancy"]),
              "<h2>Flagged sessions</h2>", _shown_of(s), _flagged_table(s["flagged"]),
              "<h2>Owed</h2>", _owed_table(s["owed"]),
+             "<h2>Stale sessions</h2>", _stale_table(s),
              '<p><a href="/api/summary">JSON</a></p></body></html>']
     return "".join(parts)
 
@@ -164,4 +166,36 @@ def _owed_table(owed):
                             _form(x, collect, yuan(x["fee"]), "collected")))
     if not owed["plates"]:
         rows.append("<tr><td colspan=6>nothing owed</td></tr>")
+    return "".join(rows) + "</table>"
+
+
+def _stale_table(s):
+    """The sessions past the maximum stay (not counted inside), each with a
+    form that closes it by hand with a reason; the latest closed below."""
+    rows = ["<p>no maximum stay set: every open session counts as inside</p>"
+            if s["max_stay_hours"] is None else
+            "<p>entries older than %g hours with no exit: not counted inside</p>"
+            % s["max_stay_hours"],
+            "<table id=stale><tr><th>entered</th><th>hours ago</th><th>plate</th>"
+            "<th>gate</th><th>close</th></tr>"]
+    for e in s["stale"]:
+        rows.append('<tr class="stale" data-id="%s/%s/%s"><td>%s</td><td>%d</td><td>%s</td>'
+                    '<td>%s</td><td><form method="post" action="/sessions/close">'
+                    '<input type="hidden" name="gate" value="%s">'
+                    '<input type="hidden" name="jid" value="%d">'
+                    '<input type="hidden" name="seq" value="%d">'
+                    '<input type="text" name="reason" placeholder="why" aria-label="reason"'
+                    ' required> <button type="submit">close session</button></form></td></tr>'
+                    % (_esc(e["gate"]), e["jid"], e["seq"], _esc(e["time_local"]), e["hours"],
+                       _esc(e["plate"]), _esc(e["gate"]), _esc(e["gate"]), e["jid"], e["seq"]))
+    if not s["stale"]:
+        rows.append("<tr><td colspan=5>no stale sessions</td></tr>")
+    rows.append("</table><table id=closed><tr><th>entered</th><th>plate</th><th>closed</th>"
+                "<th>by</th><th>why</th></tr>")
+    for c in s["closed_sessions"]:
+        rows.append('<tr class="closed" data-id="%s/%s/%s"><td>%s</td><td>%s</td><td>%s</td>'
+                    "<td>%s</td><td>%s</td></tr>" % (
+                        _esc(c["gate"]), c["jid"], c["seq"], _esc(c["time_local"]),
+                        _esc(c["plate"]), _esc(c["closed_local"]), _esc(c["closed_by"]),
+                        _esc(c["reason"])))
     return "".join(rows) + "</table>"

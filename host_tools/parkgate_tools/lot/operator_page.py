@@ -4,30 +4,29 @@ the day's entries, exits and money in yuan (collected at the gates online
 and offline or by hand, owed, corrected: see store.EventStore.money),
 flagged sessions with a form to record a correction, what each plate still
 owes with a form to collect it, and the day's occupancy as an inline SVG
-chart. Nothing is fetched from elsewhere; the page works without
+chart, and the sessions past the lot's maximum stay (stale: not inside)
+with a form to close each by hand. Nothing is fetched from elsewhere; the page works without
 JavaScript.
 
     GET  /                 the page (?day=YYYY-MM-DD for another day)
     GET  /api/summary      the same numbers as JSON (?day= too)
     POST /corrections      form: gate, jid, seq, action, amount (yuan), note
     POST /api/corrections  JSON: {gate, jid, seq, action, amount_fen, note}
+    POST /sessions/close   form: gate, jid, seq (an entry), reason: a ghost's session closed
 
 A correction is a row of its own (store.add_correction); events are never
 edited. It binds to 127.0.0.1 by default and has no login of its own: see
 firmware/docs/lot-server.md. The HTML is operator_html.py's."""
 import calendar
-import decimal
-import json
 import logging
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler
 
 from parkgate import record, tariff
 from parkgate.clock import QUALITY_NAMES
 from parkgate_tools.http_service import HTTPService
-from parkgate_tools.lot.operator_html import render, yuan
+from parkgate_tools.lot.operator_html import yuan
+from parkgate_tools.lot.operator_http import Handler, fen_from_yuan  # noqa: F401 (API)
 from parkgate_tools.lot.page_worker import PageWorker
 
 log = logging.getLogger("parkgate.page")
@@ -44,18 +43,6 @@ OWED_SHOWN = 200        # plates in the owed list, those owing most (all are sum
 DAY_S = 86400
 ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
 OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
-
-
-def fen_from_yuan(text):
-    """1250 from '12.5' or '12.50'; ValueError if not a non-negative amount."""
-    try:
-        amount = decimal.Decimal(str(text).strip() or "0")
-    except decimal.InvalidOperation:
-        raise ValueError("amount: %r is not a number of yuan" % (text,))
-    fen = amount * 100
-    if fen != fen.to_integral_value() or fen < 0:
-        raise ValueError("amount: %r is not a yuan amount to the fen" % (text,))
-    return int(fen)
 
 
 class OperatorPage:
@@ -92,7 +79,7 @@ class OperatorPage:
         self._snapshot_lock = threading.Lock()
         self._next_snapshot_at = 0.0    # monotonic: when the next may start
         self._last = None               # (day asked, monotonic start, snapshot)
-        self._http = HTTPService(type("Handler", (_Handler,), {"page": self}), host, port,
+        self._http = HTTPService(type("Handler", (Handler,), {"page": self}), host, port,
                                  "operator-page")
 
     @property
@@ -185,6 +172,8 @@ class OperatorPage:
         for key in list(revenue):
             revenue[key[:-4]] = yuan(revenue[key])
         flagged = self._flagged(exits, corrections)
+        max_stay = self.store.max_stay()
+        stale, closed = self._stale(now)
         inside = self.store.inside_at(now + 1) if start <= now < end else (
             self.store.inside_at(end) if now >= end else set())
         return {
@@ -202,6 +191,8 @@ class OperatorPage:
             "open_flags": sum(1 for f in flagged if not f["corrections"]),
             "occupancy": self._occupancy(start, until, events),
             "upstream_backlog": self.store.outbox_backlog(),
+            "max_stay_hours": None if max_stay is None else max_stay / 3600,
+            "stale": stale, "closed_sessions": closed,
         }
 
     def _gates(self):
@@ -309,6 +300,26 @@ class OperatorPage:
         self._next_snapshot_at = 0.0
         return correction_id
 
+    def close_session(self, gate, jid, seq, reason):
+        """Close a ghost's session by hand (see Store.close_session): who is
+        "operator" until the page has logins. The next snapshot is worked
+        out without waiting for the duty."""
+        self.store.close_session(gate, int(jid), int(seq), reason)
+        self._next_snapshot_at = 0.0
+
+    def _stale(self, now):
+        """Sessions past the maximum stay (not inside), oldest first, and
+        the latest closed by hand."""
+        stale = self.store.stale_sessions(now)
+        for session in stale:
+            session["time_local"] = self._local(session["time"])
+            session["hours"] = (now - session["time"]) // 3600
+        closed = self.store.session_closes()
+        for session in closed:
+            session["time_local"] = self._local(session["time"])
+            session["closed_local"] = self._local(int(session["closed_at"]))
+        return stale, closed
+
 
 def _counted(item, corrections):
     """The corrections of a flagged item as shown, each with counted: False
@@ -332,62 +343,3 @@ def _flag_reasons(flags):
     if flags & record.FLAG_REENTRY:
         reasons.append("re-entry closed an open session")
     return reasons
-
-
-class _Handler(BaseHTTPRequestHandler):
-    page = None
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        log.debug("%s " + fmt, self.address_string(), *args)
-
-    def _send(self, code, body, content_type, headers=()):
-        data = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _json(self, code, obj):
-        self._send(code, json.dumps(obj, ensure_ascii=False), "application/json; charset=utf-8")
-
-    def do_GET(self):
-        url = urllib.parse.urlsplit(self.path)
-        query = urllib.parse.parse_qs(url.query)
-        day = query.get("day", [None])[0]
-        try:
-            if url.path == "/":
-                snapshot = self.page.snapshot(day)
-                self._send(200, render(self.page, snapshot), "text/html; charset=utf-8")
-            elif url.path == "/api/summary":
-                self._json(200, self.page.snapshot(day))
-            else:
-                self._json(404, {"error": "not found"})
-        except ValueError as exc:
-            self._json(400, {"error": str(exc)})
-
-    def do_POST(self):
-        url = urllib.parse.urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if 0 < length < 65536 else b""
-        try:
-            if url.path == "/corrections":
-                form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
-                self.page.correct(form.get("gate", ""), form.get("jid", ""), form.get("seq", ""),
-                                  form.get("action", ""), fen_from_yuan(form.get("amount", "0")),
-                                  form.get("note", ""))
-                self._send(303, "", "text/plain", [("Location", "/")])
-            elif url.path == "/api/corrections":
-                body = json.loads(raw or b"{}")
-                correction_id = self.page.correct(
-                    body.get("gate"), body.get("jid"), body.get("seq"), body.get("action"),
-                    body.get("amount_fen", 0), body.get("note", ""))
-                self._json(201, {"id": correction_id})
-            else:
-                self._json(404, {"error": "not found"})
-        except (ValueError, TypeError) as exc:
-            self._json(400, {"error": str(exc)})
