@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.parse
 
-from parkgate_tools.lot.operator_page import _Handler
+from parkgate_tools.lot.operator_http import Handler as _Handler
 
 HEALTH_TIMEOUT_S = 2.0
 BRIDGE_COUNTERS = ("batches", "events", "commits", "refused", "oversize", "failed", "dropped",
