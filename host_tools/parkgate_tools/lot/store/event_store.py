@@ -10,6 +10,7 @@ import uuid
 from parkgate import record
 from parkgate_tools.lot.store import schema
 from parkgate_tools.lot.store.schema import EVENT_FIELDS
+from parkgate_tools.lot.store.history import History
 from parkgate_tools.lot.store.sessions import Sessions
 
 LOCK_WAIT_S = 10.0       # default bound on waiting for a locked SQLite database
@@ -22,7 +23,7 @@ def lock_wait_seconds(value):
     return float(value)
 
 
-class EventStore(Sessions):
+class EventStore(Sessions, History):
     """The lot store on one connection guarded by a lock, so any thread may
     call any method. A backend subclass sets backend and _BEGIN and
     provides _connect, _create_schema, _with_ids (the rows with their row

@@ -177,6 +177,13 @@ SESSION_CLOSES = """SELECT c.gate, c.jid, c.seq, e.time, e.plate, c.reason, c.cl
         c.closed_at FROM session_closes c
     JOIN events e ON e.gate = c.gate AND e.jid = c.jid AND e.seq = c.seq
     ORDER BY c.closed_at DESC LIMIT ?"""
+CLOSED_IDS = "SELECT gate, jid, seq FROM session_closes"
+# Finding things (store/history.py).
+PLATES_LIKE = "SELECT DISTINCT plate FROM events WHERE plate LIKE ? ORDER BY plate LIMIT ?"
+PLATES_OF_LENGTH = "SELECT DISTINCT plate FROM events WHERE LENGTH(plate) = ?"
+PLATE_EVENTS = """SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source, entry_time,
+        flags FROM events WHERE plate = ? AND time >= ? AND time < ?
+    ORDER BY time, gate, jid, seq"""
 CLOSE_FIELDS = ("gate", "jid", "seq", "time", "plate", "reason", "closed_by", "closed_at")
 
 UPSERT_STATUS = """INSERT INTO gates (gate, status, received_at) VALUES (?, ?, ?)
