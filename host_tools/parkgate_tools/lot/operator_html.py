@@ -4,6 +4,7 @@ sessions, each open one with a form to record a correction, and what each
 plate owes, each owed exit with a form to collect it. No script, and
 nothing fetched from elsewhere."""
 import html
+import urllib.parse
 
 from parkgate_tools.lot.store import CORRECTION_ACTIONS
 
@@ -56,7 +57,8 @@ def render(page, s):
              _tile("open-flags", "flagged sessions open", s["open_flags"]),
              _tile("stale", "stale sessions (past the maximum stay)", len(s["stale"])),
              _tile("upstream-backlog", "events not yet sent upstream", s["upstream_backlog"]),
-             "</div>", "<h2>Gates</h2>", _gates_table(s["gates"]),
+             "</div>", _search_form({"query": "", "from": "", "to": ""}),
+             "<h2>Gates</h2>", _gates_table(s["gates"]),
              "<h2>Occupancy</h2>", _chart(s["occupancy"]),
              "<h2>Flagged sessions</h2>", _shown_of(s), _flagged_table(s["flagged"]),
              "<h2>Owed</h2>", _owed_table(s["owed"]),
@@ -199,3 +201,47 @@ def _stale_table(s):
                         _esc(c["plate"]), _esc(c["closed_local"]), _esc(c["closed_by"]),
                         _esc(c["reason"])))
     return "".join(rows) + "</table>"
+
+
+def _search_form(found):
+    """The plate search and the CSV export of a date range."""
+    fields = ('<input type="text" name="from" value="%s" placeholder="from YYYY-MM-DD"'
+              ' aria-label="from"> <input type="text" name="to" value="%s"'
+              ' placeholder="to YYYY-MM-DD" aria-label="to"> ' % (
+                  _esc(found["from"]), _esc(found["to"])))
+    return ('<p><form method="get" action="/search"><input type="text" name="plate" value="%s"'
+            ' placeholder="plate" aria-label="plate"> %s<button type="submit">find</button>'
+            '</form> <form method="get" action="/sessions.csv">%s<button type="submit">'
+            "export CSV</button></form></p>" % (_esc(found["query"]), fields, fields))
+
+
+def render_search(found):
+    """The search page's HTML: the plates found (the one asked and its
+    misreads) and a page of their sessions (entry, exit, fee, source, flags)."""
+    link = "/search?" + urllib.parse.urlencode(
+        {"plate": found["query"], "from": found["from"], "to": found["to"]})
+    rows = ['<!doctype html><html lang="en"><head><meta charset="utf-8">',
+            "<title>parkgate: %s</title><style>%s</style></head><body>" % (
+                _esc(found["query"]), _STYLE),
+            '<h1>Sessions of %s <small><a href="/">back</a></small></h1>' % _esc(found["query"]),
+            _search_form(found),
+            "<p id=plates>plates found: %s</p>" % (
+                _esc(", ".join(found["plates"])) or "none"),
+            "<p>%d sessions, page %d of %d%s%s</p>" % (
+                found["total"], found["page"], found["pages"],
+                ' <a rel="prev" href="%s&amp;page=%d">previous</a>' % (
+                    _esc(link), found["page"] - 1) if found["page"] > 1 else "",
+                ' <a rel="next" href="%s&amp;page=%d">next</a>' % (
+                    _esc(link), found["page"] + 1) if found["page"] < found["pages"] else ""),
+            "<table id=sessions><tr><th>plate</th><th>entry</th><th>exit</th><th>gates</th>"
+            "<th>yuan</th><th>source</th><th>flags</th></tr>"]
+    for s in found["sessions"]:
+        rows.append('<tr class="session"><td>%s</td><td>%s</td><td>%s</td><td>%s / %s</td>'
+                    "<td>%s</td><td>%s</td><td>%s</td></tr>" % tuple(_esc(v) for v in (
+                        s["plate"], s["entry_local"] or "no entry stored",
+                        s["exit_local"] or ("closed by hand" if s["closed"] else "no exit"),
+                        s["entry_gate"] or "-", s["exit_gate"] or "-", s["yuan"],
+                        s["fee_source"], s["flags"])))
+    if not found["sessions"]:
+        rows.append("<tr><td colspan=7>no sessions</td></tr>")
+    return "".join(rows) + "</table></body></html>"

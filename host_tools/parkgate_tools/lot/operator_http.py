@@ -7,7 +7,7 @@ import logging
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
-from parkgate_tools.lot.operator_html import render
+from parkgate_tools.lot.operator_html import render, render_search
 
 log = logging.getLogger("parkgate.page")
 
@@ -57,6 +57,20 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, render(self.page, snapshot), "text/html; charset=utf-8")
             elif url.path == "/api/summary":
                 self._json(200, self.page.snapshot(day))
+            elif url.path in ("/search", "/api/search"):
+                found = self.page.search(
+                    query.get("plate", [""])[0], query.get("from", [""])[0],
+                    query.get("to", [""])[0], query.get("page", ["1"])[0],
+                    query.get("fuzzy", ["1"])[0] != "0")
+                if url.path == "/search":
+                    self._send(200, render_search(found), "text/html; charset=utf-8")
+                else:
+                    self._json(200, found)
+            elif url.path == "/sessions.csv":
+                self._send(200, self.page.sessions_csv(query.get("from", [""])[0],
+                                                       query.get("to", [""])[0]),
+                           "text/csv; charset=utf-8",
+                           [("Content-Disposition", 'attachment; filename="sessions.csv"')])
             else:
                 self._json(404, {"error": "not found"})
         except ValueError as exc:

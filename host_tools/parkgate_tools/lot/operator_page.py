@@ -10,6 +10,9 @@ JavaScript.
 
     GET  /                 the page (?day=YYYY-MM-DD for another day)
     GET  /api/summary      the same numbers as JSON (?day= too)
+    GET  /search           ?plate=&from=&to=YYYY-MM-DD&page=N: plates found (misreads
+                           too) and their sessions; /api/search the same as JSON
+    GET  /sessions.csv     ?from=&to=YYYY-MM-DD: the sessions of those days as CSV
     POST /corrections      form: gate, jid, seq, action, amount (yuan), note
     POST /api/corrections  JSON: {gate, jid, seq, action, amount_fen, note}
     POST /sessions/close   form: gate, jid, seq (an entry), reason: a ghost's session closed
@@ -18,6 +21,8 @@ A correction is a row of its own (store.add_correction); events are never
 edited. It binds to 127.0.0.1 by default and has no login of its own: see
 firmware/docs/lot-server.md. The HTML is operator_html.py's."""
 import calendar
+import csv
+import io
 import logging
 import threading
 import time
@@ -41,6 +46,9 @@ PAUSE_MAX_S = 10.0
 FLAGGED_SHOWN = 200     # the latest flagged sessions listed (all are counted)
 OWED_SHOWN = 200        # plates in the owed list, those owing most (all are summed)
 DAY_S = 86400
+PAGE_SIZE = 50          # sessions a search page lists
+CSV_FIELDS = ("plate", "entry_local", "exit_local", "entry_gate", "exit_gate", "yuan",
+              "fee", "fee_source", "flags", "closed", "entry_time", "exit_time")
 ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
 OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
 
@@ -299,6 +307,50 @@ class OperatorPage:
                                                   note)
         self._next_snapshot_at = 0.0
         return correction_id
+
+    def range_bounds(self, first=None, last=None):
+        """(start, end) in unix seconds from the local days first..last
+        (YYYY-MM-DD, both included; either may be empty: from the start, to
+        today's end). ValueError if a day is not a date."""
+        start = self.day_bounds(first)[0] if first else 0
+        end = self.day_bounds(last or None)[1]
+        if end <= start:
+            raise ValueError("to: %r is before from: %r" % (last, first))
+        return start, end
+
+    def search(self, text, first=None, last=None, page=1, fuzzy=True):
+        """The plates matching text (store.find_plates) and the sessions of
+        them in the days first..last, page `page` of PAGE_SIZE, as a dict."""
+        start, end = self.range_bounds(first, last)
+        page = max(1, int(page))
+        found = self.store.find_plates(text, fuzzy=fuzzy) if str(text).strip() else []
+        sessions = sorted((s for p in found for s in self.store.plate_history(p, start, end)),
+                          key=lambda s: (s["entry_time"] or s["exit_time"] or 0, s["plate"]))
+        return {"query": text, "from": first or "", "to": last or "", "plates": found,
+                "page": page, "pages": max(1, -(-len(sessions) // PAGE_SIZE)),
+                "total": len(sessions),
+                "sessions": [self._shown(s) for s in
+                             sessions[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]]}
+
+    def sessions_csv(self, first=None, last=None):
+        """The sessions of the days first..last as CSV text (SESSION_FIELDS,
+        local times beside the unix ones)."""
+        start, end = self.range_bounds(first, last)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_FIELDS)
+        for s in self.store.sessions_between(start, end):
+            shown = self._shown(s)
+            writer.writerow(["" if shown[k] is None else shown[k] for k in CSV_FIELDS])
+        return out.getvalue()
+
+    def _shown(self, session):
+        """A session with its local times and fee in yuan."""
+        return dict(session, entry_local=self._local(session["entry_time"])
+                    if session["entry_time"] else None,
+                    exit_local=self._local(session["exit_time"])
+                    if session["exit_time"] else None,
+                    yuan=None if session["fee"] is None else yuan(session["fee"]))
 
     def close_session(self, gate, jid, seq, reason):
         """Close a ghost's session by hand (see Store.close_session): who is
