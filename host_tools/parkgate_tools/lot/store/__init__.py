@@ -8,6 +8,8 @@ operator's corrections and closed sessions, and the members and tariff taken fro
     event_store.py  EventStore: the reads and writes both backends share
     sessions.py     its sessions: open entries, cars inside, the maximum
                     stay, stale sessions and sessions closed by hand
+    history.py      finding things: plates (fuzzy on misreads), a plate's
+                    sessions, the sessions of a date range
     sqlite.py       Store: SQLite, with the one rule for waiting on its lock
     postgres.py     PgStore: PostgreSQL
 
