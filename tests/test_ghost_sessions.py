@@ -118,6 +118,8 @@ def test_a_later_visit_is_not_billed_from_a_ghost(store, ghost_ends):
     # The plate's next visit: its entry missed, its exit at `later`.
     answer = answers.fee_answer(store, table, "out-1", 2, "GH1", 0, later, None)
     assert answer["et"] is None
+    # Nor from the ghost's entry as the exit lane itself remembers it.
+    assert answers.fee_answer(store, table, "out-1", 2, "GH1", 0, later, T0) == answer
     assert answer["fee"] == tariff.quote_no_entry(table, later, 0).fee != before["fee"]
     store.ingest("out-1", 2, [ev(exit_(1, "GH1", later, answer["fee"],
                                        flags=record.FLAG_NO_ENTRY))])

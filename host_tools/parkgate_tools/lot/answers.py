@@ -40,7 +40,11 @@ def fee_answer(store, table, gate, request, plate, colour, exit_time, gate_entry
     # The later of the stored entry and the one the gate knows: a later
     # entry the gate heard from a peer lane that the bridge has not
     # stored yet means the stored one belongs to an earlier stay.
+    # An entry the gate knows that is past the maximum stay or was closed
+    # by hand is a ghost's: no fee is computed from it.
     entry = store.open_entry(plate, exit_time)
+    if gate_entry is not None and store.ended(plate, gate_entry, exit_time):
+        gate_entry = None
     known = [t for t in (entry.time if entry else None, gate_entry) if t is not None]
     entry_time = max(known) if known else None
     try:

@@ -178,6 +178,10 @@ SESSION_CLOSES = """SELECT c.gate, c.jid, c.seq, e.time, e.plate, c.reason, c.cl
     JOIN events e ON e.gate = c.gate AND e.jid = c.jid AND e.seq = c.seq
     ORDER BY c.closed_at DESC LIMIT ?"""
 CLOSED_IDS = "SELECT gate, jid, seq FROM session_closes"
+# Whether a plate's entry at a time (as a gate knows it) was closed by hand.
+CLOSED_AT = """SELECT 1 FROM session_closes c
+    JOIN events e ON e.gate = c.gate AND e.jid = c.jid AND e.seq = c.seq
+    WHERE e.plate = ? AND e.time = ? LIMIT 1"""
 # Finding things (store/history.py).
 PLATES_LIKE = "SELECT DISTINCT plate FROM events WHERE plate LIKE ? ORDER BY plate LIMIT ?"
 PLATES_OF_LENGTH = "SELECT DISTINCT plate FROM events WHERE LENGTH(plate) = ?"

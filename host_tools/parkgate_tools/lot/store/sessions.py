@@ -48,6 +48,15 @@ class Sessions:
                            (plate, before_time, before_time - self._stay_limit()))
         return Entry(*rows[0]) if rows else None
 
+    def ended(self, plate, entry_time, at):
+        """True if the stay of plate entered at entry_time (an entry a gate
+        knows of, perhaps not stored) cannot be open at time at: older than
+        the maximum stay, or an entry an operator closed."""
+        max_stay = self.max_stay()
+        if max_stay is not None and entry_time < at - max_stay:
+            return True
+        return bool(self._query(schema.CLOSED_AT, (plate, entry_time)))
+
     def open_entries_page(self, since, cursor=0, limit=CATCHUP_PAGE, scan=CATCHUP_SCAN):
         """One page of lane catch-up (firmware/docs/mqtt.md): the lot's open
         sessions entered at or after since, from any gate, oldest first by
