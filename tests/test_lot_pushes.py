@@ -25,7 +25,7 @@ from parkgate_tools.central.server import CentralServer
 from parkgate_tools.cli import main as parkgate
 from parkgate_tools.lot import config, pushes
 from parkgate_tools.lot.push_state import PushState
-from parkgate_tools.lot.run import Backoff, retry
+from parkgate_tools.lot.run import Backoff, LotServer, retry
 from parkgate_tools.lot.security import OPS_ROLE
 from parkgate_tools.sim.broker import Broker, free_port
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
@@ -361,3 +361,15 @@ def test_the_command_counter_only_moves_forward(tmp_path):
     assert state.newest("in-1", "tariff")["envelopes"] == [{"v": 3}]
     assert state.record("in-1", "open", 5, []) and state.record("in-1", "open", 4, [])
     assert state.newest("in-1", "open")["v"] == 4
+
+
+def test_lot_run_keeps_the_lots_maximum_stay_in_its_store(tmp_path):
+    lot_dir = str(tmp_path / "lot")
+    assert parkgate(["lot", "init", lot_dir, "--lot", LOT, "--gate", "in-1"]) == 0
+    with open(os.path.join(lot_dir, "lot.toml"), "a") as f:
+        f.write("\n[policy]\nmax_stay_hours = 5\n")
+    bridge = LotServer(config.load(lot_dir))._bridge()
+    try:
+        assert bridge.store.max_stay() == 5 * 3600
+    finally:
+        bridge.store.close()

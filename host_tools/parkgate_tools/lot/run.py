@@ -109,10 +109,13 @@ class LotServer:
     def _bridge(self):
         config = self.config
         user, password = config.mqtt_login(BRIDGE_ROLE)
-        return Bridge(config.lot, config.broker.host, config.broker.port, config.database.url,
-                      config.tariff_path, client_id=user, username=user, password=password,
-                      upstream=config.upstream.url or None,
-                      upstream_token=config.upstream_token())
+        bridge = Bridge(config.lot, config.broker.host, config.broker.port, config.database.url,
+                        config.tariff_path, client_id=user, username=user, password=password,
+                        upstream=config.upstream.url or None,
+                        upstream_token=config.upstream_token())
+        # lot.toml [policy] max_stay_hours, kept in the store for every reader
+        bridge.store.set_max_stay(config.policy.max_stay_s)
+        return bridge
 
     def run(self):
         """Serve HTTP, wait for the database and broker, run until stop."""
