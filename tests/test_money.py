@@ -7,30 +7,18 @@ which exits."""
 import urllib.parse
 import urllib.request
 
-import pytest
-
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
-from fixtures_mqtt import TARIFF, entry, exit_, fetch_all, store_class, wait_for
+from fixtures_mqtt import TARIFF, entry, exit_, fetch_all, wait_for
 from parkgate import record
 from parkgate_tools.lot.bridge import load_tariff
 from parkgate_tools.lot.operator_html import render
 from parkgate_tools.lot.operator_page import OperatorPage
+from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
 
 T0 = 1795564800                  # 2026-11-25 08:00 UTC+8
 DAY = (T0 - 8 * 3600, T0 + 16 * 3600)
 OFF, ON = record.FEE_OFFLINE, record.FEE_ONLINE
 OWED, MEMBER, NO_ENTRY = record.FLAG_OWED, record.FLAG_MEMBER, record.FLAG_NO_ENTRY
-
-
-def ev(wire):
-    return record.from_wire(wire)
-
-
-@pytest.fixture
-def store(db_path):
-    opened = store_class(db_path)(db_path)
-    yield opened
-    opened.close()
 
 
 def page_of(store):
