@@ -6,15 +6,13 @@ idempotent, keyed by (lot, gate, jid, seq) for events and (lot, id) for
 corrections, so a bridge may send a batch again as often as it likes.
 Each lot has its own token, the admin another. The protocol:
 firmware/docs/upstream.md."""
-import asyncio
 import json
 import logging
 import signal
-import socket
 import threading
-import time
 
 from parkgate import tariff
+from parkgate_tools.asgi_service import ASGIService
 from parkgate_tools.central.app import MAX_BODY, BadRequest, build_app, parse_corrections
 from parkgate_tools.central.app import parse_events
 from parkgate_tools.central.store import CentralStore
@@ -74,7 +72,7 @@ class CentralServer:
         self.requests = 0          # POSTs of events answered 200
         self.duplicates = 0        # events received that were already stored
         self.app = build_app(self)
-        self._server = self._thread = None
+        self._service = ASGIService(self.app, host, port, "central-http")
         if not tokens and not admin_token:
             log.warning("central server: no token configured: every request is refused (401)")
 
@@ -86,42 +84,19 @@ class CentralServer:
     @property
     def alive(self):
         """True while serving."""
-        return self._server is not None
+        return self._service.running
 
     def start(self, timeout=10):
         """Serve in a background thread (uvicorn, its own event loop); returns self."""
-        if self._server is not None:
-            return self
-        import uvicorn
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off",
-                                access_log=False, timeout_graceful_shutdown=2,
-                                limit_concurrency=1000, backlog=256)
-        server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])),
-                                        daemon=True, name="central-http")
-        self._server, self._socket = server, sock
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("central server on %s did not start" % self.url)
-            time.sleep(0.01)
+        self._service.port = self.port
+        self._service.start(timeout)
+        self.port = self._service.port
         log.info("central server on %s", self.url)
         return self
 
     def stop(self, timeout=10):
         """Stop serving (the link "goes down"); start() again to come back."""
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout)
-        self._socket.close()
-        self._server = self._thread = None
+        self._service.stop(timeout)
 
     def close(self):
         """Stop and close the store."""
