@@ -2,7 +2,8 @@
 
 The commands are a table; each names the function that runs it as
 "module:function" under parkgate_tools.lot, imported only when that command
-runs (so `parkgate lot init` needs neither paho nor psycopg). A ValueError
+runs (so `parkgate lot init` needs neither paho nor psycopg), or a table of
+its own subcommands (`parkgate lot user add`). A ValueError
 (lot/config.ConfigError, a refused id) or OSError is printed, exit code 2."""
 import importlib
 import sys
@@ -13,6 +14,21 @@ _SOME_GATES = (("--gate",), dict(action="append", dest="gates", metavar="G",
                                  help="push to gate G only (repeatable; default every gate)"))
 _WAIT = (("--wait",), dict(type=float, default=30.0, metavar="S",
                            help="wait up to S s for the gates' answers (default %(default)s)"))
+_NAME = (("name",), dict(metavar="NAME", help="user name (letters, digits, -)"))
+_PASSWORD_STDIN = (("--password-stdin",), dict(action="store_true",
+                                               help="read the password as one line from "
+                                                    "standard input (default: ask twice)"))
+_USER_COMMANDS = (
+    ("add", "add a user of the web application (its password asked twice)",
+     [_DIR, _NAME, (("--role",), dict(required=True, metavar="attendant|manager")),
+      _PASSWORD_STDIN], "users_cli:add"),
+    ("list", "list the users, their roles and whether disabled", [_DIR],
+     "users_cli:list_users"),
+    ("passwd", "give a user a new password (its sessions end)", [_DIR, _NAME, _PASSWORD_STDIN],
+     "users_cli:passwd"),
+    ("disable", "disable a user: no more logins, its sessions end", [_DIR, _NAME],
+     "users_cli:disable"),
+)
 
 
 def command_table():
@@ -79,10 +95,12 @@ def command_table():
                       "clock ask)",
          [_DIR, (("gates",), dict(nargs="*", metavar="GATE", help="default every gate")),
           _WAIT], "push_cli:set_clock"),
+        # ---- the web application's accounts (lot/users_cli.py) ----
+        ("user", "the accounts of the lot's web application", [], _USER_COMMANDS),
     )
 
 
-def _runner(target):
+def _runner(target, command):
     module, function = target.split(":")
 
     def run(args):
@@ -90,18 +108,25 @@ def _runner(target):
             return getattr(importlib.import_module("parkgate_tools.lot." + module),
                            function)(args)
         except (ValueError, OSError) as exc:     # ConfigError, a refused id, a file
-            print("parkgate lot %s: %s" % (args.lot_command, exc), file=sys.stderr)
+            print("parkgate lot %s: %s" % (command, exc), file=sys.stderr)
             return 2
     return run
+
+
+def _add_commands(parser, table, dest, prefix=""):
+    sub = parser.add_subparsers(dest=dest, required=True)
+    for name, help, arguments, target in table:
+        p = sub.add_parser(name, help=help, description=help)
+        for flags, options in arguments:
+            p.add_argument(*flags, **options)
+        if isinstance(target, str):
+            p.set_defaults(run=_runner(target, prefix + name))
+        else:
+            _add_commands(p, target, name + "_command", prefix + name + " ")
 
 
 def add_parser(subparsers):
     """Register `parkgate lot` and its commands with the top-level parser."""
     parser = subparsers.add_parser("lot", help="provision and run a lot server",
                                    description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="lot_command", required=True)
-    for name, help, arguments, target in command_table():
-        p = sub.add_parser(name, help=help, description=help)
-        for flags, options in arguments:
-            p.add_argument(*flags, **options)
-        p.set_defaults(run=_runner(target))
+    _add_commands(parser, command_table(), "lot_command")
