@@ -26,6 +26,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--hide-scrollbars"]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"   # the W3C web element key
 WINDOW = (1280, 900)
+TALLEST_PX = 4000     # a full-page screenshot is cut here
 MAX_ANSWER_BYTES = 64 << 20   # a full-page screenshot of a long page stays well below
 MAX_SCRIPT_CHARS = 64 << 10
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -201,8 +202,27 @@ class Browser:
         """Forget every cookie of the page's origin (logged out)."""
         self._session("DELETE", "/cookie")
 
-    def screenshot(self, path):
-        """Write a PNG of the window's viewport to path; returns path."""
+    def screenshot(self, path, full_page=False, tallest=TALLEST_PX):
+        """Write a PNG of the window's viewport to path; returns path.
+        full_page: of the whole page instead (the window stretched to the
+        page's height, at most `tallest` pixels, then put back)."""
+        if not full_page:
+            return self._write_png(path)
+        with self.lock:
+            rect = self._session("GET", "/window/rect")
+            # the window's height less the viewport's is the browser's own frame
+            page, viewport = self.execute(
+                "return [Math.max(document.documentElement.scrollHeight,"
+                " document.body ? document.body.scrollHeight : 0), window.innerHeight];")
+            frame = rect["height"] - int(viewport or 0)
+            self.set_window_size(rect["width"], min(max(int(page or 0) + frame, rect["height"]),
+                                                    int(tallest)))
+            try:
+                return self._write_png(path)
+            finally:
+                self.set_window_size(rect["width"], rect["height"])
+
+    def _write_png(self, path):
         data = base64.b64decode(self._session("GET", "/screenshot"))
         if not data.startswith(PNG_MAGIC):
             raise WebDriverError("bad screenshot", "chromedriver did not answer a PNG")
