@@ -1,63 +1,64 @@
-"""The lot's operator page, served by the lot server (stdlib HTTP server):
-gates online or offline with their backlog and clock quality, cars inside,
-the day's entries, exits and money in yuan (collected at the gates online
-and offline or by hand, owed, corrected: see store.EventStore.money),
-flagged sessions with a form to record a correction, what each plate still
-owes with a form to collect it, and the day's occupancy as an inline SVG
-chart, and the sessions past the lot's maximum stay (stale: not inside)
-with a form to close each by hand. Nothing is fetched from elsewhere; the page works without
-JavaScript.
+"""The lot's operator page: its model (OperatorPage: the snapshot of a day
+with its duty throttle and worker process, search, CSV export, corrections,
+session closes, pushes to the gates, the audit log) served by the web
+application of lot/web/app.py (Starlette under uvicorn, with login).
 
-    GET  /                 the page (?day=YYYY-MM-DD for another day)
-    GET  /api/summary      the same numbers as JSON (?day= too)
-    GET  /search           ?plate=&from=&to=YYYY-MM-DD&page=N: plates found (misreads
-                           too) and their sessions; /api/search the same as JSON
-    GET  /sessions.csv     ?from=&to=YYYY-MM-DD: the sessions of those days as CSV
-    POST /corrections      form: gate, jid, seq, action, amount (yuan), note
-    POST /api/corrections  JSON: {gate, jid, seq, action, amount_fen, note}
-    POST /sessions/close   form: gate, jid, seq (an entry), reason: a ghost's session closed
+The page shows the gates online or offline with their backlog and clock
+quality, cars inside, the day's entries, exits and money in yuan (collected
+at the gates online and offline or by hand, owed, corrected: see
+store.EventStore.money), flagged sessions with a form to record a
+correction, what each plate still owes with a form to collect it, the
+occupancy and revenue chart, and the sessions past the lot's maximum stay
+(stale: not inside) with a form to close each by hand (page_numbers.py
+works the numbers out). The routes: lot/web/app.py. Who may do what:
+firmware/docs/lot-server.md ("Accounts and roles").
 
 A correction is a row of its own (store.add_correction); events are never
-edited. It binds to 127.0.0.1 by default and has no login of its own: see
-firmware/docs/lot-server.md. The HTML is operator_html.py's."""
-import calendar
+edited. Every correction, close, push and remote open is written with the
+logged-in user's name (the store's audit log)."""
 import csv
 import io
 import logging
+import os
 import threading
 import time
 
-from parkgate import record, tariff
-from parkgate.clock import QUALITY_NAMES
-from parkgate_tools.http_service import HTTPService
-from parkgate_tools.lot.operator_html import yuan
-from parkgate_tools.lot.operator_http import Handler, fen_from_yuan  # noqa: F401 (API)
+from parkgate import tariff
+from parkgate_tools.asgi_service import ASGIService
+from parkgate_tools.lot.page_numbers import FLAGGED_SHOWN, PageNumbers  # noqa: F401 (API)
 from parkgate_tools.lot.page_worker import PageWorker
+from parkgate_tools.lot.web.auth import SECRET_BYTES
+from parkgate_tools.lot.web.money_text import yuan
 
 log = logging.getLogger("parkgate.page")
 
-BIN_S = 900             # occupancy chart: one point every 15 minutes
-STALE_AFTER_S = 90      # a gate sends its status every 30 s
 # The page's share of the lot server's time: after a snapshot that took t
 # seconds the next one starts no sooner than t * (1 / DUTY - 1) later, and
 # no later than PAUSE_MAX_S (a reader waits at most that, and one snapshot).
 DUTY = 0.02
 PAUSE_MAX_S = 10.0
-FLAGGED_SHOWN = 200     # the latest flagged sessions listed (all are counted)
-OWED_SHOWN = 200        # plates in the owed list, those owing most (all are summed)
-DAY_S = 86400
 PAGE_SIZE = 50          # sessions a search page lists
+MAX_RANGE_DAYS = 366    # the longest date range a list or export covers
 CSV_FIELDS = ("plate", "entry_local", "exit_local", "entry_gate", "exit_gate", "yuan",
               "fee", "fee_source", "flags", "closed", "entry_time", "exit_time")
-ONLINE = record.FEE_SOURCE_NAMES[record.FEE_ONLINE]     # fee_source of a stored exit
-OFFLINE = record.FEE_SOURCE_NAMES[record.FEE_OFFLINE]
+PUSH_ACTIONS = {"tariff": "push-tariff", "open": "open"}    # pusher kind: audit action
 
 
-class OperatorPage:
-    """Serves the page for one lot from a Store. tariff: a callable
+class OperatorPage(PageNumbers):
+    """Serves the page for one lot from a Store. tariff_source: a callable
     returning the Tariff fees are checked against (the bridge's current
     one). clock: the lot's time for "today" and "inside now" (the demo
     passes its simulated clock); utc_offset_s: the lot's local time.
+
+    secret: the session cookie's key (SECRET_BYTES or more; None: random,
+    so sessions end with the process: lot/run.py keeps one in
+    state/session.key); https_only: the cookie is Secure (browsers keep it
+    on http://127.0.0.1 too). pusher(kind, payload, who): sends to the
+    gates (kind "tariff", payload the table's JSON text; kind "open",
+    payload {"gate": id}) and returns what the gates answered, JSON-able;
+    None: the page pushes nothing. health(): the bridge's health,
+    {"live", "refused", "failed"} (lot/health.bridge_health), or None.
+    tls_cert/tls_key: serve HTTPS directly.
 
     While serving, the page reads (and records corrections) through a
     connection of its own (store.open_reader()), never the bridge's, so a
@@ -75,7 +76,8 @@ class OperatorPage:
     latest; all are counted), so that a page stays small whatever the day."""
 
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
-                 utc_offset_s=8 * 3600, refresh_s=15, duty=DUTY, aside=True):
+                 utc_offset_s=8 * 3600, refresh_s=15, duty=DUTY, aside=True, secret=None,
+                 https_only=True, pusher=None, health=None, tls_cert=None, tls_key=None):
         self.source = store    # the store given
         self.store = store     # the store read: its own connection while serving
         self.lot, self.tariff_source = lot, tariff_source
@@ -83,26 +85,29 @@ class OperatorPage:
         if not 0 < duty <= 1:
             raise ValueError("duty: %r is not a share of time in (0, 1]" % (duty,))
         self.duty, self.aside = duty, aside
+        self.secret = os.urandom(SECRET_BYTES) if secret is None else secret
+        self.https_only, self.pusher, self.health = https_only, pusher, health
         self._worker = None             # the process the snapshots are worked out in
         self._snapshot_lock = threading.Lock()
         self._next_snapshot_at = 0.0    # monotonic: when the next may start
         self._last = None               # (day asked, monotonic start, snapshot)
-        self._http = HTTPService(type("Handler", (Handler,), {"page": self}), host, port,
-                                 "operator-page")
+        self._http = ASGIService(None, host, port, "operator-page", tls_cert, tls_key)
 
     @property
     def url(self):
-        """The page's URL."""
-        return "http://%s:%d/" % (self._http.host, self._http.port)
+        """The page's URL (with a trailing slash)."""
+        return self._http.url + "/"
 
     def start(self):
-        """Open the page's own connection and serve in a background thread;
-        returns self."""
+        """Open the page's own connection and serve the web application in
+        a background thread; returns self."""
+        from parkgate_tools.lot.web.app import build_app
         if self.store is self.source:
             self.store = self.source.open_reader()
         with self._snapshot_lock:
             if self.aside and self._worker is None:
                 self._worker = PageWorker()     # started now, not at the first read
+        self._http.app = build_app(self)
         self._http.start()
         log.info("operator page on %s", self.url)
         return self
@@ -119,14 +124,6 @@ class OperatorPage:
             self.store = self.source
 
     # ---- the numbers ----
-
-    def day_bounds(self, day=None):
-        """(start, end, "YYYY-MM-DD") in unix seconds of the lot's local day
-        (today by the lot's clock when day is None)."""
-        if day is None:
-            day = time.strftime("%Y-%m-%d", time.gmtime(self.clock() + self.utc_offset_s))
-        start = calendar.timegm(time.strptime(day, "%Y-%m-%d")) - self.utc_offset_s
-        return start, start + DAY_S, day
 
     def snapshot(self, day=None):
         """Everything the page shows, as a JSON-able dict: one worked out
@@ -158,155 +155,67 @@ class OperatorPage:
         return self._worker.ask(self.source.path, self.source.lock_wait, self.lot,
                                 self.tariff_source(), int(self.clock()), self.utc_offset_s, day)
 
-    def work_out(self, day=None, now=None):
-        """The snapshot, worked out here and now (snapshot() is the one to
-        call: it bounds how often this runs); now: the lot's time to use."""
-        start, end, day = self.day_bounds(day)
-        now = int(self.clock()) if now is None else now
-        until = min(now, end)
-        events = self.store.events_between(start, end)
-        exits = self.store.exits_with_entries(start, end)
-        corrections = {}
-        for c in self.store.corrections():
-            corrections.setdefault((c["gate"], c["jid"], c["seq"]), []).append(c)
-        entries = [e for e in events if e["kind"] == "in"]
-        exits_charged = [e for e in events if e["kind"] == "out"
-                         and e["fee_source"] in (ONLINE, OFFLINE)]
-        money = self.store.money(start, end)
-        revenue = {"online_fen": money["online"][1], "offline_fen": money["offline"][1],
-                   "by_hand_fen": money["by_hand"], "collected_fen": money["collected"],
-                   "owed_fen": money["owed"][1], "adjustments_fen": money["corrected"],
-                   "total_fen": money["collected"] + money["corrected"]}
-        for key in list(revenue):
-            revenue[key[:-4]] = yuan(revenue[key])
-        flagged = self._flagged(exits, corrections)
-        max_stay = self.store.max_stay()
-        stale, closed = self._stale(now)
-        inside = self.store.inside_at(now + 1) if start <= now < end else (
-            self.store.inside_at(end) if now >= end else set())
-        return {
-            "lot": self.lot, "day": day, "as_of": now, "as_of_local": self._local(now),
-            "gates": self._gates(),
-            "inside": len(inside),
-            "entries": len(entries),
-            "exits": len(exits_charged),
-            "exits_online": money["online"][0], "exits_offline": money["offline"][0],
-            "exits_owed": sum(1 for e in events if e["kind"] == "out"
-                              and e["flags"] & record.FLAG_OWED),
-            "exits_unsettled": money["owed"][0], "revenue": revenue,
-            "owed": self._owed_list(),
-            "flagged": flagged[-FLAGGED_SHOWN:], "flagged_total": len(flagged),
-            "open_flags": sum(1 for f in flagged if not f["corrections"]),
-            "occupancy": self._occupancy(start, until, events),
-            "upstream_backlog": self.store.outbox_backlog(),
-            "max_stay_hours": None if max_stay is None else max_stay / 3600,
-            "stale": stale, "closed_sessions": closed,
-        }
+    # ---- what the operator does ----
 
-    def _gates(self):
-        wall = time.time()
-        gates = []
-        for gate, (status, received_at) in sorted(self.store.statuses().items()):
-            age = wall - received_at
-            if not status.get("on"):
-                state = "offline"
-            elif age > STALE_AFTER_S:
-                state = "stale"
-            else:
-                state = "online"
-            quality = status.get("clock")
-            gates.append({
-                "gate": gate, "state": state, "backlog": status.get("backlog"),
-                "seq": status.get("seq"), "acked": status.get("acked"),
-                "heap": status.get("heap"), "tv": status.get("tv"),
-                "clock_quality": quality,
-                "clock": QUALITY_NAMES[quality] if type(quality) is int and 0 <= quality < len(
-                    QUALITY_NAMES) else None,
-                "last_seen_s": round(age, 1)})
-        return gates
-
-    def _flagged(self, exits, corrections):
-        table = self.tariff_source()
-        found = {}
-        for x in exits:
-            reasons = _flag_reasons(x["flags"])
-            expected = None
-            if table is not None:
-                try:
-                    if x["stored_entry"] is None:
-                        expected = tariff.quote_no_entry(table, x["time"], x["colour"]).fee
-                    else:
-                        member = bool(x["flags"] & record.FLAG_MEMBER) or self.store.is_member(
-                            x["plate"], x["time"])
-                        expected = tariff.quote(table, x["stored_entry"], x["time"], x["colour"],
-                                                member=member).fee
-                except tariff.TariffError:
-                    expected = None
-            owed = None if expected is None else expected - x["fee"]
-            if owed:
-                reasons.append(("owes %s yuan" if owed > 0 else "overcharged %s yuan")
-                               % yuan(abs(owed)))
-            if reasons:
-                found[(x["gate"], x["jid"], x["seq"])] = dict(
-                    x, kind="out", expected=expected, owed=owed, reasons=reasons)
-        for e in self.store.flagged():
-            key = (e["gate"], e["jid"], e["seq"])
-            if key not in found:
-                found[key] = dict(e, expected=None, owed=None, stored_entry=None,
-                                  reasons=_flag_reasons(e["flags"]))
-        items = []
-        for key, item in sorted(found.items(), key=lambda kv: (kv[1]["time"], kv[0])):
-            # what the form offers to record: an owed fee, and what the tariff says is short
-            owed_fee = (item["fee"] or 0) if item["flags"] & record.FLAG_OWED else 0
-            item["collect_fen"] = max(item["owed"] or 0, 0) + owed_fee
-            item["corrections"] = _counted(item, corrections.get(key, []))
-            item["time_local"] = self._local(item["time"])
-            items.append(item)
-        return items
-
-    def _owed_list(self):
-        """What each plate still owes (store.owed_by_plate), the most first,
-        at most OWED_SHOWN plates."""
-        plates = sorted(self.store.owed_by_plate(), key=lambda p: (-p["fen"], p["plate"]))
-        for plate in plates[:OWED_SHOWN]:
-            plate["yuan"] = yuan(plate["fen"])
-            for owed in plate["sessions"]:
-                owed["time_local"] = self._local(owed["time"])
-        return {"plates": plates[:OWED_SHOWN], "plates_total": len(plates),
-                "fen": sum(p["fen"] for p in plates),
-                "yuan": yuan(sum(p["fen"] for p in plates))}
-
-    def _occupancy(self, start, until, events):
-        inside = set(self.store.inside_at(start))
-        points = [[0, len(inside)]]
-        boundary = start + BIN_S
-        for e in events:
-            while e["time"] >= boundary and boundary <= until:
-                points.append([(boundary - start) // 60, len(inside)])
-                boundary += BIN_S
-            if e["time"] > until:
-                break
-            if e["kind"] == "in":
-                inside.add(e["plate"])
-            else:
-                inside.discard(e["plate"])
-        while boundary <= until:
-            points.append([(boundary - start) // 60, len(inside)])
-            boundary += BIN_S
-        if until > start and (until - start) % BIN_S:
-            points.append([(until - start) // 60, len(inside)])
-        return points
-
-    def _local(self, t):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t + self.utc_offset_s))
-
-    def correct(self, gate, jid, seq, action, amount_fen, note):
-        """Record a correction (see Store.add_correction); returns its id.
-        The next snapshot is worked out without waiting for the duty."""
+    def correct(self, gate, jid, seq, action, amount_fen, note, by):
+        """Record a correction by user `by` (see Store.add_correction);
+        returns its id. The next snapshot is worked out without waiting."""
         correction_id = self.store.add_correction(gate, int(jid), int(seq), action, amount_fen,
-                                                  note)
+                                                  note, by)
         self._next_snapshot_at = 0.0
         return correction_id
+
+    def close_session(self, gate, jid, seq, reason, closed_by):
+        """Close a ghost's session by hand (see Store.close_session), by
+        user closed_by. The next snapshot is worked out without waiting."""
+        self.store.close_session(gate, int(jid), int(seq), reason, closed_by)
+        self._next_snapshot_at = 0.0
+
+    def is_owed_exit(self, gate, jid, seq):
+        """True if (gate, jid, seq) is an exit let out unpaid and not settled."""
+        return any((x["gate"], x["jid"], x["seq"]) == (gate, jid, seq)
+                   for plate in self.store.owed_by_plate() for x in plate["sessions"])
+
+    def push(self, kind, payload, who):
+        """Send to the gates through the pusher, as user who (kind
+        "tariff": payload the table's JSON text, checked first; "open":
+        {"gate": id}), and write it to the audit log with what the gates
+        answered (or why nothing was sent). Returns the pusher's answer;
+        ValueError if there is no pusher or the table is no table."""
+        if self.pusher is None:
+            raise ValueError("this lot server sends nothing to the gates (no pusher)")
+        if kind not in PUSH_ACTIONS:
+            raise ValueError("push: %r is not one of %s" % (kind, ", ".join(PUSH_ACTIONS)))
+        detail = dict(payload) if kind == "open" else {"version": tariff.loads(payload).version}
+        try:
+            result = self.pusher(kind, payload, who)
+        except Exception as exc:
+            self.store.audit(who, PUSH_ACTIONS[kind], dict(detail, error=str(exc)[:500]))
+            raise
+        self.store.audit(who, PUSH_ACTIONS[kind], dict(detail, result=result))
+        return result
+
+    def bridge_health(self):
+        """The health callable's {"live", "refused", "failed"}, or None."""
+        return None if self.health is None else self.health()
+
+    def audit_log(self, first=None, last=None, limit=200):
+        """The audit log's rows of the days first..last, newest first, with local times."""
+        start, end = self.range_bounds(first, last)
+        rows = self.store.audit_log(limit, start, end)
+        for row in rows:
+            row["at_local"] = self._local(int(row["at"]))
+        return rows
+
+    def lists(self, first=None, last=None):
+        """The flagged sessions and what each plate owes, of the exits in
+        the days first..last: {"flagged", "flagged_total", "open_flags",
+        "owed", "from", "to"}."""
+        start, end = self.range_bounds(first, last)
+        return dict(self.flagged_between(start, end), owed=self._owed_list(start, end),
+                    **{"from": first or "", "to": last or ""})
+
+    # ---- finding things ----
 
     def range_bounds(self, first=None, last=None):
         """(start, end) in unix seconds from the local days first..last
@@ -316,6 +225,8 @@ class OperatorPage:
         end = self.day_bounds(last or None)[1]
         if end <= start:
             raise ValueError("to: %r is before from: %r" % (last, first))
+        if first and end - start > MAX_RANGE_DAYS * 86400:
+            raise ValueError("from %s to %s: more than %d days" % (first, last, MAX_RANGE_DAYS))
         return start, end
 
     def search(self, text, first=None, last=None, page=1, fuzzy=True):
@@ -352,46 +263,3 @@ class OperatorPage:
                     if session["exit_time"] else None,
                     yuan=None if session["fee"] is None else yuan(session["fee"]))
 
-    def close_session(self, gate, jid, seq, reason):
-        """Close a ghost's session by hand (see Store.close_session): who is
-        "operator" until the page has logins. The next snapshot is worked
-        out without waiting for the duty."""
-        self.store.close_session(gate, int(jid), int(seq), reason)
-        self._next_snapshot_at = 0.0
-
-    def _stale(self, now):
-        """Sessions past the maximum stay (not inside), oldest first, and
-        the latest closed by hand."""
-        stale = self.store.stale_sessions(now)
-        for session in stale:
-            session["time_local"] = self._local(session["time"])
-            session["hours"] = (now - session["time"]) // 3600
-        closed = self.store.session_closes()
-        for session in closed:
-            session["time_local"] = self._local(session["time"])
-            session["closed_local"] = self._local(int(session["closed_at"]))
-        return stale, closed
-
-
-def _counted(item, corrections):
-    """The corrections of a flagged item as shown, each with counted: False
-    for a "collected" on an owed exit after its first (schema.CORRECTION_ACTIONS)."""
-    owed = item["kind"] == "out" and item["flags"] & record.FLAG_OWED
-    shown, collected = [], False
-    for c in corrections:
-        counted = not (owed and c["action"] == "collected" and collected)
-        collected = collected or (owed and c["action"] == "collected")
-        shown.append(dict({k: c[k] for k in ("id", "action", "amount", "note")},
-                          counted=counted))
-    return shown
-
-
-def _flag_reasons(flags):
-    reasons = []
-    if flags & record.FLAG_OWED:
-        reasons.append("let out unpaid: fee owed")
-    if flags & record.FLAG_NO_ENTRY:
-        reasons.append("exit without entry")
-    if flags & record.FLAG_REENTRY:
-        reasons.append("re-entry closed an open session")
-    return reasons
