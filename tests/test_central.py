@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -184,3 +185,113 @@ def test_the_service_reads_its_tokens_from_a_file(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
+
+
+class AdminBrowser:
+    """What a browser does at /admin: keeps the session cookie (sent by hand:
+    it is Secure, which urllib's cookie jar keeps for https), follows no
+    redirect, sends Accept: text/html and its own Origin."""
+
+    def __init__(self, url):
+        self.url, self.cookie, self.set_cookie = url, None, None
+        self.opener = urllib.request.build_opener(NoRedirect)
+
+    def call(self, path, form=None, origin=True):
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        request = urllib.request.Request(self.url + path, data=data)
+        request.add_header("Accept", "text/html")
+        if origin:
+            request.add_header("Origin", self.url if origin is True else origin)
+        if self.cookie:
+            request.add_header("Cookie", self.cookie)
+        try:
+            response = self.opener.open(request, timeout=WAIT_S)
+        except urllib.error.HTTPError as exc:
+            response = exc
+        header = response.headers.get("Set-Cookie")
+        if header:
+            self.set_cookie = header
+            self.cookie = header.split(";")[0]
+        return response.status, response.headers.get("Location"), response.read().decode()
+
+    def csrf(self, path):
+        return re.search(r'name="csrf" value="([^"]+)"', self.call(path)[2]).group(1)
+
+    def log_in(self, token):
+        return self.call("/admin/login", {"csrf": self.csrf("/admin/login"), "token": token})
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_admin_logs_in_with_a_browser_form_and_out(db_path, tmp_path):  # noqa: F811
+    secret = tmp_path / "secret"
+    server = CentralServer(db_path, tokens=dict(TOKENS), admin_token=ADMIN,
+                           secret_file=str(secret)).start()
+    try:
+        assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_bytes()) == 32
+        browser = AdminBrowser(server.url)
+        assert browser.call("/admin")[:2] == (303, "/admin/login")
+        assert call(server.url + "/admin")[0] == 401            # an API client: as before
+        code, _, html = browser.log_in("token-a")                # a lot's token is no admin's
+        assert code == 401 and 'id="login-error"' in html and "Wrong admin token" in html
+        code, where, _ = browser.log_in(ADMIN)
+        assert (code, where) == (303, "/admin")
+        assert all(flag in browser.set_cookie.lower()
+                   for flag in ("parkgate_central=", "httponly", "secure", "samesite=strict"))
+        code, _, html = browser.call("/admin")
+        assert code == 200 and '<table id="lots">' in html and 'id="logout"' in html
+        # the cookie opens the page only: the API still wants the bearer token
+        request = urllib.request.Request(server.url + "/v1/lots", headers={
+            "Cookie": browser.cookie})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=WAIT_S)
+        assert refused.value.code == 401
+        # logging out needs the session's CSRF token and this site's Origin
+        token = browser.csrf("/admin")
+        assert browser.call("/admin/logout", {"csrf": "forged"})[0] == 403
+        assert browser.call("/admin/logout", {"csrf": token}, origin="https://evil.example")[0] == 403
+        assert browser.call("/admin")[0] == 200
+        assert browser.call("/admin/logout", {"csrf": token})[:2] == (303, "/admin/login")
+        assert browser.call("/admin")[:2] == (303, "/admin/login")
+    finally:
+        server.close()
+    # the secret file is kept: a session made before a restart still opens the page
+    again = CentralServer(db_path, tokens=dict(TOKENS), admin_token=ADMIN,
+                          secret_file=str(secret)).start()
+    try:
+        browser = AdminBrowser(again.url)
+        browser.log_in(ADMIN)
+        again.stop()
+        again.start()
+        assert browser.call("/admin")[0] == 200
+        again.admin_token = "a-new-admin-token"             # a new token ends the session
+        assert browser.call("/admin")[:2] == (303, "/admin/login")
+    finally:
+        again.close()
+
+
+def test_admin_login_wants_csrf_and_origin_and_is_rate_limited(central):
+    browser = AdminBrowser(central.url)
+    token = browser.csrf("/admin/login")
+    assert browser.call("/admin/login", {"csrf": "forged", "token": ADMIN})[0] == 403
+    assert browser.call("/admin/login", {"csrf": token, "token": ADMIN},
+                        origin="https://evil.example")[0] == 403
+    assert browser.call("/admin")[:2] == (303, "/admin/login")     # neither logged in
+    for _ in range(5):
+        assert browser.log_in("guess")[0] == 401
+    code, _, html = browser.log_in(ADMIN)                 # the right token, too late
+    assert code == 429 and "Too many failed logins" in html
+    assert browser.call("/admin")[:2] == (303, "/admin/login")
+    assert call(central.url + "/admin", token=ADMIN)[0] == 200     # the bearer API is not limited
+
+
+def test_the_admin_login_compares_the_token_with_compare_digest(central, monkeypatch):
+    compared = []
+    real = central_app.hmac.compare_digest
+    monkeypatch.setattr(central_app.hmac, "compare_digest",
+                        lambda a, b: compared.append((a, b)) or real(a, b))
+    AdminBrowser(central.url).log_in("guess")
+    assert (b"guess", ADMIN.encode()) in compared

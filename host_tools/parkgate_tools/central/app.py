@@ -1,5 +1,6 @@
 """The central server's web application (Starlette): the lots' API under
-/v1/lots/<lot>/ and the admin page at /admin. Protocol:
+/v1/lots/<lot>/ and the admin page at /admin, which a browser opens after
+logging in at /admin/login (central/admin_login.py). Protocol:
 firmware/docs/upstream.md.
 
 Who may do what, from the request's bearer token (compared with every
@@ -9,7 +10,10 @@ configured token in constant time, hmac.compare_digest):
     the admin token  GET any lot's documents and summary, PUT tariffs and
                      member lists, the lot list (/v1/lots) and /admin; it
                      posts no events or corrections (403)
-    none or unknown  401, also when no token is configured at all."""
+    none or unknown  401, also when no token is configured at all; GET
+                     /admin from a browser (Accept: text/html) without a
+                     header goes to /admin/login instead (303), and with
+                     the admin session cookie it is shown."""
 import hmac
 import json
 import logging
@@ -19,11 +23,13 @@ import time
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from parkgate import record, tariff
+from parkgate_tools.central import admin_login
 from parkgate_tools.ids import ID_PATTERN, is_id
+from parkgate_tools.lot.web import auth
 
 log = logging.getLogger("parkgate.central")
 
@@ -100,9 +106,14 @@ def _bearer(request):
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+def _render(name, context, status=200):
+    return HTMLResponse(_TEMPLATES.get_template(name).render(**context), status)
+
+
 def build_app(central):
     """The Starlette application serving central (a CentralServer: its
-    store, tokens, admin_token and counters, read at each request)."""
+    store, tokens, admin_token and counters, read at each request; its
+    secret and https_only make the admin session cookie)."""
 
     def allowed(request, lot, who=(ADMIN, "lot")):
         """None if the request's token is one of who (ADMIN; "lot": the
@@ -193,16 +204,23 @@ def build_app(central):
         return refused or JSONResponse({"lots": await run_in_threadpool(central.store.lots)})
 
     async def admin_page(request):
-        refused = allowed(request, None, who=(ADMIN,))
-        if refused:
-            return refused
+        bearer = _bearer(request)
+        session = not bearer and admin_login.logged_in(request, central.admin_token)
+        if not session:
+            if not bearer and "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/admin/login", 303)
+            refused = allowed(request, None, who=(ADMIN,))
+            if refused:
+                return refused
         rows = await run_in_threadpool(central.store.lots)
-        now = time.time()
-        html = _TEMPLATES.get_template("admin.html").render(
-            lots=rows, now=now, total_events=sum(r["events"] for r in rows),
+        return _render("admin.html", dict(
+            lots=rows, now=time.time(), total_events=sum(r["events"] for r in rows),
             total_revenue=sum(r["revenue"] for r in rows),
-            total_owed=sum(r["owed"] for r in rows))
-        return HTMLResponse(html)
+            total_owed=sum(r["owed"] for r in rows),
+            csrf=auth.csrf_token(request) if session else None))
+
+    def is_admin_token(text):
+        return token_owner(text, None, central.admin_token) == ADMIN
 
     documents = "{what:documents}"
     posted = "{what:posted}"
@@ -213,8 +231,9 @@ def build_app(central):
         Route("/v1/lots/%s/%s" % (_LOT, posted), lot_post, methods=["POST"]),
         Route("/v1/lots", lots, methods=["GET"]),
         Route("/admin", admin_page, methods=["GET"]),
-    ]
-    return Starlette(routes=routes)
+    ] + admin_login.login_routes(central, auth.LoginGuard(), is_admin_token, _render)
+    return Starlette(routes=routes, middleware=[
+        admin_login.session_middleware(central.secret, central.https_only)])
 
 
 def _register_convertors():

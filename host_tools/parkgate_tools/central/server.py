@@ -8,6 +8,7 @@ Each lot has its own token, the admin another. The protocol:
 firmware/docs/upstream.md."""
 import json
 import logging
+import os
 import signal
 import threading
 
@@ -17,6 +18,7 @@ from parkgate_tools.central.app import MAX_BODY, BadRequest, build_app, parse_co
 from parkgate_tools.central.app import parse_events
 from parkgate_tools.central.store import CentralStore
 from parkgate_tools.ids import is_id
+from parkgate_tools.lot.web.auth import SECRET_BYTES, load_or_create_secret
 
 __all__ = ["MAX_BODY", "BadRequest", "CentralServer", "CentralStore", "TokenError",
            "load_tokens", "parse_corrections", "parse_events"]
@@ -58,12 +60,22 @@ class CentralServer:
     tokens: {lot: bearer token}; admin_token: the admin's; tokens_file: a
     file to read both from (load_tokens; the service's way, tokens never on
     a command line). With no token at all every request is answered 401.
-    Both attributes may be changed while serving."""
+    Both attributes may be changed while serving.
+
+    secret: the bytes signing the admin session cookie (central/admin_login.py);
+    secret_file: a file to keep it in, made (mode 0600) if absent
+    (auth.load_or_create_secret); neither: a random one, so that a restart
+    logs the admin out. https_only: the cookie is Secure (browsers send it
+    over https, and over http to 127.0.0.1 / localhost only)."""
 
     def __init__(self, db_path, host="127.0.0.1", port=0, tokens=None, admin_token=None,
-                 tokens_file=None):
+                 tokens_file=None, secret=None, secret_file=None, https_only=True):
         if tokens_file is not None:
             tokens, admin_token = load_tokens(tokens_file)
+        if secret_file is not None:
+            secret = load_or_create_secret(secret_file)
+        self.secret = os.urandom(SECRET_BYTES) if secret is None else secret
+        self.https_only = https_only
         self.db_path = db_path
         self.tokens = tokens
         self.admin_token = admin_token
@@ -130,16 +142,21 @@ def add_parser(subparsers):
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--tokens", required=True, metavar="FILE",
                         help='JSON file {"admin": TOKEN, "lots": {LOT: TOKEN}} (mode 0600)')
+    parser.add_argument("--secret-file", metavar="FILE",
+                        help="the admin session cookie's signing secret, made (mode 0600) if "
+                             "absent (default: a new one at each start)")
     parser.set_defaults(run=run)
 
 
 def run(args):
-    """Serve until SIGTERM or SIGINT; 0 after a clean stop, 2 on a bad tokens file."""
+    """Serve until SIGTERM or SIGINT; 0 after a clean stop, 2 on a bad
+    tokens or secret file."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        server = CentralServer(args.db, args.host, args.port, tokens_file=args.tokens).start()
-    except TokenError as exc:
+        server = CentralServer(args.db, args.host, args.port, tokens_file=args.tokens,
+                               secret_file=args.secret_file).start()
+    except (TokenError, ValueError, OSError) as exc:
         log.error("parkgate central: %s", exc)
         return 2
     stop = threading.Event()
