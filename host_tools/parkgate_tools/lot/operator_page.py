@@ -200,8 +200,9 @@ class OperatorPage(PageNumbers):
         return None if self.health is None else self.health()
 
     def audit_log(self, first=None, last=None, limit=200):
-        """The audit log's rows of the days first..last, newest first, with local times."""
-        start, end = self.range_bounds(first, last)
+        """The audit log's rows of the days first..last (neither: all), the
+        newest `limit` first, with local times."""
+        start, end = self.range_bounds(first, last) if first or last else (None, None)
         rows = self.store.audit_log(limit, start, end)
         for row in rows:
             row["at_local"] = self._local(int(row["at"]))

@@ -225,7 +225,7 @@ def _counted(item, corrections):
     for c in corrections:
         counted = not (owed and c["action"] == "collected" and collected)
         collected = collected or (owed and c["action"] == "collected")
-        shown.append(dict({k: c[k] for k in ("id", "action", "amount", "note")},
+        shown.append(dict({k: c[k] for k in ("id", "action", "amount", "note", "made_by")},
                           counted=counted))
     return shown
 

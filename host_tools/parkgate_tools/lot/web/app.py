@@ -248,7 +248,7 @@ def build_app(page, healthz=None, metrics=None):
 
     @guarded(api=True, body="json")
     def correct_api(request, user, data):
-        given = forms.fields(data, CORRECTION_FIELDS, ("amount_fen", "note"))
+        given = forms.fields(data, CORRECTION_FIELDS, ("amount_fen", "note"), json_body=True)
         try:
             check_correction(user, given)
         except PermissionError as exc:

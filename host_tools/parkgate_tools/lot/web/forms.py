@@ -155,10 +155,17 @@ FIELDS = {"gate": gate, "jid": jid, "seq": seq, "action": action, "amount": amou
           "amount_fen": amount_fen, "note": note, "reason": reason, "tariff": tariff_text}
 
 
-def fields(given, required, optional=()):
+JSON_INTS = ("jid", "seq", "amount_fen")   # numbers in a JSON body, never strings
+
+
+def fields(given, required, optional=(), json_body=False):
     """{name: checked value} of the fields named (FIELDS' rules; an optional
     one missing is left out); BadRequest for one missing, one not allowed
-    here, or a value its rule refuses."""
+    here, or a value its rule refuses. json_body: JSON_INTS must be JSON
+    integers."""
+    for name in JSON_INTS if json_body else ():
+        if name in given and type(given[name]) is not int:
+            raise BadRequest("%s: %r is not an integer" % (name, str(given[name])[:20]))
     unknown = set(given) - set(required) - set(optional)
     if unknown:
         raise BadRequest("unexpected field %s" % ", ".join(sorted(repr(n[:40]) for n in unknown)))
