@@ -56,7 +56,7 @@ def test_init_writes_a_lot_directory_with_its_secrets_private(tmp_path):
         ("in-1", "in"), ("out-1", "out")]
     assert stat.S_IMODE(os.stat(lot_dir).st_mode) == 0o700
     private = ["secrets.json", "keys/in-1.key", "keys/out-1.key", "gates/in-1/site.json",
-               "gates/out-1/site.json", "mosquitto/passwd", "mosquitto/acl"]
+               "gates/out-1/site.json", "mosquitto/passwd", "mosquitto/acl", "state/session.key"]
     for name in private:
         assert stat.S_IMODE(os.stat(lot_dir / name).st_mode) == 0o600, name
     secrets = json.loads((lot_dir / "secrets.json").read_text())

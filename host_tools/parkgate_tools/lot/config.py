@@ -57,9 +57,16 @@ class Database:
 
 @dataclass(frozen=True)
 class Http:
-    """Where the operator page, /healthz and metrics are served."""
+    """Where the operator page, /healthz and metrics are served: host
+    (127.0.0.1 by default: a reverse proxy in front, firmware/docs/
+    lot-server.md), port; tls_cert and tls_key (absolute paths, or "" for
+    none): uvicorn serves HTTPS itself; secure_cookies: the session cookie
+    is sent over HTTPS only (browsers count http://127.0.0.1 as secure)."""
     host: str
     port: int
+    tls_cert: str = ""
+    tls_key: str = ""
+    secure_cookies: bool = True
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,12 @@ class LotConfig:
     def pushes_dir(self):
         """state/pushes: the newest signed envelope per gate and kind."""
         return self.path("state", "pushes")
+
+    @property
+    def session_key_path(self):
+        """state/session.key: the secret the web application's session
+        cookies are signed with (made at the first start, 0600)."""
+        return self.path("state", "session.key")
 
     @property
     def mosquitto_dir(self):
@@ -282,9 +295,18 @@ def parse(lot_dir, data, path=None):
         broker=Broker(broker.get("host", str, "127.0.0.1"), broker.port("port", 1883),
                       tls[0], tls[1], tls[2], broker.file(lot_dir, "tls_ca"), size),
         database=Database(url, db.file(lot_dir, "password_file")),
-        http=Http(http.get("host", str, "127.0.0.1"), http.port("port", 8080, zero=True)),
+        http=_http(lot_dir, http),
         upstream=Upstream(upstream.get("url", str, ""), upstream.file(lot_dir, "token_file")),
         gates=_gates(path, data), policy=_policy(policy))
+
+
+def _http(lot_dir, table):
+    """Http from lot.toml's [http] table."""
+    cert, key = table.file(lot_dir, "tls_cert"), table.file(lot_dir, "tls_key")
+    if bool(cert) != bool(key):
+        raise table.error("tls_cert" if key else "tls_key", "tls_cert and tls_key go together")
+    return Http(table.get("host", str, "127.0.0.1"), table.port("port", 8080, zero=True),
+                cert, key, table.get("secure_cookies", bool, True))
 
 
 def _policy(table):

@@ -4,7 +4,8 @@ directory (lot/config.py reads it) and regenerate its broker files.
 Every secret is made here at random and kept in a file readable by its
 owner only (0600, the directory 0700): secrets.json (MQTT passwords),
 keys/<gate>.key (downlink keys), gates/<gate>/site.json (what a gate's
-board gets), mosquitto/passwd and mosquitto/acl. lot.toml holds none."""
+board gets), mosquitto/passwd and mosquitto/acl, state/session.key (the
+web application's cookie secret). lot.toml holds none."""
 import binascii
 import contextlib
 import fcntl
@@ -22,6 +23,7 @@ from parkgate_tools.files import write_atomic
 from parkgate_tools.ids import check_id
 from parkgate_tools.lot import config, mosquitto_conf, security
 from parkgate_tools.lot.config import CONFIG_NAME, KEY_BYTES, SERVER_ROLES, ConfigError
+from parkgate_tools.lot.web.auth import load_or_create_secret
 
 DEFAULT_TARIFF = os.path.join(runtime.FIRMWARE, "tariffs", "default.json")
 _HEADER = ("# parkgate lot: written by `parkgate lot init`; add-gate and remove-gate rewrite\n"
@@ -165,7 +167,7 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
         ("tls_cert", tls_cert), ("tls_key", tls_key), ("tls_ca", tls_ca)) if path})
     data = {"lot": {"id": lot}, "broker": broker,
             "database": {"url": db, "password_file": ""},
-            "http": {"host": "127.0.0.1", "port": http_port},
+            "http": {"host": "127.0.0.1", "port": http_port, "secure_cookies": True},
             "upstream": {"url": "", "token_file": ""},
             "gate": [{"id": gate, "direction": direction} for gate, direction in gates]}
     config.parse(lot_dir, data)
@@ -180,6 +182,7 @@ def init(lot_dir, lot, gates, broker_host="127.0.0.1", broker_port=1883, tls_por
         f.write(tariff_bytes)
     for role in SERVER_ROLES:
         security.provision_server_credentials(lot_dir, lot, role)
+    load_or_create_secret(cfg.session_key_path)     # the web application's cookies
     for gate, _ in gates:
         _provision_gate(cfg, gate)
     write_broker_files(cfg)
