@@ -393,3 +393,5 @@ def test_the_session_secret_is_made_once_and_kept_private(tmp_path):
         auth.load_or_create_secret(path)
     with pytest.raises(ValueError):
         auth.session_middleware(b"short")
+    assert auth.session_middleware(secret).kwargs["session_cookie"] == "parkgate_lot"
+    assert auth.session_middleware(secret, cookie="c").kwargs["session_cookie"] == "c"

@@ -72,13 +72,15 @@ def verify_password(hash, text):
         return False
 
 
-def session_middleware(secret_bytes, https_only=True, max_age_s=12 * 3600):
+def session_middleware(secret_bytes, https_only=True, max_age_s=12 * 3600,
+                       cookie=SESSION_COOKIE):
     """The session cookie's middleware, signed with secret_bytes (at least
-    SECRET_BYTES long: load_or_create_secret)."""
+    SECRET_BYTES long: load_or_create_secret). cookie: its name; cookies
+    ignore the port, so each server on one host needs a name of its own."""
     if not isinstance(secret_bytes, bytes) or len(secret_bytes) < SECRET_BYTES:
         raise ValueError("session secret: need at least %d bytes" % SECRET_BYTES)
     return Middleware(SessionMiddleware, secret_key=secret_bytes.hex(),
-                      session_cookie=SESSION_COOKIE, max_age=int(max_age_s),
+                      session_cookie=cookie, max_age=int(max_age_s),
                       same_site="strict", https_only=https_only)
 
 
@@ -236,8 +238,9 @@ def _safe_next(value):
     return value
 
 
-async def _form(request):
-    """The url-encoded form of a POST, at most MAX_FORM_BYTES; None if too big."""
+async def read_form(request):
+    """The url-encoded form of a POST, {name: first value}, read up to
+    MAX_FORM_BYTES; None if it is larger (the rest is left unread)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -245,6 +248,9 @@ async def _form(request):
             return None
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
     return {key: values[0] for key, values in fields.items()}
+
+
+_form = read_form      # the old name, until central/admin_login.py imports read_form
 
 
 def _check_login(store, name, password):
@@ -276,7 +282,7 @@ def login_routes(store, guard, templates):
     async def login(request):
         if request.method == "GET":
             return page(request, 200, next_path=_safe_next(request.query_params.get("next")))
-        form = await _form(request)
+        form = await read_form(request)
         if form is None:
             return page(request, 413, "The form is too large.")
         next_path = _safe_next(form.get("next"))
@@ -304,7 +310,7 @@ def login_routes(store, guard, templates):
         return RedirectResponse(next_path, status_code=303)
 
     async def logout(request):
-        form = await _form(request)
+        form = await read_form(request)
         if form is None or not origin_ok(request) or not csrf_ok(request, form.get("csrf")):
             return page(request, 403, "The logout form had expired or came from another site.")
         request.session.clear()
