@@ -16,7 +16,7 @@ from parkgate import record
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.store import Store
 from test_store_backends import ev
-from web_client import WebClient, add_user, logged_in
+from web_client import PASSWORD, WebClient, add_user
 
 T0 = 1795564800                  # 2026-11-25 08:00 UTC+8
 OWED = record.FLAG_OWED
@@ -59,7 +59,7 @@ def lot(tmp_path):
 
 def client_of(page, name):
     client = WebClient(page.url)
-    assert client.login(name) == 200
+    assert client.login(name, PASSWORD) == 200
     return client
 
 
