@@ -6,7 +6,8 @@ the bridge's process, on its own database connection: store.open_reader),
 on SQLite with durable commits; the load generator's 200 simulated gates
 send 200,000 events while an exit gate of its own asks FEE_RATE fees a
 second. The page shown is the load's day, so each read covers every event
-stored so far. Rounds alternate without / with / with / without the page,
+stored so far; the reader logs in first, as an attendant made in the
+lot's store before the bridge starts. Rounds alternate without / with / with / without the page,
 twice, so that drift in a shared machine falls on both alike; the cost
 compares the median events/s of each kind of round, and the p99 of all the
 fee answers of each kind pooled (one round's p99 rests on a few answers and
@@ -20,11 +21,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import paho.mqtt.client as mqtt
 
 from parkgate_tools.bench.bridge import GATES, Worker, check_stored_once, wait_live
+from parkgate_tools.lot.store import open_store
+from parkgate_tools.lot.web.auth import hash_password
+from parkgate_tools.lot.web.client import WebClient
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.sim.loadgen import START_TIME, LoadGen
 
@@ -33,6 +36,7 @@ FEE_RATE = 150.0         # fee queries a second, from one exit gate
 DAY = time.strftime("%Y-%m-%d", time.gmtime(START_TIME + 8 * 3600))   # the load's local day
 TARGET = 0.10
 ROUNDS = (False, True, True, False) * 2
+READER, READER_PASSWORD = "bench", "page benchmark reader"   # an attendant of each round's lot
 
 
 class FeeProber:
@@ -86,10 +90,14 @@ class FeeProber:
 
 
 class PageReader:
-    """A client reading url back to back in a thread until stop()."""
+    """A client logged in as READER reading path of the page at base_url
+    back to back in a thread until stop()."""
 
-    def __init__(self, url):
-        self.url, self.reads, self.seconds, self.errors = url, 0, 0.0, 0
+    def __init__(self, base_url, path):
+        self.path, self.reads, self.seconds, self.errors = path, 0, 0.0, 0
+        self.client = WebClient(base_url)
+        if self.client.login(READER, READER_PASSWORD) != 200:
+            raise RuntimeError("the page benchmark could not log in as %s" % READER)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -98,9 +106,10 @@ class PageReader:
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
-                with urllib.request.urlopen(self.url, timeout=60) as response:
-                    response.read()
+                status = self.client.get(self.path, timeout=60)[0]
             except OSError:
+                status = None
+            if status != 200:
                 self.errors += 1
                 continue
             self.seconds += time.perf_counter() - t0
@@ -125,6 +134,11 @@ def one_round(broker, workdir, index, read_page):
     """{"events_per_s", "fee_p99_s", "fees", "unanswered", "reads", "read_s"} of one load."""
     lot = "pc%d" % index
     db = os.path.join(workdir, lot + ".sqlite")
+    store = open_store(db, lot)         # the page's reader, made before the bridge starts
+    try:
+        store.add_user(READER, "attendant", hash_password(READER_PASSWORD))
+    finally:
+        store.close()
     worker = Worker(lot, broker, db, index, extra=["--http", "0"])
     reader = prober = None
     try:
@@ -133,9 +147,9 @@ def one_round(broker, workdir, index, read_page):
         while not worker.logged("operator page: ") and time.monotonic() < deadline:
             time.sleep(0.05)
         line = next(line for line in worker.lines if "operator page: " in line)
-        url = line.split("operator page: ", 1)[1].strip() + "?day=" + DAY
+        url = line.split("operator page: ", 1)[1].strip()
         prober = FeeProber(broker, lot)
-        reader = PageReader(url) if read_page else None
+        reader = PageReader(url, "?day=" + DAY) if read_page else None
         report = LoadGen(broker.host, broker.port, lot, gates=GATES,
                          events_per_gate=EVENTS_PER_GATE, prefix="c").run(timeout=120)
     finally:

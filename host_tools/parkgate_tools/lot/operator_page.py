@@ -27,6 +27,7 @@ from parkgate import tariff
 from parkgate_tools.asgi_service import ASGIService
 from parkgate_tools.lot.page_numbers import FLAGGED_SHOWN, PageNumbers  # noqa: F401 (API)
 from parkgate_tools.lot.page_worker import PageWorker
+from parkgate_tools.lot.web import charts
 from parkgate_tools.lot.web.auth import SECRET_BYTES
 from parkgate_tools.lot.web.money_text import yuan
 
@@ -91,6 +92,7 @@ class OperatorPage(PageNumbers):
         self._snapshot_lock = threading.Lock()
         self._next_snapshot_at = 0.0    # monotonic: when the next may start
         self._last = None               # (day asked, monotonic start, snapshot)
+        self._chart = None              # (snapshot, its chart's SVG)
         self._http = ASGIService(None, host, port, "operator-page", tls_cert, tls_key)
 
     @property
@@ -149,6 +151,16 @@ class OperatorPage(PageNumbers):
                 PAUSE_MAX_S, spent * (1 / self.duty - 1))
             self._last = (day, started, snapshot)
             return snapshot
+
+    def chart(self, snapshot):
+        """The SVG of a snapshot's chart (web/charts.py): drawn once a
+        snapshot, however many readers share it."""
+        drawn = self._chart
+        if drawn is None or drawn[0] is not snapshot:
+            drawn = self._chart = (snapshot, charts.day_chart_svg(
+                snapshot["occupancy"], snapshot["revenue_by_hour"],
+                "Lot %s, %s" % (self.lot, snapshot["day"])))
+        return drawn[1]
 
     def _work_out_aside(self, day):
         """(seconds it took there, work_out(day)) in the page's own process."""

@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from parkgate_tools.lot import health
-from parkgate_tools.lot.web import auth, charts, forms
+from parkgate_tools.lot.web import auth, forms
 from parkgate_tools.lot.web.money_text import yuan
 
 log = logging.getLogger("parkgate.page")
@@ -175,9 +175,7 @@ def build_app(page, healthz=None, metrics=None):
     @guarded()
     def dashboard(request, user, data):
         snapshot = page.snapshot(forms.day(request.query_params, "day"))
-        chart = charts.day_chart_svg(snapshot["occupancy"], snapshot["revenue_by_hour"],
-                                     "Lot %s, %s" % (page.lot, snapshot["day"]))
-        return render(request, "dashboard.html", s=snapshot, chart=chart,
+        return render(request, "dashboard.html", s=snapshot, chart=page.chart(snapshot),
                       refresh_s=page.refresh_s, actions=forms.OFFERED_ACTIONS,
                       **common(request, user))
 
