@@ -56,12 +56,12 @@ SECURITY_HEADERS = (
 CORRECTION_FIELDS = ("gate", "jid", "seq", "action")
 
 
-def templates():
+def templates(lot):
     """The app's Jinja2Templates (web/templates): every template gets csrf
-    (the session's token) and the yuan filter."""
+    (the session's token), lot (its id) and the yuan filter."""
     found = Jinja2Templates(directory=os.path.join(HERE, "templates"),
                             context_processors=[lambda request: {
-                                "csrf": auth.csrf_token(request)}])
+                                "csrf": auth.csrf_token(request), "lot": lot}])
     found.env.filters["yuan"] = yuan
     return found
 
@@ -110,12 +110,11 @@ def build_app(page, healthz=None, metrics=None):
     https_only, pusher and health). healthz() -> (status, JSON doc) and
     metrics() -> JSON doc: lot/run.py's (health.py); by default the page's
     store answering and its bridge health."""
-    html = templates()
+    html = templates(page.lot)
     manager = "manager"
 
     def render(request, name, status=200, **context):
-        return html.TemplateResponse(request, name, dict(context, lot=page.lot),
-                                     status_code=status)
+        return html.TemplateResponse(request, name, context, status_code=status)
 
     def refuse(request, status, text, api, close=False):
         headers = {"connection": "close"} if close else None
