@@ -5,7 +5,6 @@ roles, who did what (corrections, closes, pushes, remote opens, the audit
 page), the bridge's health, a gate's stale backlog cleared, the flagged
 and owed lists over a date range and the chart."""
 import http.client
-import json
 import re
 import urllib.parse
 
