@@ -4,12 +4,14 @@ client: login and its refusals, the login rate limit on a fake clock, CSRF
 and Origin checks, sessions that end when their user is disabled or its
 password changes, rehashing of weak hashes, and `parkgate lot user` on a
 lot made by `parkgate lot init`."""
+import getpass
 import http.client
 import http.cookies
 import io
 import os
 import re
 import stat
+import sys
 import urllib.parse
 
 import pytest
@@ -20,47 +22,24 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from parkgate_tools.asgi_service import ASGIService
+from parkgate_tools.cli import main as parkgate
+from parkgate_tools.lot import config
+from parkgate_tools.lot.store import open_store
 from parkgate_tools.lot.web import auth
+from test_lot_init import init
+from test_store_backends import store  # noqa: F401 (a fixture: both backends)
 
 PASSWORD = "correct horse battery"
+HASHED = auth.hash_password(PASSWORD)
 TEMPLATES = Jinja2Templates(directory=os.path.join(os.path.dirname(auth.__file__), "templates"))
 
 
-class FakeStore:
-    """The store's account and audit methods, in memory."""
-
-    def __init__(self):
-        self.accounts, self.audits = {}, []
-
-    def add_user(self, name, role, password_hash):
-        self.accounts[name] = {"name": name, "role": role, "password_hash": password_hash,
-                               "disabled": False, "created_at": 0}
-
-    def user(self, name):
-        return dict(self.accounts[name]) if name in self.accounts else None
-
-    def set_password(self, name, password_hash):
-        self.accounts[name]["password_hash"] = password_hash
-
-    def set_role(self, name, role):
-        self.accounts[name]["role"] = role
-
-    def disable_user(self, name):
-        self.accounts[name]["disabled"] = True
-
-    def audit(self, who, action, detail):
-        self.audits.append((who, action, detail))
-
-    def audit_log(self, limit=200):
-        return [{"who": w, "action": a, "detail": d} for w, a, d in reversed(self.audits)]
-
-
 @pytest.fixture
-def store():
-    accounts = FakeStore()
-    accounts.add_user("alice", "manager", auth.hash_password(PASSWORD))
-    accounts.add_user("ann", "attendant", auth.hash_password(PASSWORD))
-    return accounts
+def accounts(store):
+    """The lot store (both backends) with a manager alice and an attendant ann."""
+    store.add_user("alice", "manager", HASHED)
+    store.add_user("ann", "attendant", HASHED)
+    return store
 
 
 class Clock:
@@ -170,8 +149,8 @@ def error_of(page):
 
 # ---- login ----
 
-def test_a_good_login_gives_a_strict_secure_cookie_and_leads_to_the_page(store, serve):
-    browser = Browser(serve(store))
+def test_a_good_login_gives_a_strict_secure_cookie_and_leads_to_the_page(accounts, serve):
+    browser = Browser(serve(accounts))
     status, headers, _ = browser.request("GET", "/")
     assert (status, headers["location"]) == (303, "/login?next=/")
     status, headers, _ = browser.login("alice")
@@ -181,37 +160,37 @@ def test_a_good_login_gives_a_strict_secure_cookie_and_leads_to_the_page(store, 
         assert flag in cookie
     status, _, text = browser.request("GET", "/")
     assert status == 200 and text.startswith("alice manager ")
-    assert store.audit_log()[0]["action"] == "login"
-    assert store.audit_log()[0]["who"] == "alice"
-    assert store.audit_log()[0]["detail"] == {"address": "127.0.0.1"}
+    assert accounts.audit_log()[0]["action"] == "login"
+    assert accounts.audit_log()[0]["who"] == "alice"
+    assert accounts.audit_log()[0]["detail"] == {"address": "127.0.0.1"}
 
 
-def test_the_login_rotates_the_csrf_token(store, serve):
-    browser = Browser(serve(store))
+def test_the_login_rotates_the_csrf_token(accounts, serve):
+    browser = Browser(serve(accounts))
     before = browser.login_form()
     browser.request("POST", "/login", {"username": "alice", "password": PASSWORD,
                                        "csrf": before})
     assert browser.page_token() != before
 
 
-def test_a_refused_login_does_not_say_whether_the_user_exists(store, serve):
-    base = serve(store)
+def test_a_refused_login_does_not_say_whether_the_user_exists(accounts, serve):
+    base = serve(accounts)
     wrong = Browser(base).login("alice", "not the password")
     nobody = Browser(base).login("nobody", PASSWORD)
     assert wrong[0] == nobody[0] == 401
     assert error_of(wrong[2]) == error_of(nobody[2]) == auth.REFUSED_MESSAGE
-    assert [(row["who"], row["action"]) for row in store.audit_log()] == [
+    assert [(row["who"], row["action"]) for row in accounts.audit_log()] == [
         ("nobody", "login-refused"), ("alice", "login-refused")]
 
 
-def test_a_refused_login_gives_no_session(store, serve):
-    browser = Browser(serve(store))
+def test_a_refused_login_gives_no_session(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice", "not the password")
     assert browser.request("GET", "/")[0] == 303
 
 
-def test_after_login_next_leads_only_to_a_path_of_this_site(store, serve):
-    base = serve(store)
+def test_after_login_next_leads_only_to_a_path_of_this_site(accounts, serve):
+    base = serve(accounts)
     for asked, went in (("/search?plate=A1", "/search?plate=A1"), ("//evil.example/", "/"),
                         ("https://evil.example/", "/"), ("/\\evil.example", "/"),
                         ("/a\r\nX-Evil: 1", "/"), ("/" + "a" * 600, "/")):
@@ -219,8 +198,8 @@ def test_after_login_next_leads_only_to_a_path_of_this_site(store, serve):
         assert (status, headers["location"]) == (303, went), asked
 
 
-def test_a_form_too_large_is_refused(store, serve):
-    browser = Browser(serve(store))
+def test_a_form_too_large_is_refused(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login_form()
     status, _, _ = browser.request("POST", "/login", b"username=" + b"a" * 10000)
     assert status == 413
@@ -228,9 +207,9 @@ def test_a_form_too_large_is_refused(store, serve):
 
 # ---- rate limit ----
 
-def test_five_failed_logins_of_a_user_refuse_the_sixth_until_the_window_passed(store, serve):
+def test_five_failed_logins_of_a_user_refuse_the_sixth_until_the_window_passed(accounts, serve):
     clock = Clock()
-    base = serve(store, auth.LoginGuard(clock=clock))
+    base = serve(accounts, auth.LoginGuard(clock=clock))
     for _ in range(5):
         assert Browser(base).login("alice", "guess")[0] == 401
     clock.now += 10
@@ -242,12 +221,12 @@ def test_five_failed_logins_of_a_user_refuse_the_sixth_until_the_window_passed(s
     assert Browser(base).login("alice")[0] == 303
 
 
-def test_failed_logins_from_one_address_refuse_other_users_too(store, serve):
-    base = serve(store, auth.LoginGuard(clock=Clock()))
+def test_failed_logins_from_one_address_refuse_other_users_too(accounts, serve):
+    base = serve(accounts, auth.LoginGuard(clock=Clock()))
     for name in ("u1", "u2", "u3", "u4", "alice"):
         assert Browser(base).login(name, "guess")[0] == 401
     assert Browser(base).login("ann")[0] == 429
-    refused = [row for row in store.audit_log() if row["action"] == "login-refused"]
+    refused = [row for row in accounts.audit_log() if row["action"] == "login-refused"]
     assert len(refused) == 5        # a rate-limited attempt checks no password
 
 
@@ -273,8 +252,8 @@ def test_the_guard_remembers_a_bounded_number_of_keys():
 
 # ---- CSRF and Origin ----
 
-def test_a_login_post_without_the_forms_token_or_from_another_site_is_refused(store, serve):
-    base = serve(store)
+def test_a_login_post_without_the_forms_token_or_from_another_site_is_refused(accounts, serve):
+    base = serve(accounts)
     browser = Browser(base)
     browser.login_form()
     assert browser.request("POST", "/login", {"username": "alice",
@@ -284,13 +263,13 @@ def test_a_login_post_without_the_forms_token_or_from_another_site_is_refused(st
     for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"},
                    {"Origin": "null"}, {"Origin": base.replace("http:", "https:")}):
         assert Browser(base).login("alice", headers=header)[0] == 403, header
-    assert store.audit_log() == []
+    assert accounts.audit_log() == []
     assert Browser(base).login("alice", headers={"Origin": base})[0] == 303
     assert Browser(base).login("alice", headers={"Referer": base + "/login"})[0] == 303
 
 
-def test_a_post_needs_the_sessions_token_and_this_sites_origin(store, serve):
-    base = serve(store)
+def test_a_post_needs_the_sessions_token_and_this_sites_origin(accounts, serve):
+    base = serve(accounts)
     browser = Browser(base)
     browser.login("alice")
     token = browser.page_token()
@@ -306,8 +285,8 @@ def test_a_post_needs_the_sessions_token_and_this_sites_origin(store, serve):
     assert other.request("POST", "/act", {"csrf": other.page_token()})[0] == 403  # attendant
 
 
-def test_a_tampered_session_cookie_is_no_session(store, serve):
-    browser = Browser(serve(store))
+def test_a_tampered_session_cookie_is_no_session(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice")
     name, value = next(iter(browser.cookies.items()))
     data, _, rest = value.partition(".")
@@ -315,8 +294,8 @@ def test_a_tampered_session_cookie_is_no_session(store, serve):
     assert browser.request("GET", "/")[0] == 303
 
 
-def test_logout_needs_the_token_and_ends_the_session(store, serve):
-    browser = Browser(serve(store))
+def test_logout_needs_the_token_and_ends_the_session(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice")
     assert browser.request("POST", "/logout", {"csrf": "forged"})[0] == 403
     assert browser.request("GET", "/")[0] == 200
@@ -327,43 +306,43 @@ def test_logout_needs_the_token_and_ends_the_session(store, serve):
 
 # ---- sessions follow the store ----
 
-def test_a_disabled_users_session_stops_working_at_once(store, serve):
-    browser = Browser(serve(store))
+def test_a_disabled_users_session_stops_working_at_once(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice")
     token = browser.page_token()
-    store.disable_user("alice")
+    accounts.disable_user("alice")
     assert browser.request("GET", "/")[0] == 303
     assert browser.request("POST", "/act", {"csrf": token})[0] == 401
     assert Browser(browser.base).login("alice")[0] == 401
 
 
-def test_a_new_role_counts_at_once(store, serve):
-    browser = Browser(serve(store))
+def test_a_new_role_counts_at_once(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice")
     token = browser.page_token()
-    store.set_role("alice", "attendant")
+    accounts.set_role("alice", "attendant")
     assert browser.request("POST", "/act", {"csrf": token})[0] == 403
 
 
-def test_a_new_password_ends_the_users_sessions(store, serve):
-    browser = Browser(serve(store))
+def test_a_new_password_ends_the_users_sessions(accounts, serve):
+    browser = Browser(serve(accounts))
     browser.login("alice")
-    store.set_password("alice", auth.hash_password("another password"))
+    accounts.set_password("alice", auth.hash_password("another password"))
     assert browser.request("GET", "/")[0] == 303
     assert Browser(browser.base).login("alice", "another password")[0] == 303
 
 
-def test_a_weak_hash_is_rehashed_at_login(store, serve):
+def test_a_weak_hash_is_rehashed_at_login(accounts, serve):
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
-    store.set_password("alice", weak)
-    browser = Browser(serve(store))
+    accounts.set_password("alice", weak)
+    browser = Browser(serve(accounts))
     assert browser.login("alice")[0] == 303
-    rehashed = store.user("alice")["password_hash"]
+    rehashed = accounts.user("alice")["password_hash"]
     assert rehashed != weak and auth.verify_password(rehashed, PASSWORD)
     assert not PasswordHasher().check_needs_rehash(rehashed)
     assert browser.request("GET", "/")[0] == 200           # this session uses the new hash
     assert Browser(browser.base).login("alice")[0] == 303
-    assert store.user("alice")["password_hash"] == rehashed  # a good hash is kept
+    assert accounts.user("alice")["password_hash"] == rehashed  # a good hash is kept
 
 
 # ---- the parts ----
@@ -395,3 +374,71 @@ def test_the_session_secret_is_made_once_and_kept_private(tmp_path):
         auth.session_middleware(b"short")
     assert auth.session_middleware(secret).kwargs["session_cookie"] == "parkgate_lot"
     assert auth.session_middleware(secret, cookie="c").kwargs["session_cookie"] == "c"
+
+
+# ---- parkgate lot user ----
+
+def user_command(monkeypatch, *argv, stdin=None):
+    """`parkgate lot user ARGV...` with stdin; its exit code."""
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return parkgate(["lot", "user"] + [str(arg) for arg in argv])
+
+
+def test_the_user_commands_on_a_lot_made_by_init(tmp_path, db_path, monkeypatch, capsys,
+                                                serve):
+    lot_dir = tmp_path / "lot"
+    assert init(lot_dir, "--db", db_path) == 0
+    capsys.readouterr()
+    add = ("add", lot_dir, "alice", "--role", "manager", "--password-stdin")
+    assert user_command(monkeypatch, *add, stdin=PASSWORD + "\n") == 0
+    assert capsys.readouterr().out == "user alice added (manager)\n"
+    for argv, stdin, problem in (
+            (add, PASSWORD + "\n", "user 'alice' exists already"),
+            (("add", lot_dir, "bob", "--role", "manager", "--password-stdin"), "too short\n",
+             "at least 10 characters"),
+            (("add", lot_dir, "bob", "--role", "boss", "--password-stdin"), PASSWORD,
+             "'boss' is not one of attendant, manager"),
+            (("add", lot_dir, "bob b", "--role", "manager", "--password-stdin"), PASSWORD,
+             "is not letters, digits and -"),
+            (("add", lot_dir, "bob", "--role", "manager", "--password-stdin"), "",
+             "standard input is empty"),
+            (("passwd", lot_dir, "nobody", "--password-stdin"), PASSWORD, "no user 'nobody'"),
+            (("disable", lot_dir, "nobody"), None, "no user 'nobody'"),
+            (("list", tmp_path / "no-lot"), None, "lot.toml")):
+        assert user_command(monkeypatch, *argv, stdin=stdin) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("parkgate lot user %s: " % argv[0]) and problem in err, err
+    answers = iter(["attendant password", "attendant passwort"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert user_command(monkeypatch, "add", lot_dir, "ann", "--role", "attendant") == 2
+    assert "the two passwords differ" in capsys.readouterr().err
+    answers = iter(["attendant password"] * 2)
+    assert user_command(monkeypatch, "add", lot_dir, "ann", "--role", "attendant") == 0
+    cfg = config.load(lot_dir)
+    store = open_store(cfg.database.url, cfg.lot)
+    try:
+        assert [(row["who"], row["action"], row["detail"]) for row in store.audit_log()] == [
+            ("cli", "user-add", {"name": "ann", "role": "attendant"}),
+            ("cli", "user-add", {"name": "alice", "role": "manager"})]
+        base = serve(store)
+        alice, ann = Browser(base), Browser(base)
+        assert alice.login("alice")[0] == 303
+        assert ann.login("ann", "attendant password")[0] == 303
+        assert user_command(monkeypatch, "passwd", lot_dir, "alice", "--password-stdin",
+                            stdin="a new long password\n") == 0
+        assert user_command(monkeypatch, "disable", lot_dir, "ann") == 0
+        assert alice.request("GET", "/")[0] == 303 and ann.request("GET", "/")[0] == 303
+        assert Browser(base).login("alice")[0] == 401
+        assert Browser(base).login("alice", "a new long password")[0] == 303
+        assert Browser(base).login("ann", "attendant password")[0] == 401
+        capsys.readouterr()
+        assert user_command(monkeypatch, "list", lot_dir) == 0
+        alice_line, ann_line = [line.split() for line in capsys.readouterr().out.splitlines()]
+        assert alice_line[:3] == ["alice", "manager", "added"] and "disabled" not in alice_line
+        assert ann_line[:2] == ["ann", "attendant"] and ann_line[-1] == "disabled"
+        assert [(row["action"], row["detail"]) for row in store.audit_log()
+                if row["who"] == "cli"][:2] == [("user-disable", {"name": "ann"}),
+                                                ("user-passwd", {"name": "alice"})]
+    finally:
+        store.close()

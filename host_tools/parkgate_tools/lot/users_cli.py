@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import os
 import sys
+import time
 
 from parkgate_tools.lot.config import load
 from parkgate_tools.lot.store import open_store
@@ -82,8 +83,10 @@ def list_users(args):
     with _store(args.dir) as store:
         users = store.users()
     for user in users:
-        print("%-20s %-10s %s%s" % (user["name"], user["role"], user["created_at"],
-                                    "  disabled" if user["disabled"] else ""))
+        print("%-20s %-10s added %s%s" % (
+            user["name"], user["role"],
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(user["created_at"])),
+            "  disabled" if user["disabled"] else ""))
     if not users:
         print("no users (`parkgate lot user add` makes one)")
     return 0
