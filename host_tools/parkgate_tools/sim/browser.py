@@ -175,8 +175,12 @@ class Browser:
         return self._session("GET", "/element/%s/text" % self.find(css, within))
 
     def attribute(self, element, name):
-        """An element's attribute (or property), None if it has none."""
+        """An element's HTML attribute, None if it has none."""
         return self._session("GET", "/element/%s/attribute/%s" % (element, name))
+
+    def property(self, element, name):
+        """An element's DOM property (e.g. "textContent", "value"), None if none."""
+        return self._session("GET", "/element/%s/property/%s" % (element, name))
 
     def type_into(self, element, text):
         """Clear an input and type text into it."""
