@@ -17,7 +17,6 @@ import hmac
 import logging
 import math
 
-from starlette.middleware import Middleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
@@ -34,8 +33,7 @@ REFUSED = "Wrong admin token."
 def session_middleware(secret_bytes, https_only=True):
     """The admin session cookie's middleware: the lot application's
     (auth.session_middleware) under a cookie name of its own."""
-    made = auth.session_middleware(secret_bytes, https_only=https_only)
-    return Middleware(made.cls, *made.args, **dict(made.kwargs, session_cookie=SESSION_COOKIE))
+    return auth.session_middleware(secret_bytes, https_only=https_only, cookie=SESSION_COOKIE)
 
 
 def _fingerprint(token):
@@ -65,7 +63,7 @@ def login_routes(central, guard, is_admin_token, render):
     async def login(request):
         if request.method == "GET":
             return page(request, 200)
-        form = await auth._form(request)
+        form = await auth.read_form(request)
         if form is None:
             return page(request, 413, "The form is too large.")
         if not auth.origin_ok(request) or not auth.csrf_ok(request, form.get("csrf")):
@@ -89,7 +87,7 @@ def login_routes(central, guard, is_admin_token, render):
         return RedirectResponse("/admin", 303)
 
     async def logout(request):
-        form = await auth._form(request)
+        form = await auth.read_form(request)
         if form is None or not auth.origin_ok(request) or not auth.csrf_ok(
                 request, form.get("csrf")):
             return page(request, 403, "The form had expired or came from another site.")
