@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the simulator and tests run: mosquitto, socat,
 # PostgreSQL (the tests start throwaway clusters of their own with initdb and
-# pg_ctl, parkgate_tools/sim/pgserver.py) and Chromium with its WebDriver (the
-# operator page's browser test), and gcc-multilib to build the gate's 32-bit
-# image. Only what is missing is installed.
+# pg_ctl, parkgate_tools/sim/pgserver.py) and Chromium with its WebDriver
+# (parkgate_tools/sim/browser.py: the web application's browser tests and the
+# demo's screenshots), and gcc-multilib to build the gate's 32-bit image.
+# Only what is missing is installed.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
