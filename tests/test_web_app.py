@@ -256,3 +256,18 @@ def test_flagged_and_owed_over_a_date_range_and_the_chart(lot):
     figure = re.search(r'<figure id="chart">(.*?)</figure>', html, re.S).group(1)
     assert "<svg" in figure and "<script" not in figure
     assert sum(page.snapshot()["revenue_by_hour"]) == 800     # the paid exit; the owed is not
+
+
+def test_the_search_page_closes_an_open_session_for_a_manager_only(lot):
+    page, store, _, _ = lot
+    boss, att = client_of(page, "boss"), client_of(page, "att")
+    html = boss.get("search?plate=C3&from=2026-11-25")[2]
+    form = re.search(r'<form class="close-session".*?</form>', html, re.S).group(0)
+    assert 'name="gate" value="in-1"' in form and 'name="seq" value="3"' in form
+    assert 'class="close-session"' not in boss.get("search?plate=B2&from=2026-11-25")[2]
+    assert 'class="close-session"' not in att.get("search?plate=C3&from=2026-11-25")[2]
+    inside = boss.get_json("api/summary")["inside"]
+    assert boss.post("sessions/close", {"gate": "in-1", "jid": 1, "seq": 3,
+                                        "reason": "seen leaving"})[0] == 200
+    assert boss.get_json("api/summary")["inside"] == inside - 1
+    assert "closed by hand" in boss.get("search?plate=C3&from=2026-11-25")[2]
