@@ -12,6 +12,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# A font with the plates' Chinese characters, for the pages Chromium draws.
+fc-list :lang=zh 2>/dev/null | grep -q . || missing+=(fonts-wqy-microhei)
 # The simulator's 32-bit MicroPython image (make firmware BOARD=unix-sim).
 dpkg -s gcc-multilib >/dev/null 2>&1 || missing+=(gcc-multilib)
 [ ${#missing[@]} -eq 0 ] && exit 0
