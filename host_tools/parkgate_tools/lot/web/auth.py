@@ -250,9 +250,6 @@ async def read_form(request):
     return {key: values[0] for key, values in fields.items()}
 
 
-_form = read_form      # the old name, until central/admin_login.py imports read_form
-
-
 def _check_login(store, name, password):
     """The user if name and password are an enabled user's, else None;
     rehashes a hash made with older parameters."""
