@@ -196,6 +196,10 @@ def test_after_login_next_leads_only_to_a_path_of_this_site(accounts, serve):
                         ("/a\r\nX-Evil: 1", "/"), ("/" + "a" * 600, "/")):
         status, headers, _ = Browser(base).login("alice", next=asked)
         assert (status, headers["location"]) == (303, went), asked
+    browser = Browser(base)
+    form = {"username": "alice", "password": PASSWORD, "csrf": browser.login_form()}
+    status, headers, _ = browser.request("POST", "/login?next=/owed", form)
+    assert (status, headers["location"]) == (303, "/owed")
 
 
 def test_a_form_too_large_is_refused(accounts, serve):

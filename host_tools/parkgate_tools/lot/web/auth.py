@@ -282,7 +282,7 @@ def login_routes(store, guard, templates):
         form = await read_form(request)
         if form is None:
             return page(request, 413, "The form is too large.")
-        next_path = _safe_next(form.get("next"))
+        next_path = _safe_next(form.get("next") or request.query_params.get("next"))
         if not origin_ok(request) or not csrf_ok(request, form.get("csrf")):
             return page(request, 403, "The form had expired or came from another site; "
                                       "please log in again.", next_path)
