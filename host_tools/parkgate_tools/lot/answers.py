@@ -1,10 +1,12 @@
 """The lot bridge's answers to its gates, worked out from the store on the
 writer thread (firmware/docs/mqtt.md): the acks of a stored batch, the fee
-of an exit and a page of lane catch-up."""
+of an exit (with what the plate still owes: store/debts.py) and a page of
+lane catch-up."""
 import json
 import logging
 
 from parkgate import record, tariff
+from parkgate.downlink import FEE_MAX
 from parkgate_tools.lot.gate_messages import BadMessage
 
 log = logging.getLogger("parkgate.bridge")
@@ -34,9 +36,27 @@ def ack_runs(seqs):
     return runs
 
 
+def debt_for(store, plate, exit_time, fee):
+    """(debt in fen, the owed exits it covers [(gate, jid, seq, fee)]) to
+    add to a fee of that many fen for plate's exit at exit_time: its
+    unsettled owed exits (store.debts_of), oldest first, as many as keep
+    the sum within the gate's FEE_MAX (parkgate.downlink); (0, []) when it
+    owes nothing."""
+    covered, debt = [], 0
+    for owed in store.debts_of(plate, exit_time):
+        if fee + debt + owed[3] > FEE_MAX:
+            break
+        covered.append(owed)
+        debt += owed[3]
+    return debt, covered
+
+
 def fee_answer(store, table, gate, request, plate, colour, exit_time, gate_entry):
     """The down/fee answer (a dict) to gate's query: the fee from table for
-    the stay of plate ending at exit_time. BadMessage if the tariff gives none."""
+    the stay of plate ending at exit_time, plus what the plate still owes
+    (debt_for) with "debt" saying how much of the fee that is, kept as an
+    offer (store.offer_debt) before the answer goes out. BadMessage if the
+    tariff gives none."""
     # The later of the stored entry and the one the gate knows: a later
     # entry the gate heard from a peer lane that the bridge has not
     # stored yet means the stored one belongs to an earlier stay.
@@ -55,10 +75,16 @@ def fee_answer(store, table, gate, request, plate, colour, exit_time, gate_entry
             quote = tariff.quote(table, entry_time, exit_time, colour, member=member)
     except tariff.TariffError as exc:
         raise BadMessage("no fee: %s" % exc)
-    log.debug("fee gate=%s r=%r plate=%s et=%s (stored %s, gate %s) t=%d: %d", gate,
+    answer = {"r": request, "p": plate, "fee": quote.fee, "tv": table.version, "et": entry_time}
+    debt, covered = debt_for(store, plate, exit_time, quote.fee)
+    if debt:
+        answer["fee"] += debt
+        answer["debt"] = debt
+        store.offer_debt(plate, exit_time, answer["fee"], covered)
+    log.debug("fee gate=%s r=%r plate=%s et=%s (stored %s, gate %s) t=%d: %d (debt %d)", gate,
               request, plate, entry_time, entry.time if entry else None, gate_entry,
-              exit_time, quote.fee)
-    return {"r": request, "p": plate, "fee": quote.fee, "tv": table.version, "et": entry_time}
+              exit_time, quote.fee, debt)
+    return answer
 
 
 def catchup_page(store, gate, request, since, cursor):
