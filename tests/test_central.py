@@ -295,3 +295,26 @@ def test_the_admin_login_compares_the_token_with_compare_digest(central, monkeyp
                         lambda a, b: compared.append((a, b)) or real(a, b))
     AdminBrowser(central.url).log_in("guess")
     assert (b"guess", ADMIN.encode()) in compared
+
+
+def test_owed_fees_settled_at_the_lot_leave_the_owed_total_once(central):
+    """A fee owed, then paid at the plate's next visit ("settled", its fen in
+    that exit's fee) or collected by hand (the first "collected" counts,
+    into revenue) is owed no more, and no fen is counted twice."""
+    owed = record.FLAG_OWED
+    body = events_body(exit_(1, "A1", T0, 700, flags=owed), exit_(2, "A1", T0 + 60, 1200),
+                       exit_(3, "A2", T0 + 90, 300, flags=owed),
+                       exit_(4, "A3", T0 + 99, 400, flags=owed), gate="out-1")
+    assert call(central.url + "/v1/lots/lot-a/events", "POST", body, "token-a")[0] == 200
+
+    def correction(n, seq, action, amount):
+        return {"id": "c%d" % n, "g": "out-1", "j": 7, "s": seq, "action": action,
+                "amount": amount, "note": "", "at": T0 + 100 + n}
+    corrections = {"corrections": [correction(1, 1, "settled", 700),        # paid in exit 2
+                                   correction(2, 3, "collected", 300),
+                                   correction(3, 3, "collected", 300)]}     # clicked twice
+    assert call(central.url + "/v1/lots/lot-a/corrections", "POST", corrections,
+                "token-a")[0] == 200
+    code, text = call(central.url + "/v1/lots", token=ADMIN)
+    [lot] = [row for row in json.loads(text)["lots"] if row["lot"] == "lot-a"]
+    assert (lot["revenue"], lot["owed"]) == (1200 + 300, 400)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from parkgate import record
 from parkgate_tools.lot.store import postgres as lot_pg
 from parkgate_tools.lot.store.event_store import LOCK_WAIT_S, lock_wait_seconds
-from parkgate_tools.lot.store.schema import ROWS_PER_INSERT, event_row
+from parkgate_tools.lot.store.schema import ROWS_PER_INSERT, SETTLES_OWED, event_row
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -31,6 +31,7 @@ SCHEMA = (
         seq BIGINT NOT NULL, action TEXT NOT NULL, amount BIGINT NOT NULL, note TEXT NOT NULL,
         created_at DOUBLE PRECISION NOT NULL, received_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (lot, id))""",
+    "CREATE INDEX IF NOT EXISTS corrections_by_event ON corrections (lot, gate, jid, seq)",
     """CREATE TABLE IF NOT EXISTS documents (
         lot TEXT NOT NULL, name TEXT NOT NULL,  -- 'tariff' or 'members'
         body TEXT NOT NULL, version BIGINT NOT NULL,
@@ -46,14 +47,27 @@ _PUT_DOCUMENT = """INSERT INTO documents (lot, name, body, version) VALUES (?, ?
     ON CONFLICT (lot, name) DO UPDATE SET body = excluded.body, version = excluded.version"""
 _SEEN = """INSERT INTO lots (lot, last_seen, backlog) VALUES (?, ?, ?)
     ON CONFLICT (lot) DO UPDATE SET last_seen = excluded.last_seen, backlog = excluded.backlog"""
-# Revenue is what exits charged (a fee source set) and did not leave owed.
-_CHARGED = "kind = 'out' AND fee_source IN (%s)" % ", ".join(
+# Revenue is what exits charged (a fee source set) and did not leave owed,
+# plus the first "collected" correction of each exit that did (by hand);
+# owed is the fees of those exits no correction settled (the lot's rule,
+# lot/store/schema.py CORRECTION_ACTIONS and SETTLES_OWED: collected by
+# hand, waived, or paid at the plate's next visit).
+_CHARGED = "x.kind = 'out' AND x.fee_source IN (%s)" % ", ".join(
     "'%s'" % name for name in record.FEE_SOURCE_NAMES.values() if name)
-_OWED = "(flags & %d) <> 0" % record.FLAG_OWED
-_LOT_TOTALS = """SELECT lot, COUNT(*),
-    COALESCE(SUM(CASE WHEN %s AND NOT %s THEN fee ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN %s AND %s THEN fee ELSE 0 END), 0),
-    MAX(received_at) FROM events GROUP BY lot""" % (_CHARGED, _OWED, _CHARGED, _OWED)
+_OWED = "(x.flags & %d) <> 0" % record.FLAG_OWED
+_SETTLED = """EXISTS (SELECT 1 FROM corrections s WHERE s.lot = x.lot AND s.gate = x.gate
+    AND s.jid = x.jid AND s.seq = x.seq AND s.action IN ('%s'))""" % "', '".join(SETTLES_OWED)
+_LOT_TOTALS = """SELECT x.lot, COUNT(*),
+    COALESCE(SUM(CASE WHEN %s AND NOT %s THEN x.fee ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN %s AND %s AND NOT %s THEN x.fee ELSE 0 END), 0),
+    MAX(x.received_at) FROM events x GROUP BY x.lot""" % (
+    _CHARGED, _OWED, _CHARGED, _OWED, _SETTLED)
+_BY_HAND = """SELECT x.lot, COALESCE(SUM(c.amount), 0) FROM corrections c
+    JOIN events x ON x.lot = c.lot AND x.gate = c.gate AND x.jid = c.jid AND x.seq = c.seq
+    WHERE c.action = 'collected' AND %s AND NOT EXISTS (SELECT 1 FROM corrections d
+        WHERE d.lot = c.lot AND d.gate = c.gate AND d.jid = c.jid AND d.seq = c.seq
+          AND d.action = 'collected' AND (d.created_at, d.id) < (c.created_at, c.id))
+    GROUP BY x.lot""" % _OWED
 
 
 def is_postgres(location):
@@ -240,8 +254,9 @@ class CentralStore:
 
     def lots(self):
         """Every lot the server knows (posted, or given a document), by id, as
-        dicts: lot, events, revenue (fees charged and not owed, integer fen),
-        owed (fees of exits let through unpaid), last_seen (time of the last
+        dicts: lot, events, revenue (fees charged and not owed, and owed fees
+        collected by hand, integer fen), owed (fees of exits let through
+        unpaid that no correction settled), last_seen (time of the last
         events post, or None), backlog (the lot's outbox after it, or None)."""
         known = {}
 
@@ -251,6 +266,8 @@ class CentralStore:
         for lot, events, revenue, owed, last in self._query(_LOT_TOTALS):
             entry(lot).update(events=events, revenue=int(revenue), owed=int(owed),
                               last_seen=last)
+        for lot, by_hand in self._query(_BY_HAND):
+            entry(lot)["revenue"] += int(by_hand)
         for (lot,) in self._query("SELECT DISTINCT lot FROM documents"):
             entry(lot)
         for lot, last_seen, backlog in self._query("SELECT lot, last_seen, backlog FROM lots"):
