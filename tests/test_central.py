@@ -159,8 +159,8 @@ def test_admin_page_lists_lots_backlog_and_revenue(central):
 
 def test_the_service_reads_its_tokens_from_a_file(tmp_path):
     """`parkgate central`: tokens from --tokens FILE only; a file with none
-    is a startup error (exit 2, saying so); with one it serves and stops on
-    SIGTERM."""
+    is a startup error (exit 2, saying so); with one it serves (the session
+    secret made in --secret-file) and stops on SIGTERM."""
     command = [os.path.join(os.path.dirname(sys.executable), "parkgate"), "central",
                "--db", str(tmp_path / "central.sqlite"), "--port", str(free_port())]
     empty = tmp_path / "none.json"
@@ -170,7 +170,9 @@ def test_the_service_reads_its_tokens_from_a_file(tmp_path):
     assert refused.returncode == 2 and "no token configured" in refused.stderr
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"admin": ADMIN, "lots": TOKENS}))
-    server = subprocess.Popen(command + ["--tokens", str(tokens)], stderr=subprocess.PIPE)
+    secret = tmp_path / "central.key"
+    server = subprocess.Popen(command + ["--tokens", str(tokens), "--secret-file", str(secret)],
+                              stderr=subprocess.PIPE)
     url = "http://127.0.0.1:%s/v1/lots/lot-a/summary" % command[-1]
     try:
         deadline = time.monotonic() + WAIT_S
@@ -182,6 +184,7 @@ def test_the_service_reads_its_tokens_from_a_file(tmp_path):
                 assert time.monotonic() < deadline, "parkgate central did not start"
                 time.sleep(0.1)
         assert call(url, token="token-b")[0] == 403
+        assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_bytes()) == 32
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0
