@@ -1,17 +1,11 @@
 """Accounts and request security (lot/web/auth.py) through a real HTTP
-server (uvicorn, asgi_service.ASGIService) and a small cookie-keeping
-client: login and its refusals, the login rate limit on a fake clock, CSRF
+server (uvicorn, asgi_service.ASGIService) and web.client.WebClient: login and its refusals, the login rate limit on a fake clock, CSRF
 and Origin checks, sessions that end when their user is disabled or its
-password changes, rehashing of weak hashes, and `parkgate lot user` on a
-lot made by `parkgate lot init`."""
-import getpass
-import http.client
-import http.cookies
-import io
+password changes, and rehashing of weak hashes (tests/test_users_cli.py:
+`parkgate lot user`)."""
 import os
 import re
 import stat
-import sys
 import urllib.parse
 
 import pytest
@@ -22,11 +16,8 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from parkgate_tools.asgi_service import ASGIService
-from parkgate_tools.cli import main as parkgate
-from parkgate_tools.lot import config
-from parkgate_tools.lot.store import open_store
 from parkgate_tools.lot.web import auth
-from test_lot_init import init
+from parkgate_tools.lot.web.client import WebClient
 from test_store_backends import store  # noqa: F401 (a fixture: both backends)
 
 PASSWORD = "correct horse battery"
@@ -92,53 +83,33 @@ def serve():
         service.stop()
 
 
-class Browser:
-    """One browser: keeps the cookies it is given (Secure ones too, as
-    Chromium does on http://127.0.0.1) and sends them back."""
+class Browser(WebClient):
+    """A WebClient that follows no redirect, at site (no trailing "/")."""
 
-    def __init__(self, base):
-        self.base = base
-        self.host = urllib.parse.urlsplit(base).netloc
-        self.cookies = {}
-        self.set_cookies = []        # every Set-Cookie header received
+    def __init__(self, site):
+        super().__init__(site + "/", follow=False)
+        self.site = site
 
-    def request(self, method, path, form=None, headers=None):
-        """(status, headers dict (lower-case names), body text)."""
-        connection = http.client.HTTPConnection(self.host, timeout=20)
-        sent = {"Host": self.host}
-        if self.cookies:
-            sent["Cookie"] = "; ".join("%s=%s" % item for item in self.cookies.items())
-        body = None
-        if form is not None:
-            body = form if isinstance(form, bytes) else urllib.parse.urlencode(form).encode()
-            sent["Content-Type"] = "application/x-www-form-urlencoded"
-        sent.update(headers or {})
-        connection.request(method, path, body=body, headers=sent)
-        response = connection.getresponse()
-        text = response.read().decode()
-        for header in response.headers.get_all("set-cookie") or []:
-            self.set_cookies.append(header)
-            for name, morsel in http.cookies.SimpleCookie(header).items():
-                if morsel["expires"] and "1970" in morsel["expires"]:
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = morsel.value
-        connection.close()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, text
+    def send(self, method, path, form=None, headers=None):
+        """(status, headers, body text); form: a dict to url-encode, or bytes."""
+        data = form if form is None or isinstance(form, bytes) else urllib.parse.urlencode(
+            form).encode()
+        sent = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
+        return self.request(method, path, data, dict(sent, **(headers or {})))
 
     def login_form(self):
         """GET /login: the page's csrf token."""
-        status, _, page = self.request("GET", "/login")
+        status, _, page = self.send("GET", "/login")
         assert status == 200 and 'id="login"' in page and 'id="login-submit"' in page
         return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
     def login(self, name, password=PASSWORD, headers=None, **fields):
         form = {"username": name, "password": password, "csrf": self.login_form()}
         form.update(fields)
-        return self.request("POST", "/login", form, headers)
+        return self.send("POST", "/login", form, headers)
 
     def page_token(self):
-        status, _, text = self.request("GET", "/")
+        status, _, text = self.send("GET", "/")
         assert status == 200, text
         return text.split("csrf=")[1]
 
@@ -151,14 +122,14 @@ def error_of(page):
 
 def test_a_good_login_gives_a_strict_secure_cookie_and_leads_to_the_page(accounts, serve):
     browser = Browser(serve(accounts))
-    status, headers, _ = browser.request("GET", "/")
+    status, headers, _ = browser.send("GET", "/")
     assert (status, headers["location"]) == (303, "/login?next=/")
     status, headers, _ = browser.login("alice")
     assert (status, headers["location"]) == (303, "/")
-    cookie = browser.set_cookies[-1].lower()
+    cookie = headers.get_all("set-cookie")[-1].lower()
     for flag in ("httponly", "samesite=strict", "secure", "max-age=43200", "path=/"):
         assert flag in cookie
-    status, _, text = browser.request("GET", "/")
+    status, _, text = browser.send("GET", "/")
     assert status == 200 and text.startswith("alice manager ")
     assert accounts.audit_log()[0]["action"] == "login"
     assert accounts.audit_log()[0]["who"] == "alice"
@@ -168,7 +139,7 @@ def test_a_good_login_gives_a_strict_secure_cookie_and_leads_to_the_page(account
 def test_the_login_rotates_the_csrf_token(accounts, serve):
     browser = Browser(serve(accounts))
     before = browser.login_form()
-    browser.request("POST", "/login", {"username": "alice", "password": PASSWORD,
+    browser.send("POST", "/login", {"username": "alice", "password": PASSWORD,
                                        "csrf": before})
     assert browser.page_token() != before
 
@@ -186,7 +157,7 @@ def test_a_refused_login_does_not_say_whether_the_user_exists(accounts, serve):
 def test_a_refused_login_gives_no_session(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login("alice", "not the password")
-    assert browser.request("GET", "/")[0] == 303
+    assert browser.send("GET", "/")[0] == 303
 
 
 def test_after_login_next_leads_only_to_a_path_of_this_site(accounts, serve):
@@ -198,14 +169,14 @@ def test_after_login_next_leads_only_to_a_path_of_this_site(accounts, serve):
         assert (status, headers["location"]) == (303, went), asked
     browser = Browser(base)
     form = {"username": "alice", "password": PASSWORD, "csrf": browser.login_form()}
-    status, headers, _ = browser.request("POST", "/login?next=/owed", form)
+    status, headers, _ = browser.send("POST", "/login?next=/owed", form)
     assert (status, headers["location"]) == (303, "/owed")
 
 
 def test_a_form_too_large_is_refused(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login_form()
-    status, _, _ = browser.request("POST", "/login", b"username=" + b"a" * 10000)
+    status, _, _ = browser.send("POST", "/login", b"username=" + b"a" * 10000)
     assert status == 413
 
 
@@ -220,7 +191,7 @@ def test_five_failed_logins_of_a_user_refuse_the_sixth_until_the_window_passed(a
     status, headers, page = Browser(base).login("alice")      # even the right password
     assert status == 429 and headers["retry-after"] == "290"
     assert "290 s" in error_of(page)
-    assert Browser(base).request("GET", "/")[0] == 303
+    assert Browser(base).send("GET", "/")[0] == 303
     clock.now += 290
     assert Browser(base).login("alice")[0] == 303
 
@@ -260,9 +231,9 @@ def test_a_login_post_without_the_forms_token_or_from_another_site_is_refused(ac
     base = serve(accounts)
     browser = Browser(base)
     browser.login_form()
-    assert browser.request("POST", "/login", {"username": "alice",
+    assert browser.send("POST", "/login", {"username": "alice",
                                               "password": PASSWORD})[0] == 403
-    assert browser.request("POST", "/login", {"username": "alice", "password": PASSWORD,
+    assert browser.send("POST", "/login", {"username": "alice", "password": PASSWORD,
                                               "csrf": "forged"})[0] == 403
     for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"},
                    {"Origin": "null"}, {"Origin": base.replace("http:", "https:")}):
@@ -277,35 +248,34 @@ def test_a_post_needs_the_sessions_token_and_this_sites_origin(accounts, serve):
     browser = Browser(base)
     browser.login("alice")
     token = browser.page_token()
-    assert browser.request("POST", "/act", {"x": "1"})[0] == 403
-    assert browser.request("POST", "/act", {"csrf": token[:-1]})[0] == 403
-    assert browser.request("POST", "/act", {"csrf": token},
+    assert browser.send("POST", "/act", {"x": "1"})[0] == 403
+    assert browser.send("POST", "/act", {"csrf": token[:-1]})[0] == 403
+    assert browser.send("POST", "/act", {"csrf": token},
                            {"Origin": "http://evil.example"})[0] == 403
-    assert browser.request("POST", "/act", {"csrf": token}, {"Origin": base})[0] == 200
-    assert browser.request("POST", "/act", {}, {"X-CSRF-Token": token})[0] == 200
+    assert browser.send("POST", "/act", {"csrf": token}, {"Origin": base})[0] == 200
+    assert browser.send("POST", "/act", {}, {"X-CSRF-Token": token})[0] == 200
     other = Browser(base)
     other.login("ann")
-    assert other.request("POST", "/act", {"csrf": token})[0] == 403     # not its token
-    assert other.request("POST", "/act", {"csrf": other.page_token()})[0] == 403  # attendant
+    assert other.send("POST", "/act", {"csrf": token})[0] == 403     # not its token
+    assert other.send("POST", "/act", {"csrf": other.page_token()})[0] == 403  # attendant
 
 
 def test_a_tampered_session_cookie_is_no_session(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login("alice")
-    name, value = next(iter(browser.cookies.items()))
-    data, _, rest = value.partition(".")
-    browser.cookies[name] = data[:-2] + ("A" if data[-2] != "A" else "B") + data[-1] + "." + rest
-    assert browser.request("GET", "/")[0] == 303
+    cookie = next(iter(browser.cookies))
+    cookie.value = cookie.value[:5] + ("A" if cookie.value[5] != "A" else "B") + cookie.value[6:]
+    assert browser.send("GET", "/")[0] == 303
 
 
 def test_logout_needs_the_token_and_ends_the_session(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login("alice")
-    assert browser.request("POST", "/logout", {"csrf": "forged"})[0] == 403
-    assert browser.request("GET", "/")[0] == 200
-    status, headers, _ = browser.request("POST", "/logout", {"csrf": browser.page_token()})
+    assert browser.send("POST", "/logout", {"csrf": "forged"})[0] == 403
+    assert browser.send("GET", "/")[0] == 200
+    status, headers, _ = browser.send("POST", "/logout", {"csrf": browser.page_token()})
     assert (status, headers["location"]) == (303, "/login")
-    assert browser.request("GET", "/")[0] == 303
+    assert browser.send("GET", "/")[0] == 303
 
 
 # ---- sessions follow the store ----
@@ -315,9 +285,9 @@ def test_a_disabled_users_session_stops_working_at_once(accounts, serve):
     browser.login("alice")
     token = browser.page_token()
     accounts.disable_user("alice")
-    assert browser.request("GET", "/")[0] == 303
-    assert browser.request("POST", "/act", {"csrf": token})[0] == 401
-    assert Browser(browser.base).login("alice")[0] == 401
+    assert browser.send("GET", "/")[0] == 303
+    assert browser.send("POST", "/act", {"csrf": token})[0] == 401
+    assert Browser(browser.site).login("alice")[0] == 401
 
 
 def test_a_new_role_counts_at_once(accounts, serve):
@@ -325,15 +295,15 @@ def test_a_new_role_counts_at_once(accounts, serve):
     browser.login("alice")
     token = browser.page_token()
     accounts.set_role("alice", "attendant")
-    assert browser.request("POST", "/act", {"csrf": token})[0] == 403
+    assert browser.send("POST", "/act", {"csrf": token})[0] == 403
 
 
 def test_a_new_password_ends_the_users_sessions(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login("alice")
     accounts.set_password("alice", auth.hash_password("another password"))
-    assert browser.request("GET", "/")[0] == 303
-    assert Browser(browser.base).login("alice", "another password")[0] == 303
+    assert browser.send("GET", "/")[0] == 303
+    assert Browser(browser.site).login("alice", "another password")[0] == 303
 
 
 def test_a_weak_hash_is_rehashed_at_login(accounts, serve):
@@ -344,8 +314,8 @@ def test_a_weak_hash_is_rehashed_at_login(accounts, serve):
     rehashed = accounts.user("alice")["password_hash"]
     assert rehashed != weak and auth.verify_password(rehashed, PASSWORD)
     assert not PasswordHasher().check_needs_rehash(rehashed)
-    assert browser.request("GET", "/")[0] == 200           # this session uses the new hash
-    assert Browser(browser.base).login("alice")[0] == 303
+    assert browser.send("GET", "/")[0] == 200           # this session uses the new hash
+    assert Browser(browser.site).login("alice")[0] == 303
     assert accounts.user("alice")["password_hash"] == rehashed  # a good hash is kept
 
 
@@ -378,71 +348,3 @@ def test_the_session_secret_is_made_once_and_kept_private(tmp_path):
         auth.session_middleware(b"short")
     assert auth.session_middleware(secret).kwargs["session_cookie"] == "parkgate_lot"
     assert auth.session_middleware(secret, cookie="c").kwargs["session_cookie"] == "c"
-
-
-# ---- parkgate lot user ----
-
-def user_command(monkeypatch, *argv, stdin=None):
-    """`parkgate lot user ARGV...` with stdin; its exit code."""
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    return parkgate(["lot", "user"] + [str(arg) for arg in argv])
-
-
-def test_the_user_commands_on_a_lot_made_by_init(tmp_path, db_path, monkeypatch, capsys,
-                                                serve):
-    lot_dir = tmp_path / "lot"
-    assert init(lot_dir, "--db", db_path) == 0
-    capsys.readouterr()
-    add = ("add", lot_dir, "alice", "--role", "manager", "--password-stdin")
-    assert user_command(monkeypatch, *add, stdin=PASSWORD + "\n") == 0
-    assert capsys.readouterr().out == "user alice added (manager)\n"
-    for argv, stdin, problem in (
-            (add, PASSWORD + "\n", "user 'alice' exists already"),
-            (("add", lot_dir, "bob", "--role", "manager", "--password-stdin"), "too short\n",
-             "at least 10 characters"),
-            (("add", lot_dir, "bob", "--role", "boss", "--password-stdin"), PASSWORD,
-             "'boss' is not one of attendant, manager"),
-            (("add", lot_dir, "bob b", "--role", "manager", "--password-stdin"), PASSWORD,
-             "is not letters, digits and -"),
-            (("add", lot_dir, "bob", "--role", "manager", "--password-stdin"), "",
-             "standard input is empty"),
-            (("passwd", lot_dir, "nobody", "--password-stdin"), PASSWORD, "no user 'nobody'"),
-            (("disable", lot_dir, "nobody"), None, "no user 'nobody'"),
-            (("list", tmp_path / "no-lot"), None, "lot.toml")):
-        assert user_command(monkeypatch, *argv, stdin=stdin) == 2, argv
-        err = capsys.readouterr().err
-        assert err.startswith("parkgate lot user %s: " % argv[0]) and problem in err, err
-    answers = iter(["attendant password", "attendant passwort"])
-    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
-    assert user_command(monkeypatch, "add", lot_dir, "ann", "--role", "attendant") == 2
-    assert "the two passwords differ" in capsys.readouterr().err
-    answers = iter(["attendant password"] * 2)
-    assert user_command(monkeypatch, "add", lot_dir, "ann", "--role", "attendant") == 0
-    cfg = config.load(lot_dir)
-    store = open_store(cfg.database.url, cfg.lot)
-    try:
-        assert [(row["who"], row["action"], row["detail"]) for row in store.audit_log()] == [
-            ("cli", "user-add", {"name": "ann", "role": "attendant"}),
-            ("cli", "user-add", {"name": "alice", "role": "manager"})]
-        base = serve(store)
-        alice, ann = Browser(base), Browser(base)
-        assert alice.login("alice")[0] == 303
-        assert ann.login("ann", "attendant password")[0] == 303
-        assert user_command(monkeypatch, "passwd", lot_dir, "alice", "--password-stdin",
-                            stdin="a new long password\n") == 0
-        assert user_command(monkeypatch, "disable", lot_dir, "ann") == 0
-        assert alice.request("GET", "/")[0] == 303 and ann.request("GET", "/")[0] == 303
-        assert Browser(base).login("alice")[0] == 401
-        assert Browser(base).login("alice", "a new long password")[0] == 303
-        assert Browser(base).login("ann", "attendant password")[0] == 401
-        capsys.readouterr()
-        assert user_command(monkeypatch, "list", lot_dir) == 0
-        alice_line, ann_line = [line.split() for line in capsys.readouterr().out.splitlines()]
-        assert alice_line[:3] == ["alice", "manager", "added"] and "disabled" not in alice_line
-        assert ann_line[:2] == ["ann", "attendant"] and ann_line[-1] == "disabled"
-        assert [(row["action"], row["detail"]) for row in store.audit_log()
-                if row["who"] == "cli"][:2] == [("user-disable", {"name": "ann"}),
-                                                ("user-passwd", {"name": "alice"})]
-    finally:
-        store.close()
