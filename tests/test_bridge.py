@@ -94,7 +94,7 @@ def failing_commit_store(db):
                 self.fail -= 1
                 raise OSError("disk I/O error (injected)")
             super()._commit()
-    return FailingCommitStore(db)
+    return FailingCommitStore(db, LOT)
 
 
 def test_no_ack_before_commit(make_bridge, gates, db_path, caplog):
@@ -236,7 +236,7 @@ def test_status_is_kept(bridge, gates):
 
 
 def test_summary_counts_and_gaps(db_path):
-    store = store_class(db_path)(db_path)
+    store = store_class(db_path)(db_path, LOT)
     ev = record.from_wire
     assert store.ingest("in-1", 1, [ev(entry(s, "A%d" % s, T0 + s)) for s in (1, 2, 3)]) \
         == (1, 3, 3)

@@ -125,7 +125,7 @@ def test_postgresql_sessions_are_bounded(pg_server):
     session reads on."""
     name = "stall_%d" % int(time.time() * 1000)
     url = pg_server.create_database(name)
-    store = PgStore(url, lock_wait=1.5)
+    store = PgStore(url, LOT, lock_wait=1.5)
     reader = store.open_reader()
     try:
         db = store._db
@@ -160,7 +160,7 @@ def test_a_postgresql_server_that_never_answers_is_given_up_on():
             silent.getsockname()[1])
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
-            PgStore(url)
+            PgStore(url, LOT)
         assert time.monotonic() - started < 6
     finally:
         silent.close()
@@ -169,7 +169,7 @@ def test_a_postgresql_server_that_never_answers_is_given_up_on():
 def test_the_sqlite_reader_reads_while_another_connection_writes(tmp_path):
     """open_reader: WAL, so a read neither waits for a held write lock nor
     for the writer store's own lock."""
-    store = Store(str(tmp_path / "lot.sqlite"), lock_wait=0.5)
+    store = Store(str(tmp_path / "lot.sqlite"), LOT, lock_wait=0.5)
     reader = store.open_reader()
     holder = sqlite3.connect(store.path, isolation_level=None)
     try:
@@ -195,7 +195,7 @@ def test_the_page_stays_small_and_shares_its_snapshots(tmp_path):
     from parkgate import record
     from parkgate_tools.lot.operator_page import FLAGGED_SHOWN
     from parkgate_tools.sim.loadgen import START_TIME
-    store = Store(str(tmp_path / "lot.sqlite"))
+    store = Store(str(tmp_path / "lot.sqlite"), LOT)
     store.ingest("out-1", 1, [record.Event(
         record.KIND_EXIT, START_TIME + seq, 5, "京A%05d" % seq, 0, 90, record.FLAG_NO_ENTRY,
         2000, record.FEE_OFFLINE, 1, 0, seq=seq) for seq in range(1, 251)])

@@ -84,7 +84,7 @@ def test_cars_inside_equal_the_true_count_once_the_maximum_stay_passed(store):
 def test_close_session_takes_the_car_out_and_keeps_why(store, db_path):
     store.ingest("in-1", 1, [ev(entry(1, "GH1", T0)), ev(entry(2, "OK2", T0 + 60))])
     assert store.inside_at(T0 + HOUR) == {"GH1", "OK2"}
-    store.close_session("in-1", 1, 1, "  car towed on Monday  ")
+    store.close_session("in-1", 1, 1, "  car towed on Monday  ", "operator")
     assert store.inside_at(T0 + HOUR) == {"OK2"}
     closes = store.session_closes()
     assert [(c["plate"], c["reason"], c["closed_by"]) for c in closes] == [
@@ -94,13 +94,13 @@ def test_close_session_takes_the_car_out_and_keeps_why(store, db_path):
     entries, _ = store.open_entries_page(0)
     assert [event.plate for _, _, event in entries] == ["OK2"]    # lane catch-up too
     with pytest.raises(ValueError, match="closed already"):
-        store.close_session("in-1", 1, 1, "again")
+        store.close_session("in-1", 1, 1, "again", "operator")
     with pytest.raises(ValueError, match="reason"):
-        store.close_session("in-1", 1, 2, "   ")
+        store.close_session("in-1", 1, 2, "   ", "operator")
     store.ingest("out-1", 2, [ev(exit_(1, "OK2", T0 + 120, 0))])
     for gate, seq in (("in-1", 9), ("out-1", 1)):
         with pytest.raises(ValueError, match="no stored entry"):
-            store.close_session(gate, 2 if gate == "out-1" else 1, seq, "why")
+            store.close_session(gate, 2 if gate == "out-1" else 1, seq, "why", "operator")
     assert len(store.session_closes()) == 1
 
 
@@ -112,7 +112,7 @@ def test_a_later_visit_is_not_billed_from_a_ghost(store, ghost_ends):
     before = answers.fee_answer(store, table, "out-1", 1, "GH1", 0, later, None)
     assert before["et"] == T0        # the ghost's entry: what the issue found
     if ghost_ends == "closed":
-        store.close_session("in-1", 1, 1, "left through the barrier by hand")
+        store.close_session("in-1", 1, 1, "left through the barrier by hand", "operator")
     else:
         store.set_max_stay(MAX_STAY_S)
     # The plate's next visit: its entry missed, its exit at `later`.

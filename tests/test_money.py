@@ -41,11 +41,11 @@ def a_day(store):
         ev(exit_(7, "F7", T0 + 3606, 800, ON, entry_time=T0 + 6, flags=OWED)),   # collected x2
         ev(exit_(8, "G8", T0 + 3607, 300, ON, entry_time=T0 + 7, flags=OWED)),   # waived
         ev(exit_(9, "C3", T0 - 86400, 700, OFF, flags=OWED | NO_ENTRY))])        # the day before
-    store.add_correction("out-1", 2, 6, "refunded", 1500, "entry found")
-    store.add_correction("out-1", 2, 1, "collected", 200, "short-charged")
-    store.add_correction("out-1", 2, 7, "collected", 800, "paid at the booth")
-    store.add_correction("out-1", 2, 7, "collected", 800, "paid at the booth, again")
-    store.add_correction("out-1", 2, 8, "waived", 0, "broken ticket machine")
+    store.add_correction("out-1", 2, 6, "refunded", 1500, "entry found", "operator")
+    store.add_correction("out-1", 2, 1, "collected", 200, "short-charged", "operator")
+    store.add_correction("out-1", 2, 7, "collected", 800, "paid at the booth", "operator")
+    store.add_correction("out-1", 2, 7, "collected", 800, "paid at the booth, again", "operator")
+    store.add_correction("out-1", 2, 8, "waived", 0, "broken ticket machine", "operator")
 
 
 def totals_from_rows(db_path, start, end):
@@ -98,7 +98,7 @@ def test_collected_on_an_owed_exit_counts_once_even_when_recorded_twice(store, d
     before = store.money(*DAY)
     assert (before["collected"], before["owed"], before["corrected"]) == (0, (1, 2000), 0)
     for note in ("paid at the booth", "paid at the booth (clicked twice)"):
-        store.add_correction("out-1", 2, 1, "collected", 2000, note)
+        store.add_correction("out-1", 2, 1, "collected", 2000, note, "operator")
         after = store.money(*DAY)
         assert (after["collected"], after["by_hand"], after["owed"], after["corrected"]) == (
             2000, 2000, (0, 0), 0)
@@ -117,7 +117,7 @@ def test_the_owed_list_per_plate(store):
     assert [(p["plate"], p["fen"], [(x["gate"], x["jid"], x["seq"]) for x in p["sessions"]])
             for p in owed] == [("C3", 700 + 2000, [("out-1", 2, 9), ("out-1", 2, 3)]),
                                ("D4", 500, [("out-1", 2, 4)])]
-    store.add_correction("out-1", 2, 9, "collected", 700, "paid the old one")
+    store.add_correction("out-1", 2, 9, "collected", 700, "paid the old one", "operator")
     assert [(p["plate"], p["fen"]) for p in store.owed_by_plate()] == [("C3", 2000), ("D4", 500)]
     page = page_of(store)
     snapshot = page.work_out()

@@ -247,7 +247,7 @@ def test_page_during_the_demo_shows_what_the_database_holds(tmp_path, browser):
 
 def test_a_correction_recorded_through_the_form(tmp_path, browser):
     db_path = str(tmp_path / "lot.sqlite")
-    store = Store(db_path)
+    store = Store(db_path, "L")
     ev = record.from_wire
     store.ingest("in-1", 1, [ev(entry(1, "京A00001", T0)), ev(entry(2, "京B00002", T0 + 60)),
                              ev(entry(3, "京M00003", T0 + 90))])
@@ -307,7 +307,7 @@ def test_money_is_exact():
 
 
 def test_correction_endpoint_refuses_bad_input(tmp_path):
-    store = Store(str(tmp_path / "lot.sqlite"))
+    store = Store(str(tmp_path / "lot.sqlite"), "L")
     page = OperatorPage(store, "L", lambda: None, clock=lambda: T0).start()
     try:
         for body in ({"gate": "x", "jid": 1, "seq": 1, "action": "reviewed"},

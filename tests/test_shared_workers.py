@@ -59,11 +59,11 @@ class HoldingStore(Store):
     """A SQLite Store whose commit, once hold is set, waits with its write
     transaction open (the events inserted) until release is set."""
 
-    def __init__(self, path):
+    def __init__(self, path, lot):
         self.hold = False
         self.holding = threading.Event()
         self.release = threading.Event()
-        super().__init__(path)
+        super().__init__(path, lot)
 
     def _commit(self):
         if self.hold:
@@ -80,7 +80,7 @@ def test_a_worker_started_during_a_write_waits_for_the_lock(broker, tmp_path):  
     live once the first commits, and then both store the load, every event
     once."""
     db = str(tmp_path / "lot.sqlite")
-    store = HoldingStore(db)
+    store = HoldingStore(db, LOT)
     first = Bridge(LOT, broker.host, broker.port, db, TARIFF,
                    client_id="parkgate-bridge-%s-0" % LOT, share_group="workers", store=store)
     gate = second = None

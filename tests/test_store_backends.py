@@ -2,7 +2,8 @@
 answers: group commits, the outbox, corrections, members, settings, the
 operator page's queries, and two stores (two workers) writing one database.
 On SQLite only: waiting, logged and bounded, for a lock another connection
-holds."""
+holds. (Databases made before: test_store_upgrades.py; accounts and the
+audit log: test_store_accounts.py.)"""
 import logging
 import sqlite3
 import threading
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
-from fixtures_mqtt import WAIT_S, entry, exit_, fetch_all, store_class, wait_for
+from fixtures_mqtt import LOT, WAIT_S, entry, exit_, fetch_all, store_class, wait_for
 from parkgate import record
 from parkgate_tools.lot.store import DatabaseLocked, PgStore, Store, open_store
 
@@ -23,13 +24,13 @@ def ev(wire):
 
 @pytest.fixture
 def store(db_path):
-    opened = store_class(db_path)(db_path)
+    opened = store_class(db_path)(db_path, LOT)
     yield opened
     opened.close()
 
 
 def test_open_store_picks_the_backend(db_path):
-    opened = open_store(db_path)
+    opened = open_store(db_path, LOT)
     try:
         assert isinstance(opened, PgStore if db_path.startswith("postgresql://") else Store)
         assert opened.backend == ("postgresql" if isinstance(opened, PgStore) else "sqlite")
@@ -78,11 +79,12 @@ def test_outbox_holds_new_rows_until_marked_forwarded(store):
 
 def test_corrections_are_rows_of_their_own(store, db_path):
     store.ingest("out-1", 2, [ev(exit_(1, "A1", T0, 2000, flags=1))])
-    correction = store.add_correction("out-1", 2, 1, "refunded", 1500, "entry found by hand")
+    correction = store.add_correction("out-1", 2, 1, "refunded", 1500, "entry found by hand",
+                                      "ann")
     with pytest.raises(ValueError):
-        store.add_correction("out-1", 2, 99, "refunded", 1, "")        # no such event
+        store.add_correction("out-1", 2, 99, "refunded", 1, "", "ann")   # no such event
     with pytest.raises(ValueError):
-        store.add_correction("out-1", 2, 1, "deleted", 1, "")          # no such action
+        store.add_correction("out-1", 2, 1, "deleted", 1, "", "ann")     # no such action
     assert [(c["id"], c["action"], c["amount"]) for c in store.corrections()] == [
         (correction, "refunded", 1500)]
     assert fetch_all(db_path, "SELECT fee, flags FROM events") == [(2000, 1)]   # untouched
@@ -125,7 +127,7 @@ def test_two_stores_write_one_database_concurrently(db_path):
     """Two workers' stores on one database, overlapping batches: every
     identity once, nothing lost."""
     cls = store_class(db_path)
-    stores = [cls(db_path), cls(db_path)]
+    stores = [cls(db_path, LOT), cls(db_path, LOT)]
     errors = []
 
     def work(store, offset):
@@ -169,7 +171,7 @@ def test_opening_a_new_file_waits_for_the_write_lock(tmp_path, caplog):
 
     def open_it():
         try:
-            opened.append(Store(path, lock_wait=WAIT_S))
+            opened.append(Store(path, LOT, lock_wait=WAIT_S))
         except Exception as exc:   # noqa: BLE001 (reported below)
             errors.append(exc)
     thread = threading.Thread(target=open_it)
@@ -195,11 +197,11 @@ def test_opening_a_new_file_waits_for_the_write_lock(tmp_path, caplog):
 def test_a_lock_held_past_lock_wait_is_named(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="parkgate.store")
     path = str(tmp_path / "lot.sqlite")
-    store = Store(path, lock_wait=1.5)
+    store = Store(path, LOT, lock_wait=1.5)
     holder = hold_write_lock(path)
     try:
         with pytest.raises(DatabaseLocked) as raised:
-            Store(path, lock_wait=1.5)
+            Store(path, LOT, lock_wait=1.5)
         text = str(raised.value)
         assert path in text and "locked by another connection (creating the schema)" in text
         with pytest.raises(DatabaseLocked, match="locked by another connection"):
@@ -213,7 +215,7 @@ def test_a_lock_held_past_lock_wait_is_named(tmp_path, caplog):
     finally:
         store.close()
     with pytest.raises(ValueError):
-        Store(path, lock_wait=-1)
+        Store(path, LOT, lock_wait=-1)
 
 
 # ---- sessions: the record flags FLAG_NO_PASSAGE and FLAG_REPLAY ----
@@ -370,41 +372,3 @@ def test_rows_get_ids_in_insertion_order(store, db_path):
     assert [(gate, seq) for _, gate, seq in rows] == [
         ("in-1", 1), ("in-1", 2), ("in-2", 1), ("in-1", 3)]
     assert len({row_id for row_id, _, _ in rows}) == 4 and all(r[0] for r in rows)
-
-
-OLD_EVENTS_TABLE = """CREATE TABLE events (
-    gate TEXT NOT NULL, jid BIGINT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,
-    time BIGINT NOT NULL, quality INTEGER NOT NULL, plate TEXT NOT NULL,
-    colour INTEGER NOT NULL, confidence INTEGER NOT NULL, flags INTEGER NOT NULL,
-    fee BIGINT, fee_source TEXT, tariff_version BIGINT, entry_time BIGINT,
-    received_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (gate, jid, seq))"""
-
-
-def test_a_database_made_before_row_ids_gets_them(db_path):
-    statements = [OLD_EVENTS_TABLE] + [
-        "INSERT INTO events VALUES ('in-1', 1, %d, 'in', %d, 5, 'P%d', 0, 90, 0, NULL, NULL,"
-        " NULL, NULL, 0)" % (s, T0, s) for s in (2, 1, 3)]
-    if db_path.startswith("postgresql://"):
-        import psycopg
-        with psycopg.connect(db_path, autocommit=True) as con:
-            for statement in statements:
-                con.execute(statement)
-    else:
-        con = sqlite3.connect(db_path)
-        with con:
-            for statement in statements:
-                con.execute(statement)
-        con.close()
-    opened = store_class(db_path)(db_path)
-    try:
-        rows = fetch_all(db_path, "SELECT id, seq FROM events ORDER BY id")
-        assert [seq for _, seq in rows] == [2, 1, 3] and rows[0][0] >= 1
-        opened.ingest("in-1", 1, [ev(entry(4, "P4", T0))])
-        entries, cursor = opened.open_entries_page(0, limit=3)
-        assert [e.seq for _, _, e in entries] == [2, 1, 3] and cursor == entries[-1][0]
-        assert [e.seq for _, _, e in opened.open_entries_page(0, cursor)[0]] == [4]
-    finally:
-        opened.close()
-    reopened = store_class(db_path)(db_path)     # opening again changes nothing
-    reopened.close()
-    assert fetch_all(db_path, "SELECT id, seq FROM events ORDER BY id")[:3] == rows

@@ -88,7 +88,8 @@ def test_rows_are_marked_forwarded_only_after_a_2xx(broker, gates, central, tmp_
         assert [r[:3] for r in central.store.events(LOT)] == [
             ("in-1", 7, 1), ("in-1", 7, 2), ("in-1", 7, 3)]
         # corrections go up the same way, once
-        correction = bridge.store.add_correction("in-1", 7, 2, "reviewed", 0, "checked")
+        correction = bridge.store.add_correction("in-1", 7, 2, "reviewed", 0, "checked",
+                                                  "ann")
         bridge.forwarder.wake()
         wait_for(lambda: central.store.corrections(LOT), what="the correction upstream")
         assert central.store.corrections(LOT) == [(correction, "in-1", 7, 2, "reviewed", 0)]
@@ -137,7 +138,7 @@ def test_the_higher_tariff_version_wins(tmp_path):
     base = doc["version"]
     text = {v: json.dumps(dict(doc, version=v, examples=[])) for v in (base + 1, base + 2)}
     db = str(tmp_path / "lot.sqlite")
-    store = Store(db)
+    store = Store(db, LOT)
     try:
         assert store_tariff(store, text[base + 2]).version == base + 2
         assert store_tariff(store, text[base + 1]) is None     # older: not kept

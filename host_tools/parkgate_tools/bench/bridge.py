@@ -29,8 +29,8 @@ TARGET = 5000.0
 
 
 def one_event_per_transaction(location, n=BASELINE_EVENTS):
-    """Events/s storing one event per transaction (one commit each)."""
-    store = open_store(location)
+    """Events/s storing one event per transaction (one commit each), lot "base"."""
+    store = open_store(location, "base")
     try:
         t0 = time.perf_counter()
         for seq in range(1, n + 1):
@@ -97,7 +97,7 @@ def through_broker(broker, lot, db, workers=1, group_batches=None):
     finally:
         for worker in running:
             worker.stop()
-    check_stored_once(db, report)
+    check_stored_once(db, report, lot)
     return report["events_per_s"], report["events"]
 
 
@@ -111,10 +111,10 @@ def wait_live(workers, timeout=30):
         time.sleep(0.05)
 
 
-def check_stored_once(db, report):
+def check_stored_once(db, report, lot):
     """RuntimeError unless the LoadGen report is complete and db holds each
-    of its events exactly once."""
-    store = open_store(db)
+    of its events exactly once, as lot's."""
+    store = open_store(db, lot)
     try:
         summary = store.summary()
     finally:

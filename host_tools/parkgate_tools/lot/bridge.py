@@ -49,7 +49,9 @@ class Bridge:
     """Stores a lot's gate events exactly once, acks after commit, answers fee queries.
 
     db_path: a SQLite file or a ``postgresql://`` URL (store.open_store).
-    store: a Store to use instead of opening db_path (tests inject one).
+    store: a Store of this lot to use instead of opening db_path (tests
+    inject one). The bridge's store is of its lot: it reads and writes that
+    lot's rows only, so several lots' bridges may share one database.
     username/password: MQTT credentials (security.provision_bridge_credentials);
     tls_ca: CA certificate file to connect with TLS.
     share_group: run as one of several workers of the lot sharing the load
@@ -100,7 +102,10 @@ class Bridge:
         self.client_id = client_id or "parkgate-bridge-" + lot
         self.tariff = load_tariff(tariff_path)
         self._own_store = store is None
-        self.store = open_store(db_path, lock_wait) if store is None else store
+        self.store = open_store(db_path, lot, lock_wait) if store is None else store
+        if self.store.lot != lot:
+            raise ValueError("store: of lot %r, not of this bridge's lot %r"
+                             % (self.store.lot, lot))
         self._use_tariff(stored_tariff(self.store))
         self.username, self.password, self.tls_ca = username, password, tls_ca
         self.share_group = share_group

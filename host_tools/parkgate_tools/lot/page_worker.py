@@ -72,7 +72,7 @@ def serve(stdin, stdout):
         try:
             page = pages.get((location, lot))
             if page is None:
-                store = open_store(location, lock_wait, create_schema=False)
+                store = open_store(location, lot, lock_wait, create_schema=False)
                 page = pages[(location, lot)] = OperatorPage(store, lot, None, aside=False)
             page.tariff_source, page.utc_offset_s = (lambda: table), utc_offset_s
             page.clock = lambda: now

@@ -5,9 +5,10 @@ export writes. A base of EventStore: it uses the store's _query."""
 from parkgate import plate as plates
 from parkgate import record
 from parkgate_tools.lot.store import schema
+from parkgate_tools.lot.store import session_sql as sql
 
-SESSION_FIELDS = ("plate", "entry_gate", "entry_time", "exit_gate", "exit_time", "fee",
-                  "fee_source", "flags", "closed")
+SESSION_FIELDS = ("plate", "entry_gate", "entry_jid", "entry_seq", "entry_time", "exit_gate",
+                  "exit_time", "fee", "fee_source", "flags", "closed")
 PAGE_SIZE = 50
 # Beyond what plates.normalise maps in a plate's serial (I -> 1, O -> 0),
 # the search folds these on both sides anywhere, so that a plate without a
@@ -44,7 +45,8 @@ def pair(events, closed=()):
             if e["flags"] & record.FLAG_NO_PASSAGE:
                 continue
             session = dict.fromkeys(SESSION_FIELDS)
-            session.update(plate=e["plate"], entry_gate=e["gate"], entry_time=e["time"],
+            session.update(plate=e["plate"], entry_gate=e["gate"], entry_jid=e["jid"],
+                           entry_seq=e["seq"], entry_time=e["time"],
                            flags=e["flags"],
                            closed=(e["gate"], e["jid"], e["seq"]) in closed)
             sessions.append(session)
@@ -69,10 +71,11 @@ class History:
         query = search_key(text)
         if not query:
             return []
-        found = [row[0] for row in self._query(schema.PLATES_LIKE, (
-            "%" + query.replace("%", "").replace("_", "") + "%", limit))]
+        found = [row[0] for row in self._query(sql.PLATES_LIKE, (
+            self.lot, "%" + query.replace("%", "").replace("_", "") + "%", limit))]
         if fuzzy:
-            found += [row[0] for row in self._query(schema.PLATES_OF_LENGTH, (len(query),))
+            found += [row[0] for row in self._query(sql.PLATES_OF_LENGTH,
+                                                    (self.lot, len(query)))
                       if is_misread(query, row[0])]
         exact = [query] if query in found else []
         misread = sorted({p for p in found if p != query and len(p) == len(query)
@@ -84,7 +87,7 @@ class History:
         """The sessions of plate with an entry or exit in [start, end), in
         time order, as dicts of SESSION_FIELDS."""
         events = [dict(zip(schema.EVENT_FIELDS, row))
-                  for row in self._query(schema.PLATE_EVENTS, (plate, start, end))]
+                  for row in self._query(sql.PLATE_EVENTS, (self.lot, plate, start, end))]
         return pair(events, self._closed_ids())
 
     def sessions_between(self, start, end, offset=0, limit=None):
@@ -95,4 +98,4 @@ class History:
         return sessions[offset:] if limit is None else sessions[offset:offset + limit]
 
     def _closed_ids(self):
-        return {tuple(row) for row in self._query(schema.CLOSED_IDS)}
+        return {tuple(row) for row in self._query(sql.CLOSED_IDS, (self.lot,))}

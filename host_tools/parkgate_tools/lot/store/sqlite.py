@@ -1,5 +1,7 @@
 """The lot store on SQLite (WAL, synchronous=FULL): a file several
-processes may share, each write transaction BEGIN IMMEDIATE.
+processes (and lots) may share, each write transaction BEGIN IMMEDIATE. A
+file made before lots is migrated when first opened (store/before_lots.py:
+its rows become the opening store's lot).
 
 Waiting on SQLite's write lock follows one rule, ``Store._retry_locked``:
 opening the file, creating the schema and every write transaction retry a
@@ -9,7 +11,7 @@ import logging
 import sqlite3
 import time
 
-from parkgate_tools.lot.store import schema
+from parkgate_tools.lot.store import before_lots, debts, schema
 from parkgate_tools.lot.store.event_store import LOCK_WAIT_S, EventStore, lock_wait_seconds
 
 log = logging.getLogger("parkgate.store")
@@ -54,9 +56,9 @@ class Store(EventStore):
     backend = "sqlite"
     _BEGIN = "BEGIN IMMEDIATE"
 
-    def __init__(self, path, lock_wait=LOCK_WAIT_S, create_schema=True):
+    def __init__(self, path, lot, lock_wait=LOCK_WAIT_S, create_schema=True):
         self._busy_ms = self._busy_ms_for(lock_wait_seconds(lock_wait))
-        super().__init__(path, lock_wait, create_schema)
+        super().__init__(path, lot, lock_wait, create_schema)
 
     def _connect(self):
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -73,22 +75,33 @@ class Store(EventStore):
 
     def _with_ids(self, cur, rows):
         """The rows with their row ids appended: SQLite numbers them after
-        the highest stored, inside the write transaction (BEGIN IMMEDIATE:
-        one writer at a time, so no two rows get one id); a row that turns
+        the highest stored of any lot, inside the write transaction (BEGIN
+        IMMEDIATE: one writer at a time, so no two rows get one id); a row that turns
         out to be stored already leaves a gap, which is harmless."""
         cur.execute("SELECT COALESCE(MAX(id), 0) FROM events")
         base = cur.fetchone()[0]
         return [row + (base + i,) for i, row in enumerate(rows, 1)]
 
+    def _next_audit_id(self, cur):
+        """The next audit row id: after the highest of any lot (BEGIN IMMEDIATE)."""
+        cur.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM audit")
+        return cur.fetchone()[0]
+
+    def _columns(self, cur, table):
+        cur.execute("PRAGMA table_info(%s)" % table)
+        return [column[1] for column in cur.fetchall()]
+
+    def _set_aside(self, cur, table):
+        """Nothing: SQLite renames a table's keys with it."""
+
     def _create_schema(self, cur):
-        for statement in schema.SCHEMA:
-            cur.execute(statement)
-        cur.execute("PRAGMA table_info(events)")
-        if "id" not in [column[1] for column in cur.fetchall()]:
+        columns = self._columns(cur, "events")
+        if columns and "id" not in columns:
             # A file made before row ids: number its rows in insertion order.
             cur.execute("ALTER TABLE events ADD COLUMN id BIGINT")
             cur.execute("UPDATE events SET id = rowid")
-        for statement in schema.ID_INDEXES:
+        before_lots.migrate(self, cur)
+        for statement in schema.SCHEMA + debts.SCHEMA + schema.ID_INDEXES:
             cur.execute(statement)
 
     def _retry_locked(self, what, work):
