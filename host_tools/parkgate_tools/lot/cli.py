@@ -5,7 +5,7 @@ import math
 import signal
 import threading
 
-from parkgate_tools.lot import security
+from parkgate_tools.lot import health, security
 from parkgate_tools.lot.config import MAX_STAY_HOURS
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.lot.group_commit import GROUP_BATCHES
@@ -92,7 +92,8 @@ def run(args):
         bridge.start()
         if args.http is not None:
             page = OperatorPage(bridge.store, args.lot, lambda: bridge.tariff,
-                                host=args.http_host, port=args.http).start()
+                                host=args.http_host, port=args.http,
+                                health=lambda: health.bridge_health(bridge)).start()
             log.info("operator page: %s", page.url)
         while not stop.wait(1):
             pass
