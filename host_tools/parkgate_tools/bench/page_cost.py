@@ -156,7 +156,7 @@ def one_round(broker, workdir, index, read_page):
         latencies, unanswered = prober.stop() if prober else ([], 0)
         reads, read_s = reader.stop() if reader else (0, 0.0)
         worker.stop()
-    check_stored_once(db, report)
+    check_stored_once(db, report, lot)
     return {"events_per_s": report["events_per_s"], "fee_p99_s": p99(latencies),
             "latencies": latencies, "fees": len(latencies), "unanswered": unanswered, "reads": reads, "read_s": read_s}
 

@@ -1,5 +1,6 @@
-"""/healthz and /metrics of `parkgate lot run` (lot/run.py), on the same
-address as the operator page, whose routes the handler keeps.
+"""/healthz and /metrics of `parkgate lot run` (lot/run.py), routes of the
+lot's web application (lot/web/app.py) beside the operator page, and the
+bridge's health the page shows (bridge_health).
 
 /healthz: 200 {"status": "ok", ...} when the bridge is live and the
 database answers a read within HEALTH_TIMEOUT_S, else 503 with what is
@@ -17,9 +18,6 @@ site, by its json_exporter. The keys are stable: adding one is not a
 breaking change, renaming one is."""
 import threading
 import time
-import urllib.parse
-
-from parkgate_tools.lot.operator_http import Handler as _Handler
 
 HEALTH_TIMEOUT_S = 2.0
 BRIDGE_COUNTERS = ("batches", "events", "commits", "refused", "oversize", "failed", "dropped",
@@ -63,6 +61,16 @@ def health(server):
     return (200 if ok else 503), doc
 
 
+def bridge_health(bridge):
+    """{"live", "refused", "failed"} of a Bridge: connected and past the
+    broker's backlog, batches refused (malformed, another lot's) and
+    commits that failed. None if there is no bridge (yet)."""
+    if bridge is None:
+        return None
+    return {"live": bool(bridge.live), "refused": int(bridge.refused),
+            "failed": int(bridge.failed)}
+
+
 def _counters(thing, names):
     return {name: int(getattr(thing, name)) for name in names if hasattr(thing, name)}
 
@@ -84,39 +92,3 @@ def metrics(server):
     if server.keeper is not None:
         doc["push_keeper"] = _counters(server.keeper, KEEPER_COUNTERS)
     return doc
-
-
-class _LotHandler(_Handler):
-    """The operator page's handler with /healthz and /metrics in front; the
-    page's routes answer 503 until the database is open."""
-    lot_server = None
-
-    @property
-    def page(self):
-        return self.lot_server.page
-
-    def _starting(self):
-        self._json(503, {"error": "starting: waiting for the %s" % self.lot_server.waiting_for})
-
-    def do_GET(self):
-        path = urllib.parse.urlsplit(self.path).path
-        if path == "/healthz":
-            self._json(*health(self.lot_server))
-        elif path == "/metrics":
-            self._json(200, metrics(self.lot_server))
-        elif self.page is None:
-            self._starting()
-        else:
-            super().do_GET()
-
-    def do_POST(self):
-        if self.page is None:
-            self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 65536))
-            self._starting()
-        else:
-            super().do_POST()
-
-
-def handler(server):
-    """The HTTP handler class serving a run.LotServer."""
-    return type("LotHandler", (_LotHandler,), {"lot_server": server})

@@ -6,8 +6,10 @@ passwords from secrets.json, the PostgreSQL password from
 database.password_file (given to libpq as PGPASSWORD, never in argv or a
 URL), the central server's token from upstream.token_file. Then:
 
-1. it serves [http] host:port at once: /healthz, /metrics, and the operator
-   page once the database is open (503 until then);
+1. it serves [http] host:port at once (HTTPS with [http] tls_cert and
+   tls_key): /healthz, /metrics, and the operator page's web application
+   (lot/web/app.py, login required) once the database is open (503 until
+   then); its session cookies are signed with state/session.key;
 2. it opens the database, and waits for the broker's port, each retried
    with a bounded backoff (Backoff: 1 s doubling to 30 s) and one log line
    per attempt, so a database or broker that starts later is waited for;
@@ -27,14 +29,17 @@ import threading
 import time
 
 from parkgate import tariff
-from parkgate_tools.http_service import HTTPService
+from parkgate_tools.asgi_service import ASGIService
 from parkgate_tools.lot import health
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.lot.config import load
+from parkgate_tools.lot.gate_pusher import GatePusher
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.push_keeper import PushKeeper
 from parkgate_tools.lot.security import BRIDGE_ROLE
 from parkgate_tools.lot.tariff_in_use import load_tariff
+from parkgate_tools.lot.web import app as web_app
+from parkgate_tools.lot.web.auth import load_or_create_secret
 
 log = logging.getLogger("parkgate.lot")
 
@@ -93,6 +98,18 @@ def _redacted(url):
     return url
 
 
+class Served:
+    """The ASGI application served on [http]: app, which may be replaced
+    while serving (starting_app until the database is open, then the
+    operator page's)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
 class LotServer:
     """The lot server of a LotConfig: run() until stop is set."""
 
@@ -103,8 +120,17 @@ class LotServer:
         self.waiting_for = "start"        # what it waits for, None once running
         self.started = time.monotonic()
         self.bridge = self.keeper = self.page = self.reader = None
-        self.http = HTTPService(health.handler(self), config.http.host, config.http.port,
-                                "lot-http")
+        self.served = Served(web_app.starting_app(self._healthz, self._metrics,
+                                                  lambda: self.waiting_for))
+        http = config.http
+        self.http = ASGIService(self.served, http.host, http.port, "lot-http",
+                                http.tls_cert or None, http.tls_key or None)
+
+    def _healthz(self):
+        return health.health(self)
+
+    def _metrics(self):
+        return health.metrics(self)
 
     def _bridge(self):
         config = self.config
@@ -126,9 +152,10 @@ class LotServer:
         password = config.database_password()
         if password is not None:
             os.environ["PGPASSWORD"] = password
+        secret = load_or_create_secret(config.session_key_path)
         self.http.start()
-        log.info("lot %s: /healthz, /metrics and the operator page on http://%s:%d/",
-                 config.lot, self.http.host, self.http.port)
+        log.info("lot %s: /healthz, /metrics and the operator page on %s/",
+                 config.lot, self.http.url)
         try:
             self.waiting_for = "database"
             self.bridge = retry("database %s" % _redacted(config.database.url), self._bridge,
@@ -136,7 +163,11 @@ class LotServer:
             if self.bridge is None:
                 return
             self.reader = self.bridge.store.open_reader()
-            self.page = OperatorPage(self.reader, config.lot, lambda: self.bridge.tariff)
+            self.page = OperatorPage(
+                self.reader, config.lot, lambda: self.bridge.tariff, secret=secret,
+                https_only=config.http.secure_cookies, pusher=GatePusher(config),
+                health=lambda: health.bridge_health(self.bridge))
+            self.served.app = web_app.build_app(self.page, self._healthz, self._metrics)
             self.waiting_for = "broker"
             broker = config.broker
             if not retry("broker %s:%d" % (broker.host, broker.port),
