@@ -43,8 +43,8 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from parkgate_tools.files import write_atomic
+from parkgate_tools.lot.store import ROLES     # the store's: each may do what those before may
 
-ROLES = ("attendant", "manager")        # each may do what the ones before it may
 SECRET_BYTES = 32
 SESSION_COOKIE = "parkgate_lot"
 MAX_NAME_CHARS = 64
