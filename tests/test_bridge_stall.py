@@ -3,12 +3,10 @@ sending (the bridge's ingest queue stays within its bound, fees come from
 the gates' offline path, every event is stored once afterwards, the page
 still answers), and the bounds on PostgreSQL sessions (lock_timeout,
 statement_timeout, connect_timeout, keepalives)."""
-import json
 import socket
 import sqlite3
 import threading
 import time
-import urllib.request
 
 import psycopg
 import pytest
@@ -20,17 +18,13 @@ from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.store import DatabaseLocked, PgStore, Store
 from parkgate_tools.sim.gate import DEFAULT_TARIFF
 from parkgate_tools.sim.loadgen import LoadGen
+from web_client import logged_in
 
 LOT = "st"
 QUEUE_MAX = 16        # messages the bridge may hold for its writer (the bound under test)
 LOCK_WAIT_S = 4.0     # the bridge's wait for the locked database, per commit
 STALL_S = 12.0        # how long another connection holds the write lock
 LOAD_GATES, LOAD_EVENTS = 30, 60
-
-
-def get_json(url, timeout):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
 
 
 def test_a_stalled_database_under_load(sim_lot):
@@ -49,6 +43,7 @@ def test_a_stalled_database_under_load(sim_lot):
     page = OperatorPage(lot.bridge.store, LOT, lambda: lot.bridge.tariff,
                         clock=lot.clock.now).start()
     try:
+        reader = logged_in(page, lot.bridge.store, "att", "attendant")
         entry_gate, exit_gate = lot.gate("s-in", "in"), lot.gate("s-out", "out")
         exit_gate.wait_line(r"LINK up", 10)
         entry_gate.send_plate("京A00001")
@@ -68,7 +63,7 @@ def test_a_stalled_database_under_load(sim_lot):
         entry_gate.wait_line(r"EVENT in seq=2", 5)
         time.sleep(2.5)
         asked_at = time.monotonic()
-        summary = get_json(page.url + "api/summary", timeout=10)   # not behind the writer
+        summary = reader.get_json("api/summary")   # not behind the writer
         page_s = time.monotonic() - asked_at
         for seq, plate in enumerate(("京A00001", "京B00002"), 1):
             exit_gate.send_plate(plate)

@@ -3,9 +3,6 @@ entry with no exit is stale (not inside, not billed from), an operator's
 "close session" with its reason (store and the page's form), and cars
 inside that follow the lanes' passage confirmations (FLAG_NO_PASSAGE)."""
 import random
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -16,6 +13,7 @@ from parkgate_tools.lot import answers, config
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
+from web_client import PASSWORD, WebClient, add_user, logged_in
 
 T0 = 1795564800
 HOUR = 3600
@@ -151,31 +149,37 @@ def test_the_page_closes_a_ghost_through_its_form(store, db_path):
     store.set_max_stay(MAX_STAY_S)
     store.ingest("in-1", 1, [ev(entry(1, "OLD1", T0 - MAX_STAY_S - HOUR)),
                              ev(entry(2, "GH2", T0 + 60)), ev(entry(3, "CAR3", T0 + 120))])
-    page = OperatorPage(store, "L", lambda: table, clock=lambda: T0 + 2 * HOUR,
+    page = OperatorPage(store, store.lot, lambda: table, clock=lambda: T0 + 2 * HOUR,
                         duty=1)   # no pause between snapshots: this test reads back to back
     page.start()
     try:
+        manager = logged_in(page, store, "ann", "manager")
+
         def post(fields):
-            form = urllib.parse.urlencode(fields).encode()
-            return urllib.request.urlopen(urllib.request.Request(
-                page.url + "sessions/close", data=form), timeout=10).read()
+            return manager.post("sessions/close", fields)[0]
         snapshot = page.snapshot()
         assert snapshot["inside"] == 2 and snapshot["max_stay_hours"] == 72
         assert [s["plate"] for s in snapshot["stale"]] == ["OLD1"]
-        html = urllib.request.urlopen(page.url, timeout=10).read().decode()
+        html = manager.get("")[2]
         assert 'action="/sessions/close"' in html and 'data-id="in-1/1/1"' in html
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            post({"gate": "in-1", "jid": 1, "seq": 2, "reason": ""})
-        assert refused.value.code == 400
-        post({"gate": "in-1", "jid": 1, "seq": 2, "reason": "seen leaving on camera 3"})
-        post({"gate": "in-1", "jid": 1, "seq": 1, "reason": "stale: car not on the lot"})
+        assert post({"gate": "in-1", "jid": 1, "seq": 2, "reason": ""}) == 400
+        add_user(store, "bob", "attendant")       # an attendant closes nothing
+        attendant = WebClient(page.url)
+        assert attendant.login("bob", PASSWORD) == 200
+        assert 'action="/sessions/close"' not in attendant.get("")[2]
+        assert attendant.post("sessions/close", {"gate": "in-1", "jid": 1, "seq": 2,
+                                                 "reason": "gone"})[0] == 403
+        assert post({"gate": "in-1", "jid": 1, "seq": 2,
+                     "reason": "seen leaving on camera 3"}) == 200
+        assert post({"gate": "in-1", "jid": 1, "seq": 1,
+                     "reason": "stale: car not on the lot"}) == 200
         wait_for(lambda: len(store.session_closes()) == 2, what="the closes")
         snapshot = page.snapshot()
         assert snapshot["inside"] == 1 and snapshot["stale"] == []
         assert {(c["plate"], c["reason"], c["closed_by"])
                 for c in snapshot["closed_sessions"]} == {
-            ("GH2", "seen leaving on camera 3", "operator"),
-            ("OLD1", "stale: car not on the lot", "operator")}
+            ("GH2", "seen leaving on camera 3", "ann"),
+            ("OLD1", "stale: car not on the lot", "ann")}
         assert fetch_all(db_path, "SELECT seq, reason FROM session_closes ORDER BY seq") == [
             (1, "stale: car not on the lot"), (2, "seen leaving on camera 3")]
     finally:

@@ -4,16 +4,13 @@ this test, not the store's), a "collected" on an exit let out unpaid
 (record.FLAG_OWED) moves its fee from owed to collected once, however often
 it is recorded, and the owed list says what each plate still owes, from
 which exits."""
-import urllib.parse
-import urllib.request
-
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import TARIFF, entry, exit_, fetch_all, wait_for
 from parkgate import record
 from parkgate_tools.lot.bridge import load_tariff
-from parkgate_tools.lot.operator_html import render
 from parkgate_tools.lot.operator_page import OperatorPage
 from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
+from web_client import logged_in
 
 T0 = 1795564800                  # 2026-11-25 08:00 UTC+8
 DAY = (T0 - 8 * 3600, T0 + 16 * 3600)
@@ -23,7 +20,7 @@ OWED, MEMBER, NO_ENTRY = record.FLAG_OWED, record.FLAG_MEMBER, record.FLAG_NO_EN
 
 def page_of(store):
     table = load_tariff(TARIFF)
-    return OperatorPage(store, "L", lambda: table, clock=lambda: T0 + 7200, aside=False)
+    return OperatorPage(store, store.lot, lambda: table, clock=lambda: T0 + 7200, aside=False)
 
 
 def a_day(store):
@@ -122,9 +119,13 @@ def test_the_owed_list_per_plate(store):
     page = page_of(store)
     snapshot = page.work_out()
     assert (snapshot["owed"]["fen"], snapshot["owed"]["plates_total"]) == (2500, 2)
-    html = render(page, snapshot)
-    assert 'data-plate="C3" data-id="out-1/2/3"' in html and "out-1/2/9" not in html.split(
-        "<table id=owed>")[1]
+    page.start()
+    try:
+        html = logged_in(page, store, "att", "attendant").get("")[2]
+    finally:
+        page.stop()
+    owed = html.split('<table id="owed">')[1].split("</table>")[0]
+    assert 'data-plate="C3" data-id="out-1/2/3"' in owed and "out-1/2/9" not in owed
 
 
 def test_an_owed_fee_collected_by_hand_through_the_page(store):
@@ -133,12 +134,13 @@ def test_an_owed_fee_collected_by_hand_through_the_page(store):
     page.aside = True
     page.start()
     try:
-        form = urllib.parse.urlencode({"gate": "out-1", "jid": 2, "seq": 1,
-                                       "action": "collected", "amount": "5.00",
-                                       "note": "at the booth"}).encode()
-        urllib.request.urlopen(urllib.request.Request(page.url + "corrections", data=form),
-                               timeout=10).read()
+        attendant = logged_in(page, store, "att", "attendant")
+        attendant.get("")
+        assert attendant.post("corrections", {"gate": "out-1", "jid": 2, "seq": 1,
+                                              "action": "collected", "amount": "5.00",
+                                              "note": "at the booth"})[0] == 200
         wait_for(lambda: store.corrections(), what="the correction")
+        assert store.corrections()[0]["made_by"] == "att"
         revenue = page.snapshot()["revenue"]
         assert (revenue["by_hand"], revenue["owed"], revenue["collected"]) == (
             "5.00", "0.00", "5.00")

@@ -5,7 +5,6 @@ ranges, paging and the CSV export, in the store and through the page."""
 import csv
 import io
 import json
-import urllib.request
 
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import TARIFF, entry, exit_
@@ -13,6 +12,7 @@ from parkgate import record
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
+from web_client import logged_in
 
 DAY0 = 1795536000          # 2026-11-25 00:00 UTC+8, a lot's local midnight
 HOUR, DAY = 3600, 86400
@@ -80,12 +80,16 @@ def test_the_page_searches_pages_and_exports(store, monkeypatch):
     monkeypatch.setattr(operator_page, "PAGE_SIZE", 3)
     a_week(store)
     table = load_tariff(TARIFF)
-    page = OperatorPage(store, "L", lambda: table, clock=lambda: DAY0 + 7 * DAY,
+    page = OperatorPage(store, store.lot, lambda: table, clock=lambda: DAY0 + 7 * DAY,
                         duty=1)   # no pause between snapshots: this test reads back to back
     page.start()
     try:
+        attendant = logged_in(page, store, "att", "attendant")
+
         def get(path):
-            return urllib.request.urlopen(page.url + path, timeout=10).read().decode()
+            status, _, text = attendant.get(path)
+            assert status == 200, (path, status, text[:200])
+            return text
         found = json.loads(get("api/search?plate=%E4%BA%ACAB8OO1"))
         assert found["plates"][0] == "京AB8001" and "京A8B001" in found["plates"]
         assert (found["total"], found["pages"], len(found["sessions"])) == (9, 3, 3)

@@ -79,6 +79,8 @@ class OperatorPage(PageNumbers):
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
                  utc_offset_s=8 * 3600, refresh_s=15, duty=DUTY, aside=True, secret=None,
                  https_only=True, pusher=None, health=None, tls_cert=None, tls_key=None):
+        if store.lot != lot:
+            raise ValueError("the page of lot %r cannot show a store of lot %r" % (lot, store.lot))
         self.source = store    # the store given
         self.store = store     # the store read: its own connection while serving
         self.lot, self.tariff_source = lot, tariff_source

@@ -71,6 +71,8 @@ class WebClient:
         return status, json.loads(text) if text.startswith(("{", "[")) else text
 
     def get_json(self, path):
+        """The JSON document at path; RuntimeError unless the answer is 200."""
         status, _, text = self.get(path)
-        assert status == 200, (path, status, text[:300])
+        if status != 200:
+            raise RuntimeError("GET %s: %d %s" % (path, status, text[:300]))
         return json.loads(text)
