@@ -173,11 +173,12 @@ def test_after_login_next_leads_only_to_a_path_of_this_site(accounts, serve):
     assert (status, headers["location"]) == (303, "/owed")
 
 
-def test_a_form_too_large_is_refused(accounts, serve):
+def test_a_form_too_large_or_of_too_many_fields_is_refused(accounts, serve):
     browser = Browser(serve(accounts))
     browser.login_form()
     status, _, _ = browser.send("POST", "/login", b"username=" + b"a" * 10000)
     assert status == 413
+    assert browser.send("POST", "/login", {"f%d" % n: "" for n in range(11)})[0] == 413
 
 
 # ---- rate limit ----

@@ -50,6 +50,7 @@ SESSION_COOKIE = "parkgate_lot"
 MAX_NAME_CHARS = 64
 MAX_PASSWORD_CHARS = 1024
 MAX_FORM_BYTES = 8192                   # the login and logout forms
+MAX_FORM_FIELDS = 10
 MAX_NEXT_CHARS = 512
 MAX_TRACKED_KEYS = 10000                # LoginGuard: usernames and addresses remembered
 REFUSED_MESSAGE = "Wrong user name or password."
@@ -240,13 +241,18 @@ def _safe_next(value):
 
 async def read_form(request):
     """The url-encoded form of a POST, {name: first value}, read up to
-    MAX_FORM_BYTES; None if it is larger (the rest is left unread)."""
+    MAX_FORM_BYTES; None if it is larger (the rest is left unread) or has
+    more than MAX_FORM_FIELDS fields."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             return None
-    fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+    try:
+        fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"),
+                                       max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:           # too many fields
+        return None
     return {key: values[0] for key, values in fields.items()}
 
 
@@ -281,7 +287,7 @@ def login_routes(store, guard, templates):
             return page(request, 200, next_path=_safe_next(request.query_params.get("next")))
         form = await read_form(request)
         if form is None:
-            return page(request, 413, "The form is too large.")
+            return page(request, 413, "The form is too large or has too many fields.")
         next_path = _safe_next(form.get("next") or request.query_params.get("next"))
         if not origin_ok(request) or not csrf_ok(request, form.get("csrf")):
             return page(request, 403, "The form had expired or came from another site; "
