@@ -10,9 +10,10 @@ plates, money or sessions. A database made before lots is migrated when a
 store first opens it, in one transaction: its rows become that store's
 lot (before_lots.py).
 
-    schema.py       the tables, every SQL statement (written once, in SQL
-                    SQLite and PostgreSQL both accept) and the event <-> row
-                    mapping
+    schema.py       the tables, the SQL of events, statuses, the outbox,
+                    corrections, money, members and settings (written
+                    once, in SQL SQLite and PostgreSQL both accept) and the
+                    event <-> row mapping
     session_sql.py  the SQL of sessions and of finding things
     event_store.py  EventStore: the reads and writes both backends share
     sessions.py     its sessions: open entries, cars inside, the maximum
@@ -20,6 +21,7 @@ lot (before_lots.py).
     history.py      finding things: plates (fuzzy on misreads), a plate's
                     sessions, the sessions of a date range
     accounts.py     users (argon2 hashes, roles) and the audit log
+    debts.py        owed fees collected at the plate's next visit
     before_lots.py  migrating a database made before lots
     sqlite.py       Store: SQLite, with the one rule for waiting on its lock
     postgres.py     PgStore: PostgreSQL

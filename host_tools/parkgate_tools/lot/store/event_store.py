@@ -1,8 +1,11 @@
 """What the lot's two stores share: every read and write, in the SQL of
 schema.py that SQLite and PostgreSQL both accept, behind one connection and
 a lock, each on the rows of the store's lot only (``store.lot``: many lots
-may share one database). The backends (sqlite.Store, postgres.PgStore) add
-how to connect, create the schema, number rows and wait for a lock."""
+may share one database). Its bases add sessions (sessions.py), finding
+things (history.py), accounts and the audit log (accounts.py) and debts
+collected at the next visit (debts.py). The backends (sqlite.Store,
+postgres.PgStore) add how to connect, create the schema, number rows and
+wait for a lock."""
 import json
 import threading
 import time
@@ -41,9 +44,11 @@ def lot_id(lot):
 class EventStore(Accounts, Debts, Sessions, History):
     """The store of lot `lot` (an id) on one connection guarded by a lock,
     so any thread may call any method. It reads and writes only that lot's
-    rows; other lots may share the database. A backend subclass sets backend and _BEGIN and
-    provides _connect, _create_schema, _with_ids (the rows with their row
-    ids, or as they are where the database numbers them) and _rollback.
+    rows; other lots may share the database (lot: see lot_id). A backend
+    subclass sets backend and _BEGIN and provides _connect, _create_schema,
+    _with_ids (the rows with their row ids, or as they are where the
+    database numbers them), _next_audit_id, _rollback, and for
+    before_lots.migrate _columns and _set_aside; it may hook _stored.
 
     lock_wait: seconds to wait for a database another connection holds
     locked (see sqlite.Store; postgres.PgStore: its lock_timeout).

@@ -1,7 +1,8 @@
 """Finding things in the lot store (firmware/docs/lot-server.md, "Finding
 things"): plates by a full or fuzzy match on the usual misreads, a plate's
 session history and the sessions of a date range, paged, as rows a CSV
-export writes. A base of EventStore: it uses the store's _query."""
+export writes, all of the store's lot. A base of EventStore: it uses the
+store's lot and _query."""
 from parkgate import plate as plates
 from parkgate import record
 from parkgate_tools.lot.store import schema

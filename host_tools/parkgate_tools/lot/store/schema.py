@@ -1,15 +1,18 @@
-"""The lot store's tables and every SQL statement, written once in plain SQL
-that SQLite and PostgreSQL both accept (ON CONFLICT DO NOTHING, RETURNING,
-window functions; ``?`` placeholders, which the PostgreSQL store turns into
-``%s``), and the one mapping between a gate's record.Event and an events row
-(the store and the central server store that row with its lot in front).
+"""The lot store's tables and its SQL statements (those of sessions and
+finding things: session_sql.py; of accounts: accounts.py; of debts:
+debts.py), written once in plain SQL that SQLite and PostgreSQL both accept
+(ON CONFLICT DO NOTHING, RETURNING, window functions; ``?`` placeholders,
+which the PostgreSQL store turns into ``%s``), and the one mapping between
+a gate's record.Event and an events row (the store and the central server
+store that row with its lot in front).
 
 Many lots may share one database: every table's first column is ``lot``,
 the first part of its primary key and of every index but the events row
-ids' (unique in the database), and every statement here and in
-session_sql.py filters on it (a parameter of the outer query; each
-correlated subquery matches its outer row's lot). LOT_TABLES names the
-tables."""
+ids' (unique in the database), and every statement filters on it (a
+parameter of the outer query; each correlated subquery matches its outer
+row's lot: tests/test_two_lots.py checks each statement). LOT_TABLES names
+the tables of SCHEMA (before_lots.py migrates those it finds without the
+lot column). Row ids of events and audit rows are numbered across lots."""
 import collections
 import re
 
@@ -116,7 +119,7 @@ SCHEMA = (
     # Who did what (store/accounts.py): rows are only ever added.
     """CREATE TABLE IF NOT EXISTS audit (
         lot TEXT NOT NULL,
-        id BIGINT NOT NULL,            -- per lot, 1, 2, ... in the order written
+        id BIGINT NOT NULL,            -- increasing in the order written, across lots
         at DOUBLE PRECISION NOT NULL,
         who TEXT NOT NULL,
         action TEXT NOT NULL,
@@ -124,7 +127,7 @@ SCHEMA = (
         PRIMARY KEY (lot, id))""",
     "CREATE INDEX IF NOT EXISTS audit_by_time ON audit (lot, at)",
 )
-# Every table, each with its lot column.
+# Every table of SCHEMA, each with its lot column.
 LOT_TABLES = ("events", "gates", "outbox", "corrections", "session_closes", "members",
               "settings", "users", "audit")
 

@@ -1,8 +1,9 @@
 """The lot store's sessions (firmware/docs/mqtt.md, "Sessions"; ghost cars:
 firmware/docs/lot-server.md): the open entry a fee is computed from, the
 lane catch-up pages, the plates inside, the exits with their stored entry,
-the maximum stay, stale sessions and the sessions an operator closed. A
-base of EventStore: it uses the store's _query, _transaction and _lock."""
+the maximum stay, stale sessions and the sessions an operator closed, all
+of the store's lot (SQL: session_sql.py). A base of EventStore: it uses the
+store's lot, _query, _transaction, _lock, _sql and _insert_audit."""
 import time
 
 from parkgate import record
