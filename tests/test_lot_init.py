@@ -3,8 +3,10 @@ mosquitto configuration run by the real mosquitto, the lot server, and two
 simulated gates provisioned from the generated site.json files. Cars go
 through; a gate's credentials cannot speak for another gate or take the
 bridge's session. And the provisioning commands' files, modes and refusals."""
+import io
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +21,7 @@ from fixtures_mqtt import FakeGate, entry, wait_for
 from parkgate_tools.cli import main as parkgate
 from parkgate_tools.lot import config, provision
 from parkgate_tools.lot.config import ConfigError
+from parkgate_tools.lot.web.client import WebClient
 from parkgate_tools.sim.broker import Broker, free_port, make_certificates
 from parkgate_tools.sim.gate import SimClock, SimGate
 
@@ -330,6 +333,37 @@ def test_from_lot_init_to_a_running_lot(running_lot):
     wait_for(lambda: [row for row in stored(cfg) if row[0] == "out-1" and row[2] == "沪B54321"],
              WAIT_S, "the bridge to store the next exit")
     presence.loop_stop()
+
+
+def test_the_lot_servers_page_pushes_a_tariff_and_opens_a_gate(running_lot, monkeypatch):
+    """Through `parkgate lot run`'s own page: a manager made with `parkgate
+    lot user add` logs in, pushes a newer tariff (both gates take it, signed
+    with their keys and published as _ops) and opens a gate; the audit log
+    says who."""
+    cfg, broker, gates = running_lot
+    password = "a manager's long password"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+    assert parkgate(["lot", "user", "add", cfg.dir, "boss", "--role", "manager",
+                     "--password-stdin"]) == 0
+    client = WebClient("http://%s:%d/" % (cfg.http.host, cfg.http.port))
+    assert client.login("boss", password) == 200
+    assert 'id="bridge-health"' in client.get("")[2]
+    with open(cfg.tariff_path, encoding="utf-8") as f:
+        table = json.load(f)
+    table["version"] += 1
+    status, _, html = client.post("push-tariff", {"tariff": json.dumps(table)})
+    assert status == 200, html
+    for gate in ("in-1", "out-1"):
+        assert re.search(r'data-gate="%s"><td>%s</td><td>accepted: v%d' % (
+            gate, gate, table["version"]), html), html
+    assert os.path.exists(os.path.join(cfg.pushes_dir, "in-1", "tariff.json"))
+    status, _, html = client.post("gates/open", {"gate": "in-1"})
+    assert status == 200 and re.search(r'data-gate="in-1"><td>in-1</td><td>accepted', html), html
+    gates["in-1"].wait_line(r"OPEN remote command", WAIT_S)
+    gates["in-1"].wait_line(r"TARIFF installed version=%d" % table["version"], WAIT_S)
+    audit = client.get("audit")[2]
+    for action in ("push-tariff", "open", "login"):
+        assert re.search(r"<td>boss</td><td>%s</td>" % action, audit), action
 
 
 def connack(cfg, user, password, tls_ca=None):
