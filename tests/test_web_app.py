@@ -87,7 +87,8 @@ def test_every_page_but_login_and_health_needs_a_login(lot):
     for path in ("", "flagged", "owed", "audit", "sessions.csv"):
         assert anonymous.get(path)[0] == 303, path
     assert anonymous.get("api/summary")[0] == 401
-    assert anonymous.post("corrections", {"gate": "out-1"})[0] == 303
+    status, headers, _ = anonymous.post("corrections", {"gate": "out-1"})
+    assert status == 303 and headers["location"] == "/login?next=%2F"     # not to a POST
     assert anonymous.post_json("api/corrections", {})[0] == 401
     for path in ("login", "healthz", "metrics", "static/page.css"):
         assert anonymous.get(path)[0] == 200, path

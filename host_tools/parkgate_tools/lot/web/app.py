@@ -137,8 +137,8 @@ def build_app(page, healthz=None, metrics=None):
                 if user is None:
                     if api:
                         return refuse(request, 401, "log in first", api, close=unread)
-                    target = request.url.path + ("?" + request.url.query
-                                                 if request.url.query else "")
+                    target = "/" if unread else request.url.path + (
+                        "?" + request.url.query if request.url.query else "")
                     return RedirectResponse("/login?" + urllib.parse.urlencode(
                         {"next": target}), 303, headers={"connection": "close"}
                         if unread else None)
