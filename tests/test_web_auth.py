@@ -215,6 +215,19 @@ def test_a_good_login_clears_its_users_failures():
     assert guard.refused("alice", "a4") == 0
 
 
+def test_the_guard_forgets_failures_older_than_its_window():
+    clock = Clock()
+    guard = auth.LoginGuard(clock=clock)
+    for _ in range(4):
+        guard.failed("alice", "a1")
+    clock.now += 300
+    guard.failed("alice", "a1")
+    assert guard.refused("alice", "a1") == 0
+    assert len(guard._failures) == 2 and all(len(t) == 1 for t in guard._failures.values())
+    clock.now += 300
+    assert guard.refused("alice", "a1") == 0 and not guard._failures
+
+
 def test_the_guard_remembers_a_bounded_number_of_keys():
     guard = auth.LoginGuard(clock=Clock(), max_keys=6)
     for _ in range(5):
