@@ -279,7 +279,11 @@ class EventStore(Accounts, Debts, Sessions, History):
 
     def latest_event(self, gate):
         """The newest stored event of gate (the last stored) as {"jid",
-        "seq", "received_at"}, or None if none is stored."""
+        "seq", "received_at"}, or None if none is stored. It reads the
+        gate's rows by the primary key and sorts them (about 0.5 ms per
+        thousand events of the gate on SQLite): an index on (lot, gate, id)
+        would make it one lookup, but SQLite ingest measured 68-79k events/s
+        without it and 43-57k with it."""
         rows = self._query(schema.LATEST_EVENT, (self.lot, gate))
         return dict(zip(("jid", "seq", "received_at"), rows[0])) if rows else None
 
