@@ -270,6 +270,15 @@ def test_bridge_refuses_a_bad_tariff(tmp_path):
         Bridge(LOT, "127.0.0.1", 1, str(tmp_path / "x.sqlite"), str(bad))
 
 
+def test_bridge_refuses_a_store_of_another_lot(tmp_path):
+    store = store_class("x")(str(tmp_path / "x.sqlite"), "other-lot")
+    try:
+        with pytest.raises(ValueError, match="of lot 'other-lot', not of this bridge's"):
+            Bridge(LOT, "127.0.0.1", 1, None, TARIFF, store=store)
+    finally:
+        store.close()
+
+
 # `parkgate bridge ...` with only this subcommand registered, as cli.main does.
 BRIDGE_COMMAND = [sys.executable, "-c", (
     "import argparse, sys\n"
