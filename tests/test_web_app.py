@@ -272,3 +272,15 @@ def test_the_search_page_closes_an_open_session_for_a_manager_only(lot):
                                         "reason": "seen leaving"})[0] == 200
     assert boss.get_json("api/summary")["inside"] == inside - 1
     assert "closed by hand" in boss.get("search?plate=C3&from=2026-11-25")[2]
+
+
+def test_what_a_user_typed_is_shown_escaped(lot):
+    page, store, _, _ = lot
+    boss = client_of(page, "boss")
+    boss.get("")
+    assert boss.post("corrections", {"gate": "out-1", "jid": 2, "seq": 1, "action": "reviewed",
+                                     "amount": "0", "note": "<img src=x onerror=alert(1)>"}
+                     )[0] == 200
+    html = boss.get("")[2]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html
+    assert "&lt;b&gt;" in boss.get("search?plate=%3Cb%3E")[2]
