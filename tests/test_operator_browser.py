@@ -11,9 +11,12 @@ store fed by fake gates, and the web application on them.
   this test works out from the database with its own SQL (both backends);
 - a form on another origin that posts a correction while the browser is
   logged in is refused (403) and stores nothing;
-- a plate search finds a misread plate."""
+- a plate search finds a misread plate;
+- the page, logged in while the demo runs, shows what the database holds."""
 import html
 import http.server
+import json
+import os
 import threading
 import urllib.parse
 from types import SimpleNamespace
@@ -26,6 +29,7 @@ from parkgate_tools.lot.bridge import load_tariff
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.web.auth import hash_password
 from parkgate_tools.lot.web.money_text import yuan
+from parkgate_tools.sim import demo
 from parkgate_tools.sim.browser import Browser, BrowserMissing
 
 T0 = 1795564800                      # 2026-11-25 08:00 UTC+8
@@ -121,16 +125,16 @@ def tiles(browser):
 
 # ---- what the database says, worked out here independently of the page ----
 
-def expected_numbers(db, table, day_start, now):
-    """The tiles as the rows say (this test's own SQL and rules), and the
-    gates' statuses."""
+def expected_numbers(db, lot, table, day_start, now):
+    """The tiles of lot as its rows say (this test's own SQL and rules), and
+    its gates' statuses."""
     rows = fetch_all(db, "SELECT gate, jid, seq, kind, time, plate, colour, fee, fee_source,"
-                         " flags FROM events WHERE lot = ? ORDER BY time, gate, jid, seq", (LOT,))
+                         " flags FROM events WHERE lot = ? ORDER BY time, gate, jid, seq", (lot,))
     corrections = fetch_all(db, "SELECT gate, jid, seq, action, amount FROM corrections"
-                                " WHERE lot = ? ORDER BY created_at, id", (LOT,))
+                                " WHERE lot = ? ORDER BY created_at, id", (lot,))
     closed = {tuple(r) for r in fetch_all(
-        db, "SELECT gate, jid, seq FROM session_closes WHERE lot = ?", (LOT,))}
-    statuses = dict(fetch_all(db, "SELECT gate, status FROM gates WHERE lot = ?", (LOT,)))
+        db, "SELECT gate, jid, seq FROM session_closes WHERE lot = ?", (lot,))}
+    statuses = dict(fetch_all(db, "SELECT gate, status FROM gates WHERE lot = ?", (lot,)))
     day = [r for r in rows if day_start <= r[4] < day_start + 86400]
     inside, open_entry, flagged = set(), {}, set()
     for gate, jid, seq, kind, t, plate, colour, fee, source, flags in rows:
@@ -242,7 +246,7 @@ def test_a_manager_closes_a_ghost_session_and_cars_inside_goes_down(lot, browser
 def test_the_days_totals_equal_sums_from_the_database(lot, browser):
     table = load_tariff(TARIFF)
     log_in(browser, lot, "max")
-    expected, _ = expected_numbers(lot.db, table, DAY[0], NOW)
+    expected, _ = expected_numbers(lot.db, LOT, table, DAY[0], NOW)
     assert tiles(browser) == dict(expected, **{"upstream-backlog": "0"})
     # a refund on the no-entry exit (its entry was found), through the flagged row's form
     row = browser.find('tr.flag[data-id="out-1/2/5"]')
@@ -257,7 +261,7 @@ def test_the_days_totals_equal_sums_from_the_database(lot, browser):
     wait_for(lambda: count(lot.db, "corrections") == 2, what="the corrections")
     browser.get(lot.url)
     shown = tiles(browser)
-    expected, _ = expected_numbers(lot.db, table, DAY[0], NOW)
+    expected, _ = expected_numbers(lot.db, LOT, table, DAY[0], NOW)
     assert shown == dict(expected, **{"upstream-backlog": "0"})
     # and worked out by hand: 10 + 10 online and 15 + 20 offline at the gates, 5 by hand;
     # 20 still owed; 18 refunded
@@ -327,3 +331,58 @@ def test_a_plate_search_finds_a_misread_plate(lot, browser):
     [row] = browser.find_all("tr.session")
     assert MISREAD in browser.property(row, "textContent")
     assert "10.00" in browser.property(row, "textContent")
+
+
+def test_the_page_during_the_demo_shows_what_the_database_holds(tmp_path, browser):
+    mid_run, problems, watcher, checked = [], [], {}, {}
+
+    def watch(context, stop):
+        try:
+            browser.log_in(context["page_url"], *context["accounts"]["manager"])
+        except Exception as exc:   # noqa: BLE001 (reported by the test)
+            problems.append(repr(exc))
+        while not stop.is_set():
+            try:
+                browser.get(context["page_url"])
+                mid_run.append(tiles(browser))
+            except Exception as exc:   # noqa: BLE001 (reported by the test)
+                problems.append(repr(exc))
+            stop.wait(1.5)
+
+    def on_running(context):
+        assert context["page_url"]
+        watcher["stop"] = threading.Event()
+        watcher["thread"] = threading.Thread(target=watch, args=(context, watcher["stop"]))
+        watcher["thread"].start()
+
+    def on_drained(context):
+        watcher["stop"].set()
+        watcher["thread"].join(60)
+        browser.get(context["page_url"])
+        checked["shown"] = tiles(browser)
+        checked["expected"], checked["statuses"] = expected_numbers(
+            context["db_path"], context["lot"], load_tariff(TARIFF), DAY[0],
+            int(context["clock"].now()))
+        checked["gates"] = {browser.attribute(row, "data-gate"):
+                            browser.text("td.state", within=row)
+                            for row in browser.find_all("tr.gate")}
+
+    with open(os.devnull, "w") as quiet:
+        report = demo.run(str(tmp_path), cars=30, out=quiet, outage=(6.0, 12.0), http_port=0,
+                          central_outage=(3.0, 14.0), on_running=on_running,
+                          on_drained=on_drained, screenshots=False)
+    assert problems == []
+    assert len(mid_run) >= 5, "the page was loaded during the run"
+    entries_seen = [int(t["entries"]) for t in mid_run]
+    assert entries_seen == sorted(entries_seen) and entries_seen[-1] > 0
+    shown, expected = checked["shown"], checked["expected"]
+    for name, value in expected.items():
+        assert shown[name] == value, (name, shown, expected)
+    assert shown["entries"] == shown["exits"] == str(report["cars"])
+    assert shown["revenue-online"] == yuan(report["fees_online_fen"])
+    assert shown["revenue-offline"] == yuan(report["fees_offline_fen"])
+    assert shown["upstream-backlog"] == "0"
+    assert checked["gates"] == {gate: "online" if json.loads(status).get("on") else "offline"
+                                for gate, status in checked["statuses"].items()}
+    assert set(checked["gates"]) == {"gate-in", "gate-out"}
+    assert report["upstream"]["missing"] == report["upstream"]["extra"] == 0

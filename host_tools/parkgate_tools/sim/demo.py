@@ -4,7 +4,10 @@ Starts mosquitto, the lot bridge, an entry gate and an exit gate (two
 MicroPython processes running the firmware), drives cars through, stops the
 broker for part of the run, and prints what happened: cars in and out, relay
 openings, events journaled and stored (each exactly once), fees charged
-online and offline, and anything lost."""
+online and offline, and anything lost. It serves the lot's web application
+with two accounts (an attendant and a manager; their passwords, made for the
+run, are in the report) and at the end takes screenshots of its main pages
+in headless Chromium into the demo's folder (sim/demo_web.py)."""
 import os
 import random
 import secrets
@@ -15,6 +18,7 @@ import time
 
 from parkgate import tariff as tariff_engine
 from parkgate_tools.lot.bridge import Bridge
+from parkgate_tools.sim import demo_web
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.central.server import CentralServer
 from parkgate_tools.lot.operator_page import OperatorPage
@@ -86,17 +90,19 @@ def stored_events(db_path):
 
 def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=600,
         out=sys.stdout, gate_heap=None, http_port=None, upstream=False, central_outage=None,
-        on_running=None, on_drained=None):
+        on_running=None, on_drained=None, screenshots=True):
     """Run the demo and return its report as a dict.
 
-    Optional, all off by default (the default run and its report are the
-    ones in README.md): http_port serves the operator page (0: a free
-    port); upstream=True runs a central server the bridge forwards to,
+    The web application is served on http_port (default: a free port),
+    with the accounts of demo_web.make_accounts; screenshots=False takes
+    no screenshots at the end. Optional, off by default: upstream=True runs
+    a central server the bridge forwards to,
     central_outage=(from, to) seconds of the run stops it meanwhile (and
     implies upstream); the report then says what reached it. on_running and
     on_drained are called with a context dict (lot, workdir, db_path,
-    page_url, central, central_url, bridge, broker, gates, clock): once the
-    gates are up, and once every event is stored, before anything stops."""
+    page_url, accounts, central, central_url, bridge, broker, gates, clock):
+    once the gates are up, and once every event is stored, before anything
+    stops."""
     workdir = workdir or tempfile.mkdtemp(prefix="parkgate-demo-")
     say = lambda text: (out.write(text + "\n"), out.flush())  # noqa: E731
     schedule = plan(cars, seed, spacing, outage)
@@ -122,9 +128,9 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         bridge = Bridge(LOT, broker.host, broker.port, db_path, DEFAULT_TARIFF, clock=clock.now,
                         **bridge_options)
         bridge.start()
-        if http_port is not None:
-            page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port,
-                                clock=clock.now).start()
+        accounts = demo_web.make_accounts(bridge.store)
+        page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port or 0,
+                            clock=clock.now).start()
         extra = {"backoff_max_ms": 2000}
         for name, direction in (("in", "in"), ("out", "out")):
             kwargs = {"heap": gate_heap} if gate_heap else {}
@@ -135,10 +141,11 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
             gate.start()
         say("parkgate demo in %s: %d cars, broker down from +%.0f s to +%.0f s, "
             "1 s = %d min of parking" % (workdir, cars, outage[0], outage[1], rate // 60))
-        if page is not None:
-            say("operator page: %s" % page.url)
+        say("operator page: %s" % page.url)
+        for role, (name, password) in accounts.items():
+            say("  %s: user %s, password %s" % (role, name, password))
         context = {"lot": LOT, "workdir": workdir, "db_path": db_path,
-                   "page_url": page.url if page else None, "central": central,
+                   "page_url": page.url, "accounts": accounts, "central": central,
                    "central_url": central.url if central else None, "bridge": bridge,
                    "broker": broker, "gates": gates, "clock": clock}
         central_state = {"down": False, "back": central_outage is None}
@@ -188,6 +195,9 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         elapsed = time.time() - start
         if on_drained:
             on_drained(context)
+        shots, skipped = demo_web.screenshots(
+            page.url, accounts, workdir, sorted({r[5] for r in stored_events(db_path)})
+        ) if screenshots else ([], None)
     finally:
         if page is not None:
             page.stop()
@@ -201,7 +211,13 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
     report = analyse(schedule, gates, stored_events(db_path), tariff, journaled)
     report["elapsed_s"] = round(elapsed, 1)
     report["workdir"] = workdir
+    report["accounts"] = accounts
+    report["screenshots"] = shots
     print_report(report, say)
+    for path in shots:
+        say("screenshot: %s" % path)
+    if skipped:
+        say("screenshots skipped: %s" % skipped)
     if central is not None:
         report["upstream"] = upstream_report(central, stored_events(db_path))
         say("forwarded to the central server: %d of %d events, %d sent more than once "
@@ -313,8 +329,10 @@ def add_parser(subparsers):
     parser.add_argument("--cars", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", help="keep the run's files here (default: a temp folder)")
-    parser.add_argument("--http", type=int, metavar="PORT",
-                        help="serve the operator page while the demo runs (0: a free port)")
+    parser.add_argument("--http", type=int, metavar="PORT", default=0,
+                        help="serve the operator page on this port (default: a free one)")
+    parser.add_argument("--no-screenshots", action="store_true",
+                        help="take no screenshots of the web application at the end")
     parser.add_argument("--upstream", action="store_true",
                         help="forward to a central server, stopped for a stretch of the run")
     parser.set_defaults(run=_main)
@@ -322,7 +340,8 @@ def add_parser(subparsers):
 
 def _main(args):
     report = run(args.workdir, cars=args.cars, seed=args.seed, http_port=args.http,
-                 upstream=args.upstream, central_outage=(8.0, 30.0) if args.upstream else None)
+                 upstream=args.upstream, central_outage=(8.0, 30.0) if args.upstream else None,
+                 screenshots=not args.no_screenshots)
     ok = report["lost"] == 0 and report["duplicates"] == 0 and not report["fee_errors"]
     if "upstream" in report:
         ok = ok and report["upstream"]["missing"] == report["upstream"]["extra"] == 0
