@@ -7,6 +7,8 @@ message) -> gate_messages.py (checked) -> group_commit.py (stored with all that
 waits, in one transaction, then acknowledged) -> store/ (schema.py: the tables
 and SQL; sqlite.py or postgres.py). A fee query: answers.py, with the tariff
 tariff_in_use.py picks. Then forwarder.py (to the central server),
-operator_page.py with operator_html.py (the page) and page_worker.py (its own
-process), security.py (broker users and ACL), downlink.py (signed tariffs and
-member lists), cli.py (`parkgate bridge`)."""
+operator_page.py (the operator page's model; page_numbers.py its numbers,
+page_worker.py its own process) served by web/app.py (Starlette, Jinja2,
+uvicorn, with login: web/auth.py) and pushing through gate_pusher.py,
+security.py (broker users and ACL), downlink.py (signed tariffs and member
+lists), cli.py (`parkgate bridge`)."""
