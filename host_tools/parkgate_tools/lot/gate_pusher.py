@@ -20,20 +20,6 @@ ANSWER_WAIT_S = 10.0     # for the gates' answers (the page waits: shorter than 
 OPEN_WITHIN_S = 30       # a remote open expires unless carried out within this
 
 
-def publish_and_wait(watch, state, made, wait_s):
-    """Publish each Push of made on watch (a started, subscribed
-    pushes.GateWatch), keep it in state, and wait up to wait_s for every
-    gate's answer: [(push, (result, detail))], result "accepted",
-    "refused" or "waiting" (pushes.outcome)."""
-    pending = []
-    for push in made:
-        before = watch.status(push.gate)
-        pending.append((push, watch.publish(push), before))
-        state.record(push.gate, push.kind, push.version, push.envelopes,
-                     **({"base": push.base} if push.kind == "members" else {}))
-    return watch.wait(pending, wait_s)
-
-
 class GatePusher:
     """pusher(kind, payload, who) for a LotConfig: kind "tariff" (payload:
     the table's JSON text) to every gate, or "open" (payload {"gate": id}).
@@ -62,7 +48,7 @@ class GatePusher:
         watch = pushes.GateWatch(self.config, OPS_ROLE).start()
         try:
             watch.wait_subscribed()
-            results = publish_and_wait(watch, state, made, self.wait_s)
+            results = pushes.publish_and_wait(watch, state, made, self.wait_s)
         finally:
             watch.stop()
         answers = {}

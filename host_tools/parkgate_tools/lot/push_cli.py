@@ -35,18 +35,11 @@ def _run(args, what, make_pushes):
         except (OSError, ValueError, FieldToolError) as exc:   # ConnectionError too
             print("parkgate lot %s: %s" % (what, exc), file=sys.stderr)
             return 2
-        pending = []
-        for push in made:
-            before = watch.status(push.gate)
-            try:
-                pending.append((push, watch.publish(push), before))
-            except (RuntimeError, ValueError) as exc:   # the broker went away meanwhile
-                print("parkgate lot %s: %s: not sent: %s" % (what, push.gate, exc),
-                      file=sys.stderr)
-                return 2
-            state.record(push.gate, push.kind, push.version, push.envelopes,
-                         **({"base": push.base} if push.kind == "members" else {}))
-        results = watch.wait(pending, args.wait)
+        try:
+            results = pushes.publish_and_wait(watch, state, made, args.wait)
+        except (RuntimeError, ValueError) as exc:   # the broker went away meanwhile
+            print("parkgate lot %s: not sent: %s" % (what, exc), file=sys.stderr)
+            return 2
     finally:
         watch.stop()
     failed = 0

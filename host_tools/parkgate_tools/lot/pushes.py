@@ -242,3 +242,17 @@ def outcome(push, since, before, status, refusals):
                 refusal.get("v") == push.version:
             return "refused", str(refusal.get("why"))
     return "waiting", "offline" if status is None or status[1].get("on") != 1 else "online"
+
+
+def publish_and_wait(watch, state, made, wait_s):
+    """Publish each Push of made on watch (a started, subscribed
+    GateWatch), keep it in state, and wait up to wait_s for every
+    gate's answer: [(push, (result, detail))], result "accepted",
+    "refused" or "waiting" (outcome)."""
+    pending = []
+    for push in made:
+        before = watch.status(push.gate)
+        pending.append((push, watch.publish(push), before))
+        state.record(push.gate, push.kind, push.version, push.envelopes,
+                     **({"base": push.base} if push.kind == "members" else {}))
+    return watch.wait(pending, wait_s)
