@@ -276,6 +276,14 @@ def ntp_server(site):
     return socket.getaddrinfo(address[0], address[1])[0][-1]
 
 
+def ota_slots():
+    """The two image slots (ota_slots.py: esp32.Partition's interface over
+    files in the gate's folder), or None when the simulator started this gate
+    without them (SimGate(..., slots=True) writes the folder's otadata)."""
+    import ota_slots as slots
+    return slots.open_slots(SIM_DIR, simuart.flash_stall)
+
+
 def free_heap():
     return gc.mem_free()
 
