@@ -10,6 +10,8 @@
     parkgate board test-relay [--ms N]
     parkgate board config get [KEY]
     parkgate board config set KEY VALUE
+    parkgate board flash --board NAME IMAGE [--erase] [--baud N] [--layout factory|ota]
+                         [--dry-run]
 
 Every command takes --port DEVICE (default $PARKGATE_PORT), --resume (no
 soft reset on connect: needed for the simulator, see
@@ -23,7 +25,7 @@ import json
 import os
 import sys
 
-from parkgate_tools.field import commands, output
+from parkgate_tools.field import commands, flash, output
 from parkgate_tools.field.boards import board_names
 from parkgate_tools.field.deploy import deploy
 from parkgate_tools.field.errors import FieldToolError
@@ -144,6 +146,23 @@ def run_config_set(args, device):
     return 0
 
 
+def run_flash(args):
+    """parkgate board flash: esptool, not mpremote (field.flash)."""
+    echo = lambda line: print("$ " + line, file=sys.stderr)  # noqa: E731
+    try:
+        done = flash.flash(args.board, args.port, args.image, erase=args.erase, baud=args.baud,
+                           layout=args.layout, echo=echo, dry_run=args.dry_run)
+    except (FieldToolError, OSError) as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    slot = done["slot"]
+    print("%s %s: %s layout, %d bytes into %s (0x%x, %d bytes free in the slot)%s" % (
+        "would flash" if args.dry_run else "flashed", done["board"], done["layout"],
+        done["image_size"], slot.name, slot.offset, slot.size - done["image_size"],
+        "; everything else erased" if args.erase else ""))
+    return 0
+
+
 # Options every command takes: (flags, argparse keywords).
 COMMON_OPTIONS = (
     (("--port",), dict(default=os.environ.get("PARKGATE_PORT"),
@@ -199,6 +218,20 @@ def command_table():
             (("key",), {}),
             (("value",), dict(help="JSON (500, true, null, \"x\"); anything else is a string"))],
          run_config_set),
+        ("flash", "write an image over USB with esptool (first install, recovery)", [
+            (("image",), dict(help="the application, build/firmware/BOARD/micropython.bin "
+                                   "(bootloader.bin, partition-table.bin beside it)")),
+            (("--board",), dict(required=True, help="board folder under boards/")),
+            (("--erase",), dict(action="store_true",
+                                help="erase the whole flash first: filesystem and journal "
+                                     "too (a first install, a change of layout)")),
+            (("--baud",), dict(type=int, default=flash.DEFAULT_BAUD,
+                               help="esptool's baud rate (default %d)" % flash.DEFAULT_BAUD)),
+            (("--layout",), dict(choices=("factory", "ota"),
+                                 help="expect this layout (default: the one "
+                                      "partition-table.bin holds)")),
+            (("--dry-run",), dict(action="store_true",
+                                  help="print the esptool commands, run none"))], run_flash),
     )
 
 
