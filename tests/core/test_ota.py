@@ -1,0 +1,375 @@
+# The gate's OTA core (parkgate.ota, parkgate.ota_record) with the host's
+# signer (parkgate_host.ota_signing): offers and chunk frames checked before
+# a block is written, the download into a slot on emulated NOR flash
+# (boards/unix-sim/flashdev), power cuts (resume from the last recorded
+# block, never a half image staged), the read-back check before set_boot and
+# the probation after the switch. Runs on CPython and on the gate's image;
+# a Hypothesis property over cut points: tests/test_ota_properties.py.
+import binascii
+import gc
+import hashlib
+import json
+import os
+import sys
+
+from check import raises, xorshift
+from flashdev import TORN_PARTIAL, FlashDevice, Partition, PowerCut
+from parkgate import ota
+from parkgate.ota import Download, OtaError, parse_offer
+from parkgate.ota_record import NONE, ROLLED_BACK, TRIAL, Probation, Progress
+from parkgate_host import ota_signing, signing
+
+KEY = b"0123456789abcdef0123456789abcdef"
+GATE = "g1"
+RUNNING = 6
+V = 7
+SLOT_BLOCKS = 4
+SLOT_SIZE = SLOT_BLOCKS * 4096
+
+
+def image(size=3 * 4096 + 1000, seed=1):
+    rand = xorshift(seed)
+    out = bytearray(size)
+    for i in range(size):
+        out[i] = rand(255) + 1      # no 0 byte: any 0 bit programmed shows
+    return bytes(out)
+
+
+# made first, while the test's heap is whole (on the gate's image)
+IMAGE = image()
+OTHER = image(seed=2)
+
+
+class Slot(Partition):
+    """An app slot of the contract over flashdev: the partition methods of
+    esp32.Partition, set_boot counted."""
+
+    def __init__(self, flash, first, count, label):
+        Partition.__init__(self, flash, first, count)
+        self.label = label
+        self.boots = 0
+        self.max_read = 0
+
+    def info(self):
+        return (0, 0x10, self.first * 4096, self.count * 4096, self.label, False)
+
+    def readblocks(self, block, buf, offset=0):
+        self.max_read = max(self.max_read, len(buf))
+        Partition.readblocks(self, block, buf, offset)
+
+    def set_boot(self):
+        self.boots += 1
+
+
+class Slots:
+    def __init__(self):
+        self.flash = FlashDevice(None, 4096, 2 * SLOT_BLOCKS)
+        self.a = Slot(self.flash, 0, SLOT_BLOCKS, "ota_0")
+        self.b = Slot(self.flash, SLOT_BLOCKS, SLOT_BLOCKS, "ota_1")
+        self.valid = 0
+
+    def running(self):
+        return self.a
+
+    def next_update(self):
+        return self.b
+
+    def mark_app_valid_cancel_rollback(self):
+        self.valid += 1
+
+
+def record_path():
+    folder = "/tmp/pg_ota_%s_%s" % (sys.implementation.name,
+                                    binascii.hexlify(os.urandom(4)).decode())
+    os.mkdir(folder)
+    return folder + "/ota.rec"
+
+
+def offered(data=IMAGE, chunk=512, version=V, key=KEY, gate=GATE, running=RUNNING):
+    env = ota_signing.offer(key, gate, version, data, chunk)
+    return parse_offer(KEY, env, GATE, running, SLOT_SIZE)
+
+
+def frames(data=IMAGE, chunk=512, version=V, start=0, key=KEY, gate=GATE):
+    return list(ota_signing.chunks(key, gate, version, data, chunk, start))
+
+
+def slot_bytes(slot, n):
+    buf = bytearray(n)
+    for at in range(0, n, 512):
+        k = min(512, n - at)
+        piece = bytearray(k)
+        Partition.readblocks(slot, at // 4096, piece, at % 4096)
+        buf[at:at + k] = piece
+    return bytes(buf)
+
+
+def fresh(chunk=512, data=IMAGE):
+    slots = Slots()
+    progress = Progress(record_path())
+    return slots, progress, Download(slots.b, offered(data, chunk), progress)
+
+
+def test_full_download_verifies_and_stages():
+    for chunk in (512, 64):
+        gc.collect()
+        slots, progress, dl = fresh(chunk)
+        assert dl.next_index() == 0
+        # frames as they are made: a list of 208 fragments the test's heap
+        for i, frame in enumerate(ota_signing.chunks(KEY, GATE, V, IMAGE, chunk)):
+            assert dl.next_index() == i
+            dl.accept(frame)
+        assert dl.next_index() is None and dl.blocks_done() == 4
+        # the record: once at the start, once per block, never per chunk
+        assert progress.saves == 1 + 4
+        assert progress.read() == ("dl", V, len(IMAGE), dl.offer.sha_hex, chunk, 4)
+        assert slots.b.boots == 0
+        dl.stage()
+        assert dl.verified is True and slots.b.boots == 1 and slots.a.boots == 0
+        assert progress.read() == ("pending", V)
+        assert slot_bytes(slots.b, len(IMAGE)) == IMAGE
+        assert slots.b.max_read <= 512
+        assert str(raises(OtaError, Download, slots.b, dl.offer, progress)).startswith(
+            "version 7 is pending")
+
+
+def _refused(env, running=RUNNING, slot_size=SLOT_SIZE, gate=GATE):
+    return str(raises(OtaError, parse_offer, KEY, env, gate, running, slot_size))
+
+
+def _signed(body, version=V, kind="image", key=KEY):
+    return json.dumps(signing.sign(key, kind, GATE, version, body)).encode()
+
+
+def test_offers_refused_with_their_reason():
+    sha = binascii.hexlify(hashlib.sha256(IMAGE).digest()).decode()
+    good = ota_signing.offer(KEY, GATE, V, IMAGE)
+    o = parse_offer(KEY, good, GATE, RUNNING, SLOT_SIZE)
+    assert (o.version, o.size, o.sha_hex, o.chunk, o.count) == (V, len(IMAGE), sha, 512, 26)
+    assert _refused(ota_signing.offer(b"another gate's key", GATE, V, IMAGE)) == "bad signature"
+    forged = json.loads(good)
+    forged["b"] = "%d %d %s 512" % (V, len(IMAGE) - 1, sha)
+    assert _refused(json.dumps(forged)) == "bad signature"
+    assert _refused(good, gate="g2").startswith("for image/g1, not image/g2")
+    assert _refused(_signed("%d 10 %s 512" % (V, sha), kind="tariff")).startswith("for tariff")
+    assert _refused(good, running=V) == "version 7 not newer than the running 7"
+    assert _refused(good, running=V + 5).startswith("version 7 not newer")
+    assert _refused(_signed("%d 0 %s 512" % (V, sha))) == \
+        "image of 0 bytes, the slot holds %d" % SLOT_SIZE
+    assert _refused(good, slot_size=len(IMAGE) - 1).startswith("image of %d bytes" % len(IMAGE))
+    for chunk in (32, 63, 100, 1024, 0):
+        assert _refused(_signed("%d 10 %s %d" % (V, sha, chunk))).startswith("chunk of")
+    assert _refused(_signed("%d 10 %s 512" % (V, sha.upper()))) == "malformed SHA-256"
+    assert _refused(_signed("%d 10 %s 512" % (V, sha[1:]))) == "malformed SHA-256"
+    assert _refused(_signed("%d 10 %s 512" % (V + 1, sha))).startswith("body names version 8")
+    for body in ("%d 10 %s" % (V, sha), "%d  10 %s 512" % (V, sha), "%d 010 %s 512" % (V, sha),
+                 "%d -1 %s 512" % (V, sha), "%d 10 %s 512 " % (V, sha)):
+        assert _refused(_signed(body)) == "malformed offer body", body
+    assert _refused(b"{not json") == "not an envelope"
+    assert _refused(b"[1]") == "not an envelope"
+
+
+def _tampered(frame, at):
+    out = bytearray(frame)
+    out[at] ^= 1
+    return bytes(out)
+
+
+def test_a_tampered_chunk_is_refused_before_anything_is_written():
+    slots, progress, dl = fresh()
+    fs = frames()
+    for k in (0, 8):        # the first chunk of a block: its erase comes first
+        before = slots.flash.snapshot()
+        erases = slots.flash.erases
+        for at in (ota.FRAME_HEAD, ota.FRAME_HEAD + 300, len(fs[k]) - 1):
+            assert str(raises(OtaError, dl.accept, _tampered(fs[k], at))) == \
+                "chunk %d: bad signature" % k
+        assert slots.flash.snapshot() == before and slots.flash.erases == erases
+        assert dl.next_index() == k
+        for frame in fs[k:k + 8]:
+            dl.accept(frame)
+    assert dl.next_index() == 16
+
+
+def test_chunks_out_of_order_replayed_or_of_another_image_are_refused():
+    slots, progress, dl = fresh()
+    fs = frames()
+    dl.accept(fs[0])
+    before = slots.flash.snapshot()
+    assert str(raises(OtaError, dl.accept, fs[0])) == "chunk 0 out of order: chunk 1 is next"
+    assert str(raises(OtaError, dl.accept, fs[2])) == "chunk 2 out of order: chunk 1 is next"
+    other_version = frames(version=V + 1)[1]
+    assert str(raises(OtaError, dl.accept, other_version)).startswith("chunk of version 8")
+    other_image = frames(data=OTHER)[1]
+    assert str(raises(OtaError, dl.accept, other_image)).startswith("chunk of version 7, another")
+    assert str(raises(OtaError, dl.accept, frames(gate="g2")[1])) == "chunk 1: bad signature"
+    assert str(raises(OtaError, dl.accept, frames(key=b"k" * 32)[1])) == "chunk 1: bad signature"
+    assert str(raises(OtaError, dl.accept, fs[1][:-1])).startswith("chunk 1: 512 data bytes in")
+    assert str(raises(OtaError, dl.accept, fs[1] + b"\x00")) == "not a chunk frame"
+    assert str(raises(OtaError, dl.accept, b"PGI")) == "not a chunk frame"
+    assert str(raises(OtaError, dl.accept, b"XXXX" + fs[1][4:])) == "not a chunk frame"
+    # a frame claiming fewer bytes, signed: the length is the offer's
+    short = list(ota_signing.chunks(KEY, GATE, V, IMAGE[:1000], 512))[1]
+    assert str(raises(OtaError, dl.accept, short)).startswith("chunk of version 7, another")
+    assert slots.flash.snapshot() == before and dl.next_index() == 1
+    for frame in fs[1:-1]:
+        dl.accept(frame)
+    last = fs[-1][:16] + b"\x00\x02" + fs[-1][18:] + bytes(24)     # claims 512 bytes
+    assert str(raises(OtaError, dl.accept, last)) == \
+        "chunk 25: 512 data bytes in 562, expected 488"
+    assert str(raises(OtaError, dl.accept, fs[-1] + b"\x00")).startswith("chunk 25: 488 data")
+    dl.accept(fs[-1])
+    assert str(raises(OtaError, dl.accept, fs[-1])).startswith("chunk 25: all 26 chunks")
+    assert dl.verify()
+
+
+def test_the_host_frames_from_a_start_index_and_their_size():
+    fs = frames()
+    assert frames(start=9) == fs[9:]
+    assert len(fs) == 26 and max(len(f) for f in fs) == ota.FRAME_MAX
+    assert len(fs[-1]) == ota.FRAME_HEAD + len(IMAGE) - 25 * 512 + ota.MAC_LEN
+    assert raises(ValueError, ota_signing.offer, KEY, GATE, V, b"").args[0] == "an empty image"
+    assert str(raises(ValueError, ota_signing.offer, KEY, GATE, V, IMAGE, 100)).startswith("chunk")
+
+
+class CutRecord(Progress):
+    """A record whose n-th save is cut after <path>.new is written, before
+    the rename (the power goes)."""
+
+    def __init__(self, path, cut_at):
+        Progress.__init__(self, path)
+        self.cut_at = cut_at
+
+    def _write(self, line):
+        if self.saves + 1 == self.cut_at:
+            with open(self._new, "w") as f:
+                f.write(line[:len(line) // 2])
+            self.saves += 1
+            raise PowerCut(5, "PowerCut")
+        Progress._write(self, line)
+
+
+def download_with_cuts(cuts, chunk=512, data=IMAGE):
+    """Download data, cutting the power at each (chunks fed, kind, n,
+    seed) of cuts: kind 0 the flash's n-th program/erase from there
+    (torn), kind 1 the n-th record save from there; after each cut a new
+    Download of the same offer. Returns (slots, progress, download, the
+    chunk indexes resumed at)."""
+    slots = Slots()
+    path = record_path()
+    offer = offered(data, chunk)
+    fs = frames(data=data, chunk=chunk)
+    progress = Progress(path)
+    dl = Download(slots.b, offer, progress)
+    resumed = []
+    for fed, kind, n, seed in cuts:
+        for _ in range(fed):
+            if dl.next_index() is None:
+                break
+            dl.accept(fs[dl.next_index()])
+        recorded = dl.blocks_done()
+        if kind == 0:
+            slots.flash.cut_after(n, TORN_PARTIAL, seed)
+        else:
+            progress = CutRecord(path, n)
+            dl.progress = progress
+        try:
+            while dl.next_index() is not None:
+                dl.accept(fs[dl.next_index()])
+            dl.verify()
+        except PowerCut:
+            pass
+        slots.flash.power_on()
+        # the reboot: a new offer parsed, a new record object, a new Download
+        progress = Progress(path)
+        assert Probation(progress, RUNNING).state == NONE
+        dl = Download(slots.b, offered(data, chunk), progress)
+        nxt = dl.next_index()
+        assert dl.blocks_done() >= recorded
+        assert nxt is None or nxt == dl.blocks_done() * offer.per_block
+        assert slots.b.boots == 0
+        if nxt is not None:
+            assert str(raises(OtaError, dl.stage)).startswith("chunk %d of" % nxt)
+            assert slots.b.boots == 0
+        resumed.append(nxt)
+    while dl.next_index() is not None:
+        dl.accept(fs[dl.next_index()])
+    return slots, progress, dl, resumed
+
+
+def test_power_cuts_resume_at_the_last_recorded_block_and_never_stage_half_an_image():
+    rand = xorshift(16)
+    for trial in range(12):
+        cuts = [(rand(9), rand(2), 1 + rand(4), rand(1000)) for _ in range(1 + rand(4))]
+        slots, progress, dl, resumed = download_with_cuts(cuts, chunk=(512, 256)[trial % 2])
+        assert slot_bytes(slots.b, len(IMAGE)) == IMAGE, cuts
+        dl.stage()
+        assert slots.b.boots == 1 and progress.read() == ("pending", V)
+
+
+def test_a_cut_in_the_first_block_resumes_at_chunk_0_and_a_cut_record_keeps_the_old():
+    slots, progress, dl, resumed = download_with_cuts([(3, 0, 1, 1)])
+    assert resumed == [0]
+    slots, progress, dl, resumed = download_with_cuts([(10, 0, 2, 1)])
+    assert resumed == [8]
+    # the second save (block 0 done) cut before its rename: block 0 again
+    slots, progress, dl, resumed = download_with_cuts([(0, 1, 1, 0)])
+    assert resumed == [0]
+    slots, progress, dl, resumed = download_with_cuts([(0, 1, 3, 0)])
+    assert resumed == [16]
+    assert dl.verify()
+
+
+def test_verify_fails_on_a_corrupted_slot_and_set_boot_is_not_called():
+    slots, progress, dl = fresh()
+    for frame in frames():
+        dl.accept(frame)
+    slots.b.writeblocks(2, b"\x00", 777)       # one byte of the slot programmed to 0
+    assert dl.verify() is False
+    assert str(raises(OtaError, dl.stage)) == "version 7: the slot's SHA-256 is not the offer's"
+    assert slots.b.boots == 0 and progress.read() is None
+    again = Download(slots.b, dl.offer, progress)
+    assert again.next_index() == 0           # the record cleared: from the start
+
+
+def test_a_download_of_another_image_starts_over():
+    slots, progress, dl = fresh()
+    for frame in frames()[:12]:
+        dl.accept(frame)
+    dl2 = Download(slots.b, offered(OTHER), progress)
+    assert dl2.next_index() == 0 and progress.read()[5] == 0
+    # and the first image's offer no longer resumes where it was
+    assert Download(slots.b, offered(), progress).next_index() == 0
+
+
+def test_probation_trial_rolled_back_and_none():
+    slots, progress, dl = fresh()
+    for frame in frames():
+        dl.accept(frame)
+    dl.stage()
+    # the next boot runs version 7: on trial until proven
+    p = Probation(Progress(progress.path), V)
+    assert (p.state, p.version) == (TRIAL, V)
+    assert slots.valid == 0
+    assert p.proven(slots) and slots.valid == 1 and progress.read() is None
+    assert not p.proven(slots) and slots.valid == 1
+    assert Probation(progress, V).state == NONE
+    # a cut after the mark, before the record is cleared: proven again
+    progress.save_pending(V)
+    p = Probation(progress, V)
+    assert p.state == TRIAL and p.proven(slots) and slots.valid == 2
+    # the image reset before proving itself: the bootloader ran version 6
+    progress.save_pending(V)
+    p = Probation(progress, RUNNING)
+    assert (p.state, p.version) == (ROLLED_BACK, V)
+    assert not p.proven(slots) and slots.valid == 2
+    assert p.reported() and progress.read() is None and not p.reported()
+    assert Probation(progress, RUNNING).state == NONE
+    # a download under way, or no record: none
+    Download(slots.b, offered(), progress)
+    assert Probation(progress, RUNNING).state == NONE
+    progress.clear()
+    assert Probation(progress, RUNNING).state == NONE
+    with open(progress.path, "w") as f:
+        f.write("pending x\n")
+    assert Probation(progress, RUNNING).state == NONE
