@@ -18,7 +18,8 @@ soft reset on connect: needed for the simulator, see
 parkgate_tools.sim.repl) and -v (print each mpremote command). The table
 at the end of this file (command_table) lists the commands; the work is
 done by field.deploy and field.commands over field.transport; formats in
-firmware/docs/field-tools.md.
+firmware/docs/field-tools.md. `flash` runs esptool, not mpremote (field.flash,
+firmware/docs/ota.md): of the common options it uses --port only.
 """
 import argparse
 import json
