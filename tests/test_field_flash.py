@@ -123,16 +123,11 @@ def test_an_image_larger_than_the_slot_is_refused(tmp_path, board, layout, slot)
     fits = build(tmp_path, board, layout, app_size=slot)
     flash.flash(board, PORT, fits, erase=True, runner=runner)
     assert len(runner.calls) == 1
-    big = build(tmp_path / "x" if os.path.isdir(tmp_path / "x") else _mk(tmp_path / "x"),
-                board, layout, app_size=slot + 1)
+    (tmp_path / "big").mkdir()
+    big = build(tmp_path / "big", board, layout, app_size=slot + 1)
     with pytest.raises(Refused, match="%d bytes, larger than the app slot" % (slot + 1)):
         flash.flash(board, PORT, big, erase=True, runner=runner)
     assert len(runner.calls) == 1
-
-
-def _mk(path):
-    path.mkdir()
-    return path
 
 
 def test_refusals_before_anything_runs(tmp_path):

@@ -236,5 +236,5 @@ def flash(board_name, port, image, erase=False, baud=DEFAULT_BAUD, layout=None,
             raise FlashFailed("esptool %s failed (exit %d): is the board in download mode "
                               "(firmware/docs/boards.md)? Run it again: the image is "
                               "written whole or the board does not boot it" % (
-                                  step[step.index(str(baud)) + 1], status))
+                                  step[len(done["head"])], status))
     return done
