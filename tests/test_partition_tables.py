@@ -194,3 +194,31 @@ def test_check_table_catches(rows, slot, expected):
 def test_check_table_catches_a_renamed_journal():
     rows = [("log",) + r[1:] if r[0] == "journal" else r for r in GOOD]
     assert any("no partition named 'journal'" in p for p in check_table(rows, 4 << 20, 0x180000))
+
+
+# Events of 40-byte bodies a full journal holds (firmware/docs/ota.md):
+# (blocks - RESERVE_BLOCKS) x 81, 81 = (4096 - 24) // (10 + 40).
+JOURNAL_EVENTS = {"esp32-devkitc": {"factory": 15471, "ota": 7695},
+                  "wt32-eth01": {"factory": 15471, "ota": 7695},
+                  "esp32-s3-devkitc-1-n8r8": {"factory": 41391, "ota": 41391}}
+
+
+@pytest.mark.parametrize("board,layout,rows,size,slot", tables(),
+                         ids=["%s-%s" % t[:2] for t in tables()])
+def test_the_journal_holds_the_documented_events(board, layout, rows, size, slot):
+    # The gate's own journal on an emulated flash of the partition's size,
+    # filled with 40-byte bodies until it refuses a normal append.
+    from flashdev import FlashDevice
+    from parkgate.journal import Journal, JournalFull
+    blocks = {r[0]: r for r in rows}["journal"][4] // BLOCK
+    journal = Journal(FlashDevice(None, BLOCK, blocks, count_wear=False))
+    journal.mount()
+    body = bytes(range(40))
+    count = 0
+    while True:
+        try:
+            journal.append(1, body)
+        except JournalFull:
+            break
+        count += 1
+    assert count == JOURNAL_EVENTS[board][layout] == (blocks - 1) * 81
