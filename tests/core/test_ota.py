@@ -49,6 +49,7 @@ class Slot(Partition):
         self.label = label
         self.boots = 0
         self.max_read = 0
+        self.fail_write = 0       # > 0: the n-th writeblocks from now raises OSError
 
     def info(self):
         return (0, 0x10, self.first * 4096, self.count * 4096, self.label, False)
@@ -56,6 +57,13 @@ class Slot(Partition):
     def readblocks(self, block, buf, offset=0):
         self.max_read = max(self.max_read, len(buf))
         Partition.readblocks(self, block, buf, offset)
+
+    def writeblocks(self, block, buf, offset=None):
+        if self.fail_write:
+            self.fail_write -= 1
+            if not self.fail_write:
+                raise OSError(5, "EIO")
+        Partition.writeblocks(self, block, buf, offset)
 
     def set_boot(self):
         self.boots += 1
@@ -67,6 +75,10 @@ class Slots:
         self.a = Slot(self.flash, 0, SLOT_BLOCKS, "ota_0")
         self.b = Slot(self.flash, SLOT_BLOCKS, SLOT_BLOCKS, "ota_1")
         self.valid = 0
+        zeros = bytes(512)       # slot b holds an older image: all 0 bits
+        for at in range(0, SLOT_SIZE, 512):
+            self.b.writeblocks(at // 4096, zeros, at % 4096)
+        self.flash.reset_counters()
 
     def running(self):
         return self.a
@@ -120,6 +132,7 @@ def test_full_download_verifies_and_stages():
             assert dl.next_index() == i
             dl.accept(frame)
         assert dl.next_index() is None and dl.blocks_done() == 4
+        assert slots.flash.erases == 4
         # the record: once at the start, once per block, never per chunk
         assert progress.saves == 1 + 4
         assert progress.read() == ("dl", V, len(IMAGE), dl.offer.sha_hex, chunk, 4)
@@ -373,3 +386,16 @@ def test_probation_trial_rolled_back_and_none():
     with open(progress.path, "w") as f:
         f.write("pending x\n")
     assert Probation(progress, RUNNING).state == NONE
+
+
+def test_a_failed_flash_write_takes_the_block_again_from_its_first_chunk():
+    slots, progress, dl = fresh()
+    fs = frames()
+    for frame in fs[:10]:
+        dl.accept(frame)
+    slots.b.fail_write = 1
+    assert raises(OSError, dl.accept, fs[10]).args[0] == 5
+    assert dl.next_index() == 8 and dl.blocks_done() == 1
+    while dl.next_index() is not None:
+        dl.accept(fs[dl.next_index()])
+    assert dl.verify() and slots.flash.erases == 5
