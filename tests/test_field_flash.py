@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from parkgate_tools import cli
+from parkgate_tools import cli, runtime
 from parkgate_tools.field import board_cli, flash
 from parkgate_tools.field.boards import load_board
 from parkgate_tools.field.errors import FieldToolError, Refused
@@ -229,3 +229,15 @@ def test_real_esptool_merges_the_parts_at_the_offsets(tmp_path, board):
     assert merged[0x10000 - boot:0x10000 - boot + 4096] == open(image, "rb").read()
     assert flash.read_table_bin(merged[0x8000 - boot:]) == flash.numeric(
         flash.layouts(load_board(board))["ota"])
+
+
+def test_offsets_agree_with_the_build():
+    # flash.py's bootloader offsets and table offset are the build's.
+    sys.path.insert(0, os.path.join(runtime.ROOT, "host_tools"))
+    try:
+        import build_esp32
+    finally:
+        sys.path.pop(0)
+    chips = build_esp32.CHIPS
+    assert flash.BOOTLOADER_OFFSET == {chip: chips[chip]["bootloader"] for chip in chips}
+    assert flash.TABLE_OFFSET == build_esp32.PARTITION_TABLE_OFFSET

@@ -37,7 +37,6 @@ TABLE_OFFSET = 0x8000       # ESP-IDF's default, which MicroPython keeps
 TABLE_SIZE = 0xC00          # ESP-IDF's table: at most 95 entries and an MD5 entry
 DEFAULT_BAUD = 460800
 APP_MAGIC = 0xE9            # first byte of an ESP-IDF image (bootloader and app alike)
-FLASH_SIZES = {"2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
 
 Partition = namedtuple("Partition", "name kind subtype offset size")
 # ESP-IDF's type and subtype numbers (gen_esp32part.py), to compare a CSV
