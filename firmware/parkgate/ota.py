@@ -175,14 +175,16 @@ class Download:
         written, nothing erased) for another image, a chunk out of order or
         repeated, a wrong length or a bad HMAC. Returns the chunks left."""
         o = self.offer
-        if not isinstance(frame, (bytes, bytearray)):
+        try:
+            mv = memoryview(frame)     # bytes, or a view of the caller's receive buffer
+        except TypeError:
             raise OtaError("not a chunk frame")
-        nbytes = len(frame)
-        if nbytes < FRAME_HEAD + MAC_LEN or nbytes > FRAME_MAX or frame[0:4] != MAGIC:
+        nbytes = len(mv)
+        if nbytes < FRAME_HEAD + MAC_LEN or nbytes > FRAME_MAX or bytes(mv[0:4]) != MAGIC:
             raise OtaError("not a chunk frame")
-        version = struct.unpack_from("<I", frame, 4)[0]
-        index, n = struct.unpack_from("<IH", frame, 12)
-        if version != o.version or frame[8:12] != o.sha_prefix:
+        version = struct.unpack_from("<I", mv, 4)[0]
+        index, n = struct.unpack_from("<IH", mv, 12)
+        if version != o.version or bytes(mv[8:12]) != o.sha_prefix:
             raise OtaError("chunk of version %d, another image than version %d's" % (
                 version, o.version))
         want = self.next_index()
@@ -193,7 +195,6 @@ class Download:
         if n != self._want(index) or nbytes != FRAME_HEAD + n + MAC_LEN:
             raise OtaError("chunk %d: %d data bytes in %d, expected %d" % (
                 index, n, nbytes, self._want(index)))
-        mv = memoryview(frame)
         end = FRAME_HEAD + n
         if not sign.equal(mv[end:], frame_mac(o.key, o.gate_line, mv[0:FRAME_HEAD], o.sha,
                                               mv[FRAME_HEAD:end])):
