@@ -1,6 +1,11 @@
 """Build an ESP32 board's MicroPython image with the gate firmware frozen in.
 
-usage: python host_tools/build_esp32.py BOARD     (make firmware BOARD=esp32-devkitc)
+usage: python host_tools/build_esp32.py BOARD [--ota]    (make firmware BOARD=esp32-devkitc)
+
+--ota builds for the board's OTA table (board.json "ota": its "partitions",
+partitions-ota.csv: two app slots, firmware/docs/ota.md) with ESP-IDF's app
+rollback on, into build/firmware/BOARD-ota/; without it, for board.json
+"partitions" into build/firmware/BOARD/.
 
 What it needs (it says which are missing, and how to get them, then exits 1):
 
@@ -35,6 +40,7 @@ chip, flash_size, partitions):
 
 Flashing: firmware/docs/boards.md.
 """
+import json
 import os
 import re
 import shutil
@@ -71,13 +77,32 @@ MPY_CLONE = (
        MICROPYTHON_TAG[1:]))
 
 
+# sdkconfig an OTA build adds (as boards/ESP32_GENERIC/sdkconfig.ota in MicroPython):
+# the bootloader boots a new image on trial and goes back to the other slot if
+# it resets before esp32.Partition.mark_app_valid_cancel_rollback().
+OTA_SDKCONFIG = ("CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE=y",)
+
+
 # --- the board's flash ------------------------------------------------------------
 
-def partitions(board, doc=None):
+def table_name(board, doc=None, ota=False):
+    """The board's partition CSV (a file name in its folder): board.json
+    "partitions", or with ota its "ota" entry's; BuildError if the board
+    says "ota": null or has no "ota" entry."""
+    doc = doc or board_doc(board)
+    if not ota:
+        return doc.get("partitions", "partitions.csv")
+    if not doc.get("ota"):
+        raise BuildError("board %s cannot update itself over the air (board.json \"ota\": %s): "
+                         "no OTA build" % (board, json.dumps(doc.get("ota"))))
+    return doc["ota"]["partitions"]
+
+
+def partitions(board, doc=None, ota=False):
     """The board's partition table: [(name, type, subtype, offset, size)]."""
     doc = doc or board_doc(board)
     rows = []
-    with open(os.path.join(BOARDS, board, doc.get("partitions", "partitions.csv"))) as f:
+    with open(os.path.join(BOARDS, board, table_name(board, doc, ota))) as f:
         for line in f:
             line = line.split("#", 1)[0].strip()
             if line:
@@ -86,8 +111,9 @@ def partitions(board, doc=None):
     return rows
 
 
-def app_offset(board, doc=None):
-    for name, kind, _, offset, _ in partitions(board, doc):
+def app_offset(board, doc=None, ota=False):
+    """Where the application goes: the first app partition (factory, or ota_0)."""
+    for name, kind, _, offset, _ in partitions(board, doc, ota):
         if kind == "app":
             return offset
     raise BuildError("board %s: the partition table has no app partition" % board)
@@ -162,11 +188,11 @@ def prerequisites():
 
 # --- the build -----------------------------------------------------------------------
 
-def out_dir(board):
-    return os.path.join(BUILD, "firmware", board)
+def out_dir(board, ota=False):
+    return os.path.join(BUILD, "firmware", board + ("-ota" if ota else ""))
 
 
-def write_board_definition(board, doc, tree):
+def write_board_definition(board, doc, tree, ota=False):
     """build/firmware/<board>/idf-board/<micropython_board>: the port's board
     folder, plus the variant's cmake and parkgate's sdkconfig fragment (the
     board's partition table and flash size, last so they win)."""
@@ -177,11 +203,11 @@ def write_board_definition(board, doc, tree):
     variant = doc.get("micropython_variant")
     if variant and not os.path.exists(os.path.join(source, "mpconfigvariant_%s.cmake" % variant)):
         raise BuildError("MicroPython's %s has no variant %s" % (mp_board, variant))
-    target = os.path.join(out_dir(board), "idf-board", mp_board)
+    target = os.path.join(out_dir(board, ota), "idf-board", mp_board)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
-    fragment = os.path.join(out_dir(board), "idf-board", "sdkconfig.parkgate")
-    table = os.path.join(BOARDS, board, doc.get("partitions", "partitions.csv"))
+    fragment = os.path.join(out_dir(board, ota), "idf-board", "sdkconfig.parkgate")
+    table = os.path.join(BOARDS, board, table_name(board, doc, ota))
     size = doc["flash_size"]
     lines = ["# parkgate board %s (host_tools/build_esp32.py)" % board,
              "CONFIG_PARTITION_TABLE_CUSTOM=y",
@@ -189,6 +215,8 @@ def write_board_definition(board, doc, tree):
     lines += ["CONFIG_ESPTOOLPY_FLASHSIZE_%s=%s" % (s, "y" if s == size else "n")
               for s in FLASH_SIZES]
     lines.append('CONFIG_ESPTOOLPY_FLASHSIZE="%s"' % size)
+    if ota:
+        lines += OTA_SDKCONFIG
     with open(fragment, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(target, "mpconfigboard.cmake"), "a") as f:
@@ -200,11 +228,11 @@ def write_board_definition(board, doc, tree):
     return target
 
 
-def flash_commands(board, doc=None, port="/dev/ttyUSB0", folder=None):
+def flash_commands(board, doc=None, port="/dev/ttyUSB0", folder=None, ota=False):
     """The esptool commands that put the built image on the board."""
     doc = doc or board_doc(board)
     chip = doc["chip"]
-    folder = os.path.relpath(folder or out_dir(board), ROOT)
+    folder = os.path.relpath(folder or out_dir(board, ota), ROOT)
     boot = CHIPS[chip]["bootloader"]
     head = "esptool.py --chip %s --port %s" % (chip, port)
     return [
@@ -214,7 +242,9 @@ def flash_commands(board, doc=None, port="/dev/ttyUSB0", folder=None):
         "%s --baud 460800 write_flash --flash_size %s 0x%x %s/bootloader.bin 0x%x "
         "%s/partition-table.bin 0x%x %s/micropython.bin" % (
             head, doc["flash_size"], boot, folder, PARTITION_TABLE_OFFSET, folder,
-            app_offset(board, doc), folder),
+            app_offset(board, doc, ota), folder),
+        "# or: parkgate board flash --port %s --board %s %s/micropython.bin --erase" % (
+            port, board, folder),
     ]
 
 
@@ -225,28 +255,28 @@ def _run(argv, what, cwd=None):
         raise BuildError("%s failed (exit %d)" % (what, proc.returncode))
 
 
-def _check_partition_table(board, doc, built):
-    """The built partition-table.bin is the board's partitions.csv."""
+def _check_partition_table(board, doc, built, ota=False):
+    """The built partition-table.bin is the board's partition CSV."""
     gen = os.path.join(os.environ["IDF_PATH"], "components", "partition_table",
                        "gen_esp32part.py")
     with tempfile.TemporaryDirectory() as tmp:
         ours = os.path.join(tmp, "partitions.bin")
-        _run([sys.executable, gen, "-q", os.path.join(BOARDS, board, doc.get(
-            "partitions", "partitions.csv")), ours], "gen_esp32part.py")
+        _run([sys.executable, gen, "-q", os.path.join(BOARDS, board, table_name(
+            board, doc, ota)), ours], "gen_esp32part.py")
         with open(ours, "rb") as a, open(built, "rb") as b:
             if a.read() != b.read():
                 raise BuildError("the built partition table %s is not boards/%s/%s"
-                                 % (built, board, doc.get("partitions", "partitions.csv")))
+                                 % (built, board, table_name(board, doc, ota)))
 
 
-def build(board, tree):
+def build(board, tree, ota=False):
     doc = board_doc(board)
     port = os.path.join(tree, "ports", "esp32")
     frozen = check_frozen(board, tree=tree)
     log("manifest: %d modules compile for %s" % (len(frozen), CHIPS[doc["chip"]]["march"]))
     _run(["make", "-C", os.path.join(tree, "mpy-cross"), JOBS], "mpy-cross build")
-    board_dir = write_board_definition(board, doc, tree)
-    idf_build = os.path.join(out_dir(board), "idf")
+    board_dir = write_board_definition(board, doc, tree, ota)
+    idf_build = os.path.join(out_dir(board, ota), "idf")
     args = ["BOARD_DIR=" + board_dir, "BUILD=" + idf_build,
             "FROZEN_MANIFEST=" + manifest_path(board)]
     if os.path.exists(os.path.join(tree, ".git")):
@@ -256,23 +286,28 @@ def build(board, tree):
                "bootloader.bin": os.path.join("bootloader", "bootloader.bin"),
                "partition-table.bin": os.path.join("partition_table", "partition-table.bin")}
     for name, relative in outputs.items():
-        shutil.copyfile(os.path.join(idf_build, relative), os.path.join(out_dir(board), name))
-    _check_partition_table(board, doc, os.path.join(out_dir(board), "partition-table.bin"))
-    commands = flash_commands(board, doc)
-    with open(os.path.join(out_dir(board), "FLASHING.txt"), "w") as f:
-        f.write("# %s: MicroPython %s (%s%s) with parkgate frozen in\n" % (
+        shutil.copyfile(os.path.join(idf_build, relative),
+                        os.path.join(out_dir(board, ota), name))
+    _check_partition_table(board, doc, os.path.join(out_dir(board, ota), "partition-table.bin"),
+                           ota)
+    commands = flash_commands(board, doc, ota=ota)
+    with open(os.path.join(out_dir(board, ota), "FLASHING.txt"), "w") as f:
+        f.write("# %s: MicroPython %s (%s%s) with parkgate frozen in, %s\n" % (
             board, MICROPYTHON_TAG, doc["micropython_board"],
-            ", " + doc["micropython_variant"] if doc.get("micropython_variant") else ""))
+            ", " + doc["micropython_variant"] if doc.get("micropython_variant") else "",
+            table_name(board, doc, ota)))
         f.write("\n".join(commands) + "\n")
-    log("built %s" % os.path.relpath(os.path.join(out_dir(board), "firmware.bin"), ROOT))
+    log("built %s" % os.path.relpath(os.path.join(out_dir(board, ota), "firmware.bin"), ROOT))
     print("\n".join(commands))
     return 0
 
 
-def main(board):
-    """make firmware BOARD=<an ESP32 board>: 0 when built, 1 otherwise."""
+def main(board, ota=False):
+    """make firmware BOARD=<an ESP32 board> (ota: for its OTA table): 0
+    when built, 1 otherwise."""
     try:
         doc = board_doc(board)
+        table_name(board, doc, ota)
         tree, problems = prerequisites()
         if problems:
             # What this machine can check without them: the frozen manifest.
@@ -290,14 +325,15 @@ def main(board):
                 sys.stderr.write("  - %s\n" % problem)
             sys.stderr.write("How to flash a built image: firmware/docs/boards.md\n")
             return 1
-        return build(board, tree)
+        return build(board, tree, ota)
     except BuildError as exc:
         sys.stderr.write("firmware: %s\n" % exc)
         return 1
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    ARGS = [a for a in sys.argv[1:] if a != "--ota"]
+    if len(ARGS) != 1 or ARGS[0].startswith("-"):
         sys.stderr.write(__doc__)
         sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(ARGS[0], ota="--ota" in sys.argv[1:]))
