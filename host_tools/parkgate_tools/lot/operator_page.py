@@ -145,7 +145,8 @@ class OperatorPage(PageNumbers):
             if self.aside and self._worker is None:
                 self._worker = PageWorker()
             if self.aside:
-                spent, snapshot = self._work_out_aside(day)
+                spent, snapshot, chart = self._work_out_aside(day)
+                self._chart = (snapshot, chart)
             else:
                 snapshot = self.work_out(day)
                 spent = time.monotonic() - started
@@ -156,7 +157,8 @@ class OperatorPage(PageNumbers):
 
     def chart(self, snapshot):
         """The SVG of a snapshot's chart (web/charts.py): drawn once a
-        snapshot, however many readers share it."""
+        snapshot, however many readers share it (aside: with the snapshot,
+        in the page's own process)."""
         drawn = self._chart
         if drawn is None or drawn[0] is not snapshot:
             drawn = self._chart = (snapshot, charts.day_chart_svg(
@@ -165,7 +167,8 @@ class OperatorPage(PageNumbers):
         return drawn[1]
 
     def _work_out_aside(self, day):
-        """(seconds it took there, work_out(day)) in the page's own process."""
+        """(seconds it took there, work_out(day), its chart's SVG) in the
+        page's own process."""
         return self._worker.ask(self.source.path, self.source.lock_wait, self.lot,
                                 self.tariff_source(), int(self.clock()), self.utc_offset_s, day)
 

@@ -8,7 +8,7 @@ bridge does not want it.
 Run by the page as ``python -m parkgate_tools.lot.page_worker``: each
 request is a pickle on stdin, (location, lock_wait, lot, tariff, now,
 utc_offset_s, day), each answer a pickle on stdout, ("ok", (seconds,
-snapshot)) or ("error", exception). It ends when stdin closes."""
+snapshot, the SVG of its chart)) or ("error", exception). It ends when stdin closes."""
 import os
 import pickle
 import subprocess
@@ -34,7 +34,8 @@ class PageWorker:
                                      stdout=subprocess.PIPE)
 
     def ask(self, *request):
-        """(seconds the snapshot took there, the snapshot); raises what it raised."""
+        """(seconds the snapshot took there, the snapshot, its chart's SVG);
+        raises what it raised."""
         if self.proc.poll() is not None:
             self._start()
         try:
@@ -77,7 +78,8 @@ def serve(stdin, stdout):
             page.tariff_source, page.utc_offset_s = (lambda: table), utc_offset_s
             page.clock = lambda: now
             snapshot = page.work_out(day, now)
-            answer = ("ok", (time.monotonic() - started, snapshot))
+            chart = page.chart(snapshot)     # drawn here too, not in the bridge's process
+            answer = ("ok", (time.monotonic() - started, snapshot, chart))
         except Exception as exc:  # sent back to the page, raised there
             answer = ("error", exc)
         pickle.dump(answer, stdout)

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from parkgate import tariff as tariff_engine
+from parkgate_tools.lot import health
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim import demo_web
 from parkgate_tools.sim.broker import Broker
@@ -130,7 +131,8 @@ def run(workdir=None, cars=60, seed=1, spacing=0.4, outage=(12.0, 26.0), rate=60
         bridge.start()
         accounts = demo_web.make_accounts(bridge.store)
         page = OperatorPage(bridge.store, LOT, lambda: bridge.tariff, port=http_port or 0,
-                            clock=clock.now).start()
+                            clock=clock.now,
+                            health=lambda: health.bridge_health(bridge)).start()
         extra = {"backoff_max_ms": 2000}
         for name, direction in (("in", "in"), ("out", "out")):
             kwargs = {"heap": gate_heap} if gate_heap else {}
