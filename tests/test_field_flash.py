@@ -241,3 +241,15 @@ def test_offsets_agree_with_the_build():
     chips = build_esp32.CHIPS
     assert flash.BOOTLOADER_OFFSET == {chip: chips[chip]["bootloader"] for chip in chips}
     assert flash.TABLE_OFFSET == build_esp32.PARTITION_TABLE_OFFSET
+
+
+@esptool_installed
+def test_real_esptool_without_a_board_fails_clearly(tmp_path):
+    # The real runner on a port with no board behind it: esptool cannot open
+    # it, flash() says so and goes no further (no board is attached here).
+    image = build(tmp_path, "esp32-devkitc", "ota")
+    port = str(tmp_path / "ttyNOBOARD")
+    with pytest.raises(flash.FlashFailed, match="could not read the board's partition table"):
+        flash.flash("esp32-devkitc", port, image)
+    with pytest.raises(flash.FlashFailed, match="esptool write-flash failed \\(exit 2\\)"):
+        flash.flash("esp32-devkitc", port, image, erase=True)

@@ -134,7 +134,9 @@ def _read(path, what):
     except FileNotFoundError:
         raise FieldToolError("no %s %s: build the image with `make firmware BOARD=NAME` "
                              "(build/firmware/NAME/micropython.bin and beside it "
-                             "bootloader.bin, partition-table.bin)" % (what, path)) from None
+                             "bootloader.bin, partition-table.bin; for the OTA table "
+                             "`python host_tools/build_esp32.py NAME --ota`, "
+                             "build/firmware/NAME-ota/)" % (what, path)) from None
     except IsADirectoryError:
         raise FieldToolError("%s %s is a folder: give its micropython.bin" % (what, path)) from None
 
