@@ -12,6 +12,7 @@ import time
 
 from parkgate_host import camera_frames
 from parkgate_tools import runtime
+from parkgate_tools.sim import boot_selector
 
 # The image's boot module; with PARKGATE_SIM_MAIN=1 it runs the image's main.
 BOOT = ["-m", "simboot"]
@@ -40,7 +41,7 @@ class SimGate:
 
     def __init__(self, workdir, gate, lot, direction, broker_port, clock=None,
                  tariff_path=DEFAULT_TARIFF, broker_host="127.0.0.1", site_extra=None,
-                 heap=None, attendant=True, board_env=None):
+                 heap=None, attendant=True, board_env=None, slots=False):
         self.dir = os.path.join(workdir, gate)
         self.gate = gate
         self.lot = lot
@@ -59,6 +60,10 @@ class SimGate:
         # (PARKGATE_SIM_PASSAGE=1, driven by pass_car()).
         self.board_env = dict(board_env or {})
         self.tariff_path = tariff_path
+        # Two image slots (True, or the path of the image for ota_0): each
+        # start runs what sim/boot_selector.py chooses; a crash exit restarts.
+        self.slots = slots
+        self.image = None       # the executable the last start ran
         self.proc = None
         self._socat = None
         self._camera_fd = None
@@ -145,13 +150,36 @@ class SimGate:
                 os.unlink(watchdog)     # disarmed until this boot arms it
             with open(os.path.join(self.dir, "reset.cause"), "w") as f:
                 f.write(cause + "\n")
+            argv = runtime.micropython_argv(BOOT, heap=self.heap)
+            if self.slots:
+                argv[0] = self._select_image()
+            self.image = argv[0]
             self.proc = subprocess.Popen(
-                runtime.micropython_argv(BOOT, heap=self.heap), env=self.env(),
+                argv, env=self.env(),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
             self._powered = True
             self._reader = threading.Thread(target=self._read_output, args=(self.proc,),
                                             daemon=True)
             self._reader.start()
+
+    def _select_image(self):
+        """The boot selector's choice (a slot's image) for this start."""
+        path, notes = boot_selector.boot(self.dir, self.slots)
+        with self._lines_lock, open(os.path.join(self.dir, "gate.log"), "a") as log:
+            self._lines.extend("SIM BOOTSEL " + note for note in notes)
+            log.write("".join("SIM BOOTSEL %s\n" % note for note in notes))
+            self._lines_lock.notify_all()
+        if path is None:
+            raise boot_selector.NoBootableSlot(notes[-1])
+        return path
+
+    def run_script(self, script, *args, timeout=120):
+        """Run a MicroPython script on the image the gate last started, beside
+        it, in its folder (as onboard programs do); a CompletedProcess."""
+        env = dict(self.env(), PARKGATE_SIM_MAIN="")
+        argv = runtime.micropython_argv(script, *args, heap=self.heap)
+        return subprocess.run([self.image or argv[0]] + argv[1:], env=env, capture_output=True,
+                              text=True, timeout=timeout, cwd=self.dir)
 
     # --- the watchdog ----------------------------------------------------
     def _watch(self):
@@ -165,6 +193,10 @@ class SimGate:
             time.sleep(0.1)
             with self._power_lock:
                 if not self._powered:
+                    size, timeout = -1, None
+                    continue
+                if self.slots and self.proc is not None and self.proc.poll() is not None:
+                    self._reset("exited with %d" % self.proc.returncode, cause="reset")
                     size, timeout = -1, None
                     continue
                 try:
@@ -324,6 +356,8 @@ class SimGate:
     def _exited(self):
         """True if the gate's process has ended and no watchdog reset is
         bringing it back (one in progress holds the power lock)."""
+        if self.slots and self._powered:
+            return False        # the watcher restarts it
         if not self._power_lock.acquire(blocking=False):
             return False
         try:
