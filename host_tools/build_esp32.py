@@ -99,16 +99,11 @@ def table_name(board, doc=None, ota=False):
 
 
 def partitions(board, doc=None, ota=False):
-    """The board's partition table: [(name, type, subtype, offset, size)]."""
+    """The board's partition table: [(name, type, subtype, offset, size)]
+    (parkgate_tools.field.flash.read_csv: the one parser of these tables)."""
+    from parkgate_tools.field.flash import read_csv
     doc = doc or board_doc(board)
-    rows = []
-    with open(os.path.join(BOARDS, board, table_name(board, doc, ota))) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                cells = [c.strip() for c in line.split(",")]
-                rows.append((cells[0], cells[1], cells[2], int(cells[3], 0), int(cells[4], 0)))
-    return rows
+    return read_csv(os.path.join(BOARDS, board, table_name(board, doc, ota)))
 
 
 def app_offset(board, doc=None, ota=False):

@@ -25,6 +25,7 @@ import pytest
 from parkgate import members, tariff
 from parkgate_tools import lint, runtime
 from parkgate_tools.field import boards, commands, deploy, errors, transport, validate
+from parkgate_tools.field.flash import read_csv
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.sim.broker import Broker
 from parkgate_tools.sim.gate import DEFAULT_TARIFF, SimClock, SimGate
@@ -535,22 +536,11 @@ def test_sim_boot_geometry_is_the_board_adapters():
     assert '"/flash.img"' in source and geo["image"] == "flash.img"
 
 
-def _partitions(path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                name, kind, subtype, offset, size = [c.strip() for c in line.split(",")][:5]
-                rows.append((name, kind, subtype, int(offset, 0), int(size, 0)))
-    return rows
-
-
 @pytest.mark.parametrize("board", ESP32_BOARDS)
 def test_partition_table_fits_the_module(board):
     definition = boards.load_board(board)
     flash = {"4MB": 4, "8MB": 8, "16MB": 16}[definition.doc["flash_size"]] * 1024 * 1024
-    rows = _partitions(os.path.join(definition.folder, "partitions.csv"))
+    rows = read_csv(os.path.join(definition.folder, "partitions.csv"))
     by_name = {r[0]: r for r in rows}
     end = 0x9000                            # after the bootloader and the table itself
     for name, kind, subtype, offset, size in sorted(rows, key=lambda r: r[3]):

@@ -2,14 +2,13 @@
 partitions-ota.csv, board.json "ota"; firmware/docs/ota.md "Partition tables and flash
 budget"): every table is checked by check_table(), and check_table() is shown to catch
 each mistake it looks for."""
-import json
 import os
 import re
 
 import pytest
 
 from parkgate_tools import runtime
-from parkgate_tools.field import flash
+from parkgate_tools.field import boards, flash
 
 BOARDS = runtime.BOARDS
 FLASH = {"2MB": 2 << 20, "4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
@@ -19,32 +18,14 @@ MIN_JOURNAL_BLOCKS = 3      # parkgate.journal_ring MIN_BLOCKS
 
 
 def esp32_boards():
-    names = []
-    for name in sorted(os.listdir(BOARDS)):
-        path = os.path.join(BOARDS, name, "board.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                if json.load(f).get("port") == "esp32":
-                    names.append(name)
-    return names
+    return [name for name in boards.board_names() if board_doc(name).get("port") == "esp32"]
 
 
 def board_doc(board):
-    with open(os.path.join(BOARDS, board, "board.json")) as f:
-        return json.load(f)
+    return boards.load_board(board).doc
 
 
-def read_csv(path):
-    """[(name, type, subtype, offset, size)] of an ESP-IDF partition CSV
-    (its own parser, so that flash.read_csv is checked against it)."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                cells = [c.strip() for c in line.split(",")]
-                rows.append((cells[0], cells[1], cells[2], int(cells[3], 0), int(cells[4], 0)))
-    return rows
+read_csv = flash.read_csv     # the one parser of these tables (build_esp32.py uses it too)
 
 
 def journal_label():
@@ -148,15 +129,6 @@ def test_the_ota_tables_as_documented():
     factory = {r[0]: r for r in read_csv(os.path.join(BOARDS, s3, "partitions.csv"))}
     assert ota["ota_0"][4] == factory["factory"][4] == 0x1F0000
     assert ota["journal"][3:] == factory["journal"][3:]
-
-
-def test_the_field_tool_reads_the_tables_alike():
-    for board in esp32_boards():
-        doc = board_doc(board)
-        for name in filter(None, (doc["partitions"], (doc.get("ota") or {}).get("partitions"))):
-            path = os.path.join(BOARDS, board, name)
-            assert [(r.name, r.kind, r.subtype, r.offset, r.size) for r in flash.read_csv(path)] \
-                == read_csv(path)
 
 
 GOOD = read_csv(os.path.join(BOARDS, "esp32-devkitc", "partitions-ota.csv"))
