@@ -3,8 +3,9 @@
 # a block is written, the download into a slot on emulated NOR flash
 # (boards/unix-sim/flashdev), power cuts (resume from the last recorded
 # block, never a half image staged), the read-back check before set_boot and
-# the probation after the switch. Runs on CPython and on the gate's image;
-# a Hypothesis property over cut points: tests/test_ota_properties.py.
+# the probation after the switch. Runs on CPython and on the gate's image.
+# Power cuts: test_ota_cuts.py; a Hypothesis property over cut points:
+# tests/test_ota_properties.py.
 import binascii
 import gc
 import hashlib
@@ -13,7 +14,7 @@ import os
 import sys
 
 from check import raises, xorshift
-from flashdev import TORN_PARTIAL, FlashDevice, Partition, PowerCut
+from flashdev import FlashDevice, Partition
 from parkgate import ota
 from parkgate.ota import Download, OtaError, parse_offer
 from parkgate.ota_record import NONE, ROLLED_BACK, TRIAL, Probation, Progress
@@ -106,14 +107,16 @@ def frames(data=IMAGE, chunk=512, version=V, start=0, key=KEY, gate=GATE):
     return list(ota_signing.chunks(key, gate, version, data, chunk, start))
 
 
-def slot_bytes(slot, n):
-    buf = bytearray(n)
-    for at in range(0, n, 512):
-        k = min(512, n - at)
-        piece = bytearray(k)
-        Partition.readblocks(slot, at // 4096, piece, at % 4096)
-        buf[at:at + k] = piece
-    return bytes(buf)
+def slot_holds(slot, data):
+    """Whether the slot's first len(data) bytes are data (compared a piece
+    at a time: no copy of the image on the test's heap)."""
+    piece = bytearray(512)
+    for at in range(0, len(data), 512):
+        k = min(512, len(data) - at)
+        Partition.readblocks(slot, at // 4096, memoryview(piece)[0:k], at % 4096)
+        if piece[0:k] != data[at:at + k]:
+            return False
+    return True
 
 
 def fresh(chunk=512, data=IMAGE):
@@ -144,7 +147,7 @@ def test_full_download_verifies_and_stages():
         dl.stage()
         assert dl.verified is True and slots.b.boots == 1 and slots.a.boots == 0
         assert progress.read() == ("pending", V)
-        assert slot_bytes(slots.b, len(IMAGE)) == IMAGE
+        assert slot_holds(slots.b, IMAGE)
         assert slots.b.max_read <= 512
         assert str(raises(OtaError, Download, slots.b, dl.offer, progress)).startswith(
             "version 7 is pending")
@@ -250,104 +253,27 @@ def test_the_host_frames_from_a_start_index_and_their_size():
     assert str(raises(ValueError, ota_signing.offer, KEY, GATE, V, IMAGE, 100)).startswith("chunk")
 
 
-class CutRecord(Progress):
-    """A record whose n-th save is cut after <path>.new is written, before
-    the rename (the power goes)."""
-
-    def __init__(self, path, cut_at):
-        Progress.__init__(self, path)
-        self.cut_at = cut_at
-
-    def _write(self, line):
-        if self.saves + 1 == self.cut_at:
-            with open(self._new, "w") as f:
-                f.write(line[:len(line) // 2])
-            self.saves += 1
-            raise PowerCut(5, "PowerCut")
-        Progress._write(self, line)
-
-
-def download_with_cuts(cuts, chunk=512, data=IMAGE):
-    """Download data, cutting the power at each (chunks fed, kind, n,
-    seed) of cuts: kind 0 the flash's n-th program/erase from there
-    (torn), kind 1 the n-th record save from there; after each cut a new
-    Download of the same offer. Returns (slots, progress, download, the
-    chunk indexes resumed at)."""
-    slots = Slots()
-    path = record_path()
-    offer = offered(data, chunk)
-    fs = frames(data=data, chunk=chunk)
-    progress = Progress(path)
-    dl = Download(slots.b, offer, progress)
-    resumed = []
-    for fed, kind, n, seed in cuts:
-        for _ in range(fed):
-            if dl.next_index() is None:
-                break
-            dl.accept(fs[dl.next_index()])
-        recorded = dl.blocks_done()
-        if kind == 0:
-            slots.flash.cut_after(n, TORN_PARTIAL, seed)
-        else:
-            progress = CutRecord(path, n)
-            dl.progress = progress
-        try:
-            while dl.next_index() is not None:
-                dl.accept(fs[dl.next_index()])
-            dl.verify()
-        except PowerCut:
-            pass
-        slots.flash.power_on()
-        # the reboot: a new offer parsed, a new record object, a new Download
-        progress = Progress(path)
-        assert Probation(progress, RUNNING).state == NONE
-        dl = Download(slots.b, offered(data, chunk), progress)
-        nxt = dl.next_index()
-        assert dl.blocks_done() >= recorded
-        assert nxt is None or nxt == dl.blocks_done() * offer.per_block
-        assert slots.b.boots == 0
-        if nxt is not None:
-            assert str(raises(OtaError, dl.stage)).startswith("chunk %d of" % nxt)
-            assert slots.b.boots == 0
-        resumed.append(nxt)
-    while dl.next_index() is not None:
-        dl.accept(fs[dl.next_index()])
-    return slots, progress, dl, resumed
-
-
-def test_power_cuts_resume_at_the_last_recorded_block_and_never_stage_half_an_image():
-    rand = xorshift(16)
-    for trial in range(12):
-        cuts = [(rand(9), rand(2), 1 + rand(4), rand(1000)) for _ in range(1 + rand(4))]
-        slots, progress, dl, resumed = download_with_cuts(cuts, chunk=(512, 256)[trial % 2])
-        assert slot_bytes(slots.b, len(IMAGE)) == IMAGE, cuts
-        dl.stage()
-        assert slots.b.boots == 1 and progress.read() == ("pending", V)
-
-
-def test_a_cut_in_the_first_block_resumes_at_chunk_0_and_a_cut_record_keeps_the_old():
-    slots, progress, dl, resumed = download_with_cuts([(3, 0, 1, 1)])
-    assert resumed == [0]
-    slots, progress, dl, resumed = download_with_cuts([(10, 0, 2, 1)])
-    assert resumed == [8]
-    # the second save (block 0 done) cut before its rename: block 0 again
-    slots, progress, dl, resumed = download_with_cuts([(0, 1, 1, 0)])
-    assert resumed == [0]
-    slots, progress, dl, resumed = download_with_cuts([(0, 1, 3, 0)])
-    assert resumed == [16]
-    assert dl.verify()
-
-
 def test_verify_fails_on_a_corrupted_slot_and_set_boot_is_not_called():
     slots, progress, dl = fresh()
     for frame in frames():
         dl.accept(frame)
     slots.b.writeblocks(2, b"\x00", 777)       # one byte of the slot programmed to 0
-    assert dl.verify() is False
+    assert dl.verify() is False and not slot_holds(slots.b, IMAGE)
     assert str(raises(OtaError, dl.stage)) == "version 7: the slot's SHA-256 is not the offer's"
     assert slots.b.boots == 0 and progress.read() is None
     again = Download(slots.b, dl.offer, progress)
     assert again.next_index() == 0           # the record cleared: from the start
+
+
+def test_a_slot_too_small_or_of_other_blocks_is_refused():
+    small = Slot(FlashDevice(None, 4096, 3), 0, 3, "ota_1")
+    progress = Progress(record_path())
+    assert str(raises(OtaError, Download, small, offered(), progress)) == \
+        "image of 13288 bytes, the slot holds 12288"
+    odd = Slot(FlashDevice(None, 2048, 8), 0, 8, "ota_1")
+    assert str(raises(OtaError, Download, odd, offered(), progress)) == \
+        "slot blocks of 2048 bytes, not 4096"
+    assert progress.read() is None
 
 
 def test_a_download_of_another_image_starts_over():
