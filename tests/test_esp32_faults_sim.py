@@ -67,8 +67,14 @@ def test_fee_timeout_across_the_ticks_wrap(lot):
     hung.publish("status", {"on": 1}, retain=True)
     hung.close()
     gate = lot.gate("wrap-out", "out", board_env={"PARKGATE_SIM_TICKS": "800"})
+    # The car comes once the link is up and the retained presence is in (a
+    # car read before that is charged offline at once, "link down", which is
+    # right but is not what this test is about).
+    gate.wait_line(r"LINK up", 10)
+    time.sleep(0.3)
     gate.send_plate("粤B11111")
     gate.wait_line(r"EVENT out seq=1 plate=粤B11111 .* src=off", 10)
+    assert gate.lines(r"FEE offline plate=粤B11111: fee timeout")
     asked = ticks_of(gate.lines(r"BOOT")[-1])
     charged = ticks_of(gate.lines(r"EVENT out seq=1")[-1])
     assert charged < asked          # the wrap came in between

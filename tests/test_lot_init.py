@@ -351,13 +351,14 @@ def test_the_lot_servers_page_pushes_a_tariff_and_opens_a_gate(running_lot, monk
     with open(cfg.tariff_path, encoding="utf-8") as f:
         table = json.load(f)
     table["version"] += 1
-    status, _, html = client.post("push-tariff", {"tariff": json.dumps(table)})
+    # the page waits up to gate_pusher.ANSWER_WAIT_S for the gates' answers
+    status, _, html = client.post("push-tariff", {"tariff": json.dumps(table)}, timeout=30)
     assert status == 200, html
     for gate in ("in-1", "out-1"):
         assert re.search(r'data-gate="%s"><td>%s</td><td>accepted: v%d' % (
             gate, gate, table["version"]), html), html
     assert os.path.exists(os.path.join(cfg.pushes_dir, "in-1", "tariff.json"))
-    status, _, html = client.post("gates/open", {"gate": "in-1"})
+    status, _, html = client.post("gates/open", {"gate": "in-1"}, timeout=30)
     assert status == 200 and re.search(r'data-gate="in-1"><td>in-1</td><td>accepted', html), html
     gates["in-1"].wait_line(r"OPEN remote command", WAIT_S)
     gates["in-1"].wait_line(r"TARIFF installed version=%d" % table["version"], WAIT_S)

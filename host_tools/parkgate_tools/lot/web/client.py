@@ -55,12 +55,12 @@ class WebClient:
         self.get("login")
         return self.post("login", {"username": name, "password": password})[0]
 
-    def post(self, path, fields, csrf=True, headers=None):
+    def post(self, path, fields, csrf=True, headers=None, timeout=10):
         """POST a url-encoded form (with the session's csrf unless csrf=False)."""
         fields = dict(fields, **({"csrf": self.csrf} if csrf and self.csrf else {}))
         return self.request("POST", path, urllib.parse.urlencode(fields).encode(),
                             dict({"Content-Type": "application/x-www-form-urlencoded"},
-                                 **(headers or {})))
+                                 **(headers or {})), timeout=timeout)
 
     def post_json(self, path, doc, csrf=True):
         """POST a JSON document (with X-CSRF-Token unless csrf=False); (status, parsed body)."""
