@@ -27,7 +27,7 @@ STALL_S = 12.0        # how long another connection holds the write lock
 LOAD_GATES, LOAD_EVENTS = 30, 60
 
 
-def test_a_stalled_database_under_load(sim_lot):
+def test_a_stalled_database_under_load(sim_lot, caplog):
     """Another connection holds the SQLite write lock for STALL_S while 30
     simulated gates send 1,800 events and two firmware gates let cars in
     and out. The bridge holds at most QUEUE_MAX messages (it drops the rest
@@ -91,7 +91,10 @@ def test_a_stalled_database_under_load(sim_lot):
     held, peak, bound = lot.bridge.queue_held
     assert bound == QUEUE_MAX and peak <= QUEUE_MAX and held_during[1] <= QUEUE_MAX
     assert lot.bridge.dropped > QUEUE_MAX, "the stall never filled the queue"
-    assert lot.bridge.failed > 0                # commits that gave up after LOCK_WAIT_S
+    # Commits gave up after LOCK_WAIT_S (of batches, counted in failed, or of
+    # statuses only: which the stalled transactions held depends on timing)
+    assert lot.bridge.failed > 0 or any("not stored, not acknowledged" in r.getMessage()
+                                        for r in caplog.records), "no commit gave up"
     # Behind the writer it would wait out a LOCK_WAIT_S attempt (5.5 s when tried).
     assert page_s < LOCK_WAIT_S / 2, "the page waited %.1f s behind the stalled writer" % page_s
     assert summary["lot"] == LOT
