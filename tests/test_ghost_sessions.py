@@ -10,10 +10,9 @@ from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import TARIFF, entry, exit_, fetch_all, wait_for
 from parkgate import record, tariff
 from parkgate_tools.lot import answers, config
-from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
-from web_client import PASSWORD, WebClient, add_user, logged_in
+from web_client import PASSWORD, WebClient, add_user, logged_in, started_page
 
 T0 = 1795564800
 HOUR = 3600
@@ -149,10 +148,7 @@ def test_the_page_closes_a_ghost_through_its_form(store, db_path):
     store.set_max_stay(MAX_STAY_S)
     store.ingest("in-1", 1, [ev(entry(1, "OLD1", T0 - MAX_STAY_S - HOUR)),
                              ev(entry(2, "GH2", T0 + 60)), ev(entry(3, "CAR3", T0 + 120))])
-    page = OperatorPage(store, store.lot, lambda: table, clock=lambda: T0 + 2 * HOUR,
-                        duty=1)   # no pause between snapshots: this test reads back to back
-    page.start()
-    try:
+    with started_page(store, table, lambda: T0 + 2 * HOUR) as page:
         manager = logged_in(page, store, "ann", "manager")
 
         def post(fields):
@@ -182,8 +178,6 @@ def test_the_page_closes_a_ghost_through_its_form(store, db_path):
             ("OLD1", "stale: car not on the lot", "ann")}
         assert fetch_all(db_path, "SELECT seq, reason FROM session_closes ORDER BY seq") == [
             (1, "stale: car not on the lot"), (2, "seen leaving on camera 3")]
-    finally:
-        page.stop()
 
 
 def test_the_maximum_stay_from_lot_toml_and_the_bridge_option(tmp_path):

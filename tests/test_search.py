@@ -9,10 +9,9 @@ import json
 from fixtures_mqtt import backend, db_path, pg_server  # noqa: F401 (fixtures)
 from fixtures_mqtt import TARIFF, entry, exit_
 from parkgate import record
-from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from test_store_backends import ev, store  # noqa: F401 (store: a fixture)
-from web_client import logged_in
+from web_client import logged_in, started_page
 
 DAY0 = 1795536000          # 2026-11-25 00:00 UTC+8, a lot's local midnight
 HOUR, DAY = 3600, 86400
@@ -80,10 +79,7 @@ def test_the_page_searches_pages_and_exports(store, monkeypatch):
     monkeypatch.setattr(operator_page, "PAGE_SIZE", 3)
     a_week(store)
     table = load_tariff(TARIFF)
-    page = OperatorPage(store, store.lot, lambda: table, clock=lambda: DAY0 + 7 * DAY,
-                        duty=1)   # no pause between snapshots: this test reads back to back
-    page.start()
-    try:
+    with started_page(store, table, lambda: DAY0 + 7 * DAY) as page:
         attendant = logged_in(page, store, "att", "attendant")
 
         def get(path):
@@ -107,5 +103,3 @@ def test_the_page_searches_pages_and_exports(store, monkeypatch):
                                           "10.00", "off")
         week = list(csv.DictReader(io.StringIO(get("sessions.csv?from=2026-11-25&to=2026-12-01"))))
         assert len(week) == 12
-    finally:
-        page.stop()
