@@ -17,6 +17,8 @@ returns. Optional: PASSAGE and PassageSensor (PassageBoard). Gate reads
 getattr(board, "PASSAGE", False) after load_site(): without it, or False,
 the lane has no passage input and PassageSensor is never called.
 udp_socket() is called only when ntp_server() gives an address.
+ota_slots() and reset() are called only for an update over the air
+(parkgate.ota_lane); the conformance check does not call reset().
 """
 from typing import Any, Callable, Dict, Protocol, Tuple
 
@@ -139,6 +141,15 @@ class Board(Protocol):
     def ticks_ms(self) -> Ticks: ...
 
     def free_heap(self) -> int: ...
+
+    def ota_slots(self) -> Any:
+        """The two app slots of an update over the air (running(),
+        next_update(), mark_app_valid_cancel_rollback(); each slot as
+        esp32.Partition: readblocks/writeblocks with an offset, ioctl 4/5/6,
+        set_boot()), or None on a board without an OTA partition table."""
+
+    def reset(self) -> None:
+        """Restart the board (machine.reset()); does not return on a board."""
 
     def free_flash(self, path: str) -> int:
         """Free bytes of the filesystem at path."""

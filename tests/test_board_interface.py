@@ -37,7 +37,8 @@ ESP32_SHARED = os.path.join(runtime.BOARDS, "esp32")
 # live in it too (the board code is frozen).
 CHECK_HEAP = "256k"
 SITE = {"lot": "t", "gate": "g1", "direction": "in", "broker": "127.0.0.1"}
-NOT_CALLED = ["writeblocks"]     # the journal device is read, never written
+NOT_CALLED = ["writeblocks",     # the journal device is read, never written
+              "reset"]           # the board's restart: it would end the check
 
 
 def _interface():
@@ -240,7 +241,7 @@ def test_the_check_bites_on_an_esp32_board(spec_file, tmp_path):
     folder = tmp_path / "mutated"
     folder.mkdir()
     _copy(os.path.join(runtime.BOARDS, "esp32-devkitc", "board.py"), folder,
-          "ntp_server, ticks_ms, udp_socket)", "ntp_server, udp_socket)")
+          "reset, ticks_ms, udp_socket)", "reset, udp_socket)")
     _copy(os.path.join(ESP32_SHARED, "esp32_board.py"), folder,
           "    def wait(self, ms):\n        time.sleep_ms(ms)", "    def wait(self):\n        pass")
     code, output = esp32_check(spec_file, tmp_path, str(folder), str(folder))
@@ -303,3 +304,41 @@ def test_fake_esp32_port_is_only_on_the_check_path():
     # The fakes stand in for machine, network and esp32 only in the check's
     # subprocess: not in this process.
     assert "machine" not in sys.modules and "mp_host" not in sys.modules
+
+
+OTA_SCRIPT = """
+import sys
+import esp32, machine
+import board
+slots = board.ota_slots()
+update = slots.next_update()
+print(slots.running().info()[4], update.info()[4], update.ioctl(5, 0))
+slots.mark_app_valid_cancel_rollback()
+update.set_boot()
+board.reset()
+print(esp32.valid_marks, esp32.boot, machine.resets)
+esp32.RUNNING_SUBTYPE = 0          # a factory app: no OTA slots
+print(board.ota_slots())
+"""
+
+
+@pytest.mark.parametrize("board", ESP32_BOARDS)
+def test_esp32_board_ota_slots_and_reset(board, tmp_path):
+    # ota_slots() over esp32.Partition: the running ota_0, ota_1 to update,
+    # the end of probation; None on a factory app; reset() is machine.reset().
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ESP32_PORT, os.path.join(runtime.BOARDS, board),
+                                         ESP32_SHARED, runtime.FIRMWARE, runtime.BUILD_LIB])
+    env["PARKGATE_FAKE_SITE"] = site_file(tmp_path, board, {})
+    proc = subprocess.run([sys.executable, "-c", "import mp_host\n" + OTA_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["ota_0 ota_1 4096", "1 ota_1 1", "None"], proc.stdout
+
+
+def test_the_fake_board_resets_and_gives_its_slots(tmp_path):
+    board = FakeBoard(SITE, str(tmp_path))
+    assert board.ota_slots() is None
+    board.slots = object()
+    board.reset()
+    assert board.ota_slots() is board.slots and board.resets == 1

@@ -119,7 +119,7 @@ def test_the_check_catches_a_wrong_call(stubs, tmp_path, board, original, mutate
 
 @pytest.mark.parametrize("board,original,mutated,expected", [
     # a name the gate takes from every board, left out of a board
-    ("esp32-devkitc", "ntp_server, ticks_ms, udp_socket)", "ntp_server, udp_socket)",
+    ("esp32-devkitc", "reset, ticks_ms, udp_socket)", "reset, udp_socket)",
      'missing following "PassageBoard" protocol member:\n'),
     # the network start of one board, misspelt
     ("wt32-eth01", "def start_network(site):", "def start_net(site):", "start_network"),

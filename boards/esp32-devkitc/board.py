@@ -20,7 +20,7 @@
 from esp32_board import (ClockMemory, ClockSource, ConfirmButton, Display,  # noqa: F401
                          PassageSensor, Relay, Uart, Watchdog, free_flash, free_heap,
                          journal_device, kept_counting, load_site, log, mount_flash, mqtt,
-                         ntp_server, ticks_ms, udp_socket)
+                         ntp_server, ota_slots, reset, ticks_ms, udp_socket)
 # The network: WiFi (site.json "wifi_ssid", "wifi_password").
 from esp32_board import start_wifi as start_network, wifi_up as network_up  # noqa: F401
 

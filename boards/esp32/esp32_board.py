@@ -1,7 +1,8 @@
 # The ESP32 adapters every ESP32 board shares (boards/esp32-devkitc,
 # boards/wt32-eth01, boards/esp32-s3-devkitc-1-n8r8): the camera UART, the
 # relay, the confirm button, the passage input, the clock (the chip's RTC and
-# a DS3231 when fitted), the watchdog, flash and journal partition, sockets.
+# a DS3231 when fitted), the watchdog, flash and journal partition, sockets,
+# the two app slots of an update over the air and reset().
 # A board's board.py holds what differs: its pins, its network and, in its
 # header, its flash layout; it imports the adapters from here. They read the
 # pins from that module (`import board`, at call time: board.py imports this
@@ -314,6 +315,42 @@ def free_heap():
 def free_flash(path=FS_PATH):
     st = os.statvfs(path)
     return st[0] * st[3]
+
+
+_SUBTYPE_OTA_0 = const(0x10)   # ESP-IDF app subtypes ota_0, ota_1 (0x11)
+
+
+class _Slots:
+    """The OTA app slots as parkgate.ota_lane uses them: each slot an
+    esp32.Partition (readblocks/writeblocks with an offset, ioctl 4/5/6,
+    set_boot), the running one, the one to update, and the end of probation."""
+
+    def __init__(self, running):
+        self._running = running
+
+    def running(self):
+        return self._running
+
+    def next_update(self):
+        return self._running.get_next_update()
+
+    def mark_app_valid_cancel_rollback(self):
+        esp32.Partition.mark_app_valid_cancel_rollback()
+
+
+def ota_slots():
+    """The slots, or None when the running app is not in ota_0/ota_1 (a
+    board flashed with its factory table: partitions.csv)."""
+    running = esp32.Partition(esp32.Partition.RUNNING)  # type: ignore[arg-type]
+    info = running.info()          # (type, subtype, addr, size, label, encrypted)
+    if info[0] != esp32.Partition.TYPE_APP or info[1] not in (_SUBTYPE_OTA_0, _SUBTYPE_OTA_0 + 1):
+        return None
+    return _Slots(running)
+
+
+def reset():
+    """Restart the chip (the bootloader then picks the app slot)."""
+    machine.reset()
 
 
 def log(line):

@@ -27,7 +27,7 @@ import network
 from esp32_board import (ClockMemory, ClockSource, ConfirmButton, Display,  # noqa: F401
                          PassageSensor, Relay, Uart, Watchdog, free_flash, free_heap,
                          journal_device, kept_counting, load_site, log, mount_flash, mqtt,
-                         ntp_server, ticks_ms, udp_socket)
+                         ntp_server, ota_slots, reset, ticks_ms, udp_socket)
 
 NAME = "wt32-eth01"
 UART_ID = 2

@@ -44,6 +44,11 @@ DEFAULTS = {
     # seen is voided (no car inside); an exit not seen is flagged.
     "passage_ms": 10000,
     "clock_resync_s": 3600,   # ask the lot server for the time again while connected
+    # An update over the air (parkgate.ota_lane): the pause before the first
+    # chunk of each next 4 KiB block (its write erases a sector, ~45 ms deaf
+    # to the camera), and how long a new image has to prove itself.
+    "ota_block_gap_ms": 3000,
+    "probation_s": 300,
 }
 
 
@@ -124,6 +129,17 @@ class Gate(GateLink):
                      replayed, len(self.lane.inside),
                      self.tariff.version if self.tariff else "none",
                      QUALITY_NAMES[self.clock.quality]))
+
+    def _ota_lane(self):
+        """The update over the air, made when first needed (GateLink.ota)."""
+        if self.ota is None:
+            from parkgate.gate_link import FW_VERSION
+            from parkgate.ota_lane import OtaLane
+            board, site = self.board, self.site
+            self.ota = OtaLane(self, self.fs, board.ota_slots, board.reset, board.ticks_ms,
+                               FW_VERSION, (self._prefix + b"up/image").decode(),
+                               site["ota_block_gap_ms"], site["probation_s"])
+        return self.ota
 
     # --- camera to relay -------------------------------------------------
     def _on_reject(self, reason, count):
@@ -269,6 +285,13 @@ class Gate(GateLink):
         return done != 0
 
     # --- the loop ----------------------------------------------------------
+    def _lane_idle(self):
+        """No car at the barrier: the flash work may run (a sector erase
+        leaves the camera line deaf for ~45 ms)."""
+        exit_lane = self.exit
+        return self._relay_off_at is None and not self._passing and \
+            (exit_lane is None or exit_lane.state == exit_lane.IDLE_STATE)
+
     def step(self):
         """One pass of the gate loop; returns True if it did any work."""
         board = self.board
@@ -305,10 +328,12 @@ class Gate(GateLink):
                 self._ask_clock()   # a clock drifts: ask again while connected
             if self._ntp_address is not None:
                 self._service_ntp(now)
-        lane_busy = self._relay_off_at is not None or self._passing or \
-            (exit_lane is not None and exit_lane.state != exit_lane.IDLE_STATE)
-        if not busy and not lane_busy:
-            busy = self.journal.maintain() or self.checkpoint.service() or self._member_step()
+        ota = self.ota
+        if ota is not None:
+            ota.service(now)      # the end of a new image's probation
+        if not busy and self._lane_idle():
+            busy = self.journal.maintain() or self.checkpoint.service() or \
+                self._member_step() or (ota is not None and ota.idle_step(now))
             if not busy and ticks_diff(now, self._clock_saved) >= SAVE_EVERY_MS:
                 self._clock_saved = now
                 self.clock.save()

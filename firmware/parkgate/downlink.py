@@ -25,6 +25,9 @@ SETCLOCK = "setclock"   # a signed ask to take the lot server's time now
 CATCHUP = "catchup"
 EVENTS = "events"
 PRESENCE = "presence"
+IMAGE = "image"         # an OTA offer (parkgate.ota_lane)
+CHUNK = "chunk"         # a binary chunk frame of an image: not JSON
+REBOOT = "reboot"       # a signed command to boot the staged image
 
 
 def _max_bytes(kind):
@@ -37,7 +40,9 @@ def _max_bytes(kind):
         return 1536
     if kind == MEMBERS:
         return 1024
-    if kind == OPEN or kind == SETCLOCK:
+    if kind == CHUNK:
+        return 600       # parkgate.ota.FRAME_MAX, 562, with room
+    if kind == OPEN or kind == SETCLOCK or kind == IMAGE or kind == REBOOT:
         return 512
     if kind == FEE:
         return 256
@@ -119,9 +124,13 @@ def _presence(m):
     _int(m, "on", 0, 1)
 
 
+def _chunk(m):
+    pass     # binary: parkgate.ota.Download.accept checks every byte
+
+
 _CHECKS = {ACK: _ack, FEE: _fee, PAID: _paid, CLOCK: _clock, TARIFF: _envelope,
            MEMBERS: _envelope, OPEN: _envelope, SETCLOCK: _envelope, CATCHUP: _catchup, EVENTS: _events,
-           PRESENCE: _presence}
+           PRESENCE: _presence, IMAGE: _envelope, CHUNK: _chunk, REBOOT: _envelope}
 
 
 def kind_of(leaf):
@@ -130,11 +139,14 @@ def kind_of(leaf):
 
 
 def decode(kind, payload):
-    """The JSON object a payload of a kind holds; Refused says why not (a
-    payload the heap cannot parse too). check() its fields next."""
+    """The JSON object a payload of a kind holds (a chunk: the payload
+    itself); Refused says why not (a payload the heap cannot parse too).
+    check() its fields next."""
     most = _max_bytes(kind)
     if len(payload) > most:
         raise Refused("%d bytes, at most %d" % (len(payload), most))
+    if kind == CHUNK:
+        return payload   # the frame's bytes as they came, never decoded
     try:
         message = json.loads(payload)
     except ValueError:

@@ -1,7 +1,8 @@
 # The gate's side of its conversation with the lot server (MQTT, see
 # firmware/docs/mqtt.md): the topics, the link and the journal's uplink,
 # status, the clock and catch-up asks, the tariff on flash, and a handler
-# for every downlink message. parkgate.app's Gate is built on it.
+# for every downlink message (an update over the air: parkgate.ota_lane,
+# made only once one is under way). parkgate.app's Gate is built on it.
 import gc
 import json
 import os
@@ -19,12 +20,20 @@ _CLOCK_MAX_ROUND_TRIP_MS = const(2000)
 _CATCHUP_PAGES_MAX = const(64)  # pages of missed entries asked after a reconnect
 _CATCHUP_MARGIN_S = const(300)  # asked from this long before the link went down
 
+try:
+    from fw_version import VERSION as FW_VERSION   # frozen by the image's build
+except ImportError:
+    FW_VERSION = 0
+
 
 class GateLink:
     """What the gate says to and hears from the lot server. Gate (parkgate.app)
     sets board, log, site, gate_id, key, lot, fs, lane, tariff, clock,
-    journal, display, member_store, exit and _last_command, then calls
-    _start_link(site)."""
+    journal, display, member_store, exit, _last_command and ota (with
+    _ota_lane() making it), then calls _start_link(site)."""
+
+    ota = None   # parkgate.ota_lane.OtaLane once an update is under way (an
+    #              instance attribute only then: no heap for it before)
 
     def _start_link(self, site):
         """The topics, the MQTT link and the uplink of the journal."""
@@ -68,6 +77,11 @@ class GateLink:
         self.uplink = Uplink(self.journal, self.link, self.gate_id, self._topic_events,
                              batch=site["uplink_batch"], window=site["uplink_window"],
                              log=self.log)
+        try:
+            os.stat(self.fs + "/ota")   # the OTA record: a download, or a new image's probation
+        except OSError:
+            return
+        self._ota_lane()
 
     def _load_tariff(self):
         path = self.fs + "/tariff.json"
@@ -119,6 +133,28 @@ class GateLink:
             self.member_store.offer(envelope, self.key, self.gate_id)
         except member_update.Refused as exc:
             raise Refused(str(exc))
+
+    def _on_image(self, envelope):
+        why = self._ota_lane().offer(envelope)
+        if why:
+            raise Refused(why)
+
+    def _on_chunk(self, frame):
+        if self.ota is None:
+            raise Refused("no download under way")
+        self.ota.chunk(frame, self._lane_idle(), self.board.ticks_ms())
+
+    def _on_reboot(self, envelope):
+        """A signed reboot into the staged image (body: its version),
+        checked against the command counter as open and setclock."""
+        if not self.key:
+            raise sign.SignatureError("no downlink key configured")
+        body = sign.verify(self.key, envelope, "reboot", self.gate_id, self._last_command)
+        self._last_command = envelope["v"]
+        why = self.ota.reboot(body) if self.ota else "version %s is not staged: nothing is" % body
+        self._publish_status()
+        if why:
+            raise Refused(why)
 
     def _refuse(self, kind, envelope, why):
         version = envelope.get("v") if isinstance(envelope, dict) else None
@@ -252,6 +288,7 @@ class GateLink:
 
     def _publish_status(self):
         stats = self.journal.stats()
+        ota = self.ota
         gc.collect()   # so that "heap" is what is really free
         status = {"on": 1, "jid": self.journal.journal_id, "seq": self.journal.next_seq,
                   "acked": self.journal.acked, "backlog": stats["pending"],
@@ -259,10 +296,13 @@ class GateLink:
                   "clock": self.clock.quality,
                   "tv": self.tariff.version if self.tariff else None,
                   "mv": self.member_store.current.version if self.member_store.current else None,
-                  "cv": self._last_command}
-        self.link.publish(self._topic_status, json.dumps(status), retain=True)
+                  "cv": self._last_command, "fw": FW_VERSION,
+                  "ota": ota.status() if ota else None, "rb": ota.rb if ota else None}
+        sent = self.link.publish(self._topic_status, json.dumps(status), retain=True)
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
+        if sent and ota is not None and ota.status_published():
+            self._publish_status()   # proven: the status says so
 
     def _kind_of(self, topic):
         """The downlink kind a topic carries; None for a message that is
@@ -350,4 +390,7 @@ class GateLink:
         downlink.CATCHUP: _on_catchup,
         downlink.EVENTS: _on_peer_events,
         downlink.PRESENCE: _on_presence,
+        downlink.IMAGE: _on_image,
+        downlink.CHUNK: _on_chunk,
+        downlink.REBOOT: _on_reboot,
     }

@@ -2,7 +2,7 @@
 # the image in signed chunks into the spare app slot (resumable after a power
 # cut from the last written block), the read-back check of its SHA-256 and
 # set_boot. The record on the filesystem and the probation after the switch:
-# parkgate.ota_record. Not used by the app yet (first slice of issue #16).
+# parkgate.ota_record. The app drives them through parkgate.ota_lane.
 # The host side: parkgate_host.ota_signing. See firmware/docs/ota.md.
 #
 # Offer: a parkgate.sign envelope (JSON), kind "image", the gate's own key,
@@ -86,16 +86,18 @@ class Offer:
 
 def parse_offer(key, envelope_bytes, gate, running_version, slot_size):
     """The Offer in envelope_bytes (a signed JSON envelope of kind
-    "image"), or OtaError naming what is wrong: a bad signature, another
+    "image", as bytes or as the dict it decodes to), or OtaError naming what is wrong: a bad signature, another
     kind or gate, a version not newer than running_version, a size of 0 or
     over slot_size, a chunk size not 64..512 or not dividing 4096, a
     malformed SHA-256."""
     if not key:
         raise OtaError("no gate key")
+    envelope = envelope_bytes         # decoded already (parkgate.downlink), or bytes
     try:
-        if not isinstance(envelope_bytes, str):
-            envelope_bytes = bytes(envelope_bytes).decode()
-        envelope = json.loads(envelope_bytes)
+        if not isinstance(envelope, dict):
+            if not isinstance(envelope, str):
+                envelope = bytes(envelope).decode()
+            envelope = json.loads(envelope)
     except (ValueError, TypeError):
         raise OtaError("not an envelope")
     try:

@@ -204,6 +204,8 @@ class FakeBoard:
         self.lines = []
         self.PASSAGE = False
         self.BOOT_CLOCK_QUALITY = 0
+        self.slots = None        # what ota_slots() gives (a test's fake slots)
+        self.resets = 0
 
     def load_site(self):
         return dict(self.site)
@@ -261,6 +263,13 @@ class FakeBoard:
 
     def free_heap(self):
         return self.heap
+
+    def ota_slots(self):
+        return self.slots
+
+    def reset(self):
+        # a board does not come back from this; the test sees it counted
+        self.resets += 1
 
     def free_flash(self, path):
         return self.flash_free

@@ -83,3 +83,11 @@ class WDT:
 
 def reset_cause():
     return PWRON_RESET
+
+
+resets = 0      # reset() calls (a board does not come back from one)
+
+
+def reset():
+    global resets
+    resets += 1
