@@ -1,11 +1,15 @@
 """Build an ESP32 board's MicroPython image with the gate firmware frozen in.
 
-usage: python host_tools/build_esp32.py BOARD [--ota]    (make firmware BOARD=esp32-devkitc)
+usage: python host_tools/build_esp32.py BOARD [--ota] [--version N]
+       (make firmware BOARD=esp32-devkitc)
 
 --ota builds for the board's OTA table (board.json "ota": its "partitions",
 partitions-ota.csv: two app slots, firmware/docs/ota.md) with ESP-IDF's app
 rollback on, into build/firmware/BOARD-ota/; without it, for board.json
-"partitions" into build/firmware/BOARD/.
+"partitions" into build/firmware/BOARD/. --version N: the image's version
+(default build_firmware.DEFAULT_VERSION), frozen as a generated
+fw_version.py (VERSION), which the gate reports as "fw" in its status and
+checks an offered image against (firmware/docs/ota.md).
 
 What it needs (it says which are missing, and how to get them, then exits 1):
 
@@ -29,11 +33,13 @@ chip, flash_size, partitions):
    a copy of ports/esp32/boards/<micropython_board> whose
    mpconfigboard.cmake also takes the variant's settings and an sdkconfig
    fragment naming the board's partition table and flash size.
-3. `make -C ports/esp32 BOARD_DIR=<that copy> BUILD=build/firmware/BOARD/idf
-   FROZEN_MANIFEST=<abs boards/BOARD/manifest.py>` (the port's thin wrapper
+3. Writes build/firmware/BOARD/gen/fw_version.py (VERSION = N) and
+   gen/manifest.py: include(boards/BOARD/manifest.py) plus fw_version.
+4. `make -C ports/esp32 BOARD_DIR=<that copy> BUILD=build/firmware/BOARD/idf
+   FROZEN_MANIFEST=<that gen/manifest.py>` (the port's thin wrapper
    around `idf.py build`, which then joins bootloader, partition table and
    application into firmware.bin with the port's makeimg.py).
-4. Copies firmware.bin, bootloader.bin, partition-table.bin and
+5. Copies firmware.bin, bootloader.bin, partition-table.bin and
    micropython.bin to build/firmware/BOARD/, checks that the built partition
    table is the board's, and writes build/firmware/BOARD/FLASHING.txt with the
    esptool commands and offsets (flash_commands()).
@@ -50,7 +56,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import build_firmware  # noqa: E402  (stdlib only)
-from build_firmware import BUILD, JOBS, MICROPYTHON_GIT, MICROPYTHON_TAG, ROOT, BuildError, log  # noqa: E402
+from build_firmware import (BUILD, DEFAULT_VERSION, JOBS, MICROPYTHON_GIT,  # noqa: E402
+                            MICROPYTHON_TAG, ROOT, BuildError, log)
 # The board's definition and its frozen manifest (what runs without ESP-IDF).
 from esp32_manifest import (BOARDS, CHIPS, FLASH_SIZES, board_doc, check_frozen,  # noqa: E402,F401
                             esp32_boards, manifest_path)
@@ -223,6 +230,37 @@ def write_board_definition(board, doc, tree, ota=False):
     return target
 
 
+VERSION_MAX = 2 ** 30 - 1       # a small int on the gate (parkgate.ota.VERSION_MAX)
+
+
+def version_manifest(board, version=DEFAULT_VERSION, ota=False):
+    """<out>/gen/fw_version.py (VERSION = version) and <out>/gen/manifest.py
+    (the board's manifest plus fw_version); returns the latter, the build's
+    FROZEN_MANIFEST. The same generated module as the unix-sim images'
+    (build_firmware._generated_manifest)."""
+    if type(version) is not int or not 0 <= version <= VERSION_MAX:
+        raise BuildError("--version %r: an integer 0..%d" % (version, VERSION_MAX))
+    return build_firmware._generated_manifest(board, out_dir(board, ota), version, None)
+
+
+def parse_args(argv):
+    """(board, ota, version) from the command line; None for a bad one."""
+    args = list(argv)
+    ota = "--ota" in args
+    args = [a for a in args if a != "--ota"]
+    version = DEFAULT_VERSION
+    if "--version" in args:
+        at = args.index("--version")
+        try:
+            version = int(args[at + 1])
+        except (IndexError, ValueError):
+            return None
+        del args[at:at + 2]
+    if len(args) != 1 or args[0].startswith("-"):
+        return None
+    return args[0], ota, version
+
+
 def flash_commands(board, doc=None, port="/dev/ttyUSB0", folder=None, ota=False):
     """The esptool commands that put the built image on the board."""
     doc = doc or board_doc(board)
@@ -264,7 +302,7 @@ def _check_partition_table(board, doc, built, ota=False):
                                  % (built, board, table_name(board, doc, ota)))
 
 
-def build(board, tree, ota=False):
+def build(board, tree, ota=False, version=DEFAULT_VERSION):
     doc = board_doc(board)
     port = os.path.join(tree, "ports", "esp32")
     frozen = check_frozen(board, tree=tree)
@@ -273,7 +311,7 @@ def build(board, tree, ota=False):
     board_dir = write_board_definition(board, doc, tree, ota)
     idf_build = os.path.join(out_dir(board, ota), "idf")
     args = ["BOARD_DIR=" + board_dir, "BUILD=" + idf_build,
-            "FROZEN_MANIFEST=" + manifest_path(board)]
+            "FROZEN_MANIFEST=" + version_manifest(board, version, ota)]
     if os.path.exists(os.path.join(tree, ".git")):
         _run(["make", "-C", port] + args + ["submodules"], "make submodules")
     _run(["make", "-C", port, JOBS] + args, "ESP32 build (make -C ports/esp32)")
@@ -287,22 +325,24 @@ def build(board, tree, ota=False):
                            ota)
     commands = flash_commands(board, doc, ota=ota)
     with open(os.path.join(out_dir(board, ota), "FLASHING.txt"), "w") as f:
-        f.write("# %s: MicroPython %s (%s%s) with parkgate frozen in, %s\n" % (
+        f.write("# %s: MicroPython %s (%s%s) with parkgate version %d frozen in, %s\n" % (
             board, MICROPYTHON_TAG, doc["micropython_board"],
             ", " + doc["micropython_variant"] if doc.get("micropython_variant") else "",
-            table_name(board, doc, ota)))
+            version, table_name(board, doc, ota)))
         f.write("\n".join(commands) + "\n")
     log("built %s" % os.path.relpath(os.path.join(out_dir(board, ota), "firmware.bin"), ROOT))
     print("\n".join(commands))
     return 0
 
 
-def main(board, ota=False):
-    """make firmware BOARD=<an ESP32 board> (ota: for its OTA table): 0
-    when built, 1 otherwise."""
+def main(board, ota=False, version=DEFAULT_VERSION):
+    """make firmware BOARD=<an ESP32 board> (ota: for its OTA table; version:
+    the image's fw_version.VERSION): 0 when built, 1 otherwise."""
     try:
         doc = board_doc(board)
         table_name(board, doc, ota)
+        if type(version) is not int or not 0 <= version <= VERSION_MAX:
+            raise BuildError("--version %r: an integer 0..%d" % (version, VERSION_MAX))
         tree, problems = prerequisites()
         if problems:
             # What this machine can check without them: the frozen manifest.
@@ -320,15 +360,15 @@ def main(board, ota=False):
                 sys.stderr.write("  - %s\n" % problem)
             sys.stderr.write("How to flash a built image: firmware/docs/boards.md\n")
             return 1
-        return build(board, tree, ota)
+        return build(board, tree, ota, version)
     except BuildError as exc:
         sys.stderr.write("firmware: %s\n" % exc)
         return 1
 
 
 if __name__ == "__main__":
-    ARGS = [a for a in sys.argv[1:] if a != "--ota"]
-    if len(ARGS) != 1 or ARGS[0].startswith("-"):
+    ARGS = parse_args(sys.argv[1:])
+    if ARGS is None:
         sys.stderr.write(__doc__)
         sys.exit(2)
-    sys.exit(main(ARGS[0], ota="--ota" in sys.argv[1:]))
+    sys.exit(main(ARGS[0], ota=ARGS[1], version=ARGS[2]))

@@ -90,3 +90,62 @@ def test_the_command_line_usage():
     for argv in ([], ["--ota"], ["a", "b"]):
         proc = subprocess.run([sys.executable, script] + argv, capture_output=True, text=True)
         assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+@pytest.mark.parametrize("ota", [False, True])
+def test_the_image_freezes_its_version(tmp_path, monkeypatch, ota):
+    # gen/fw_version.py with VERSION, and a manifest of the board's plus it:
+    # the build's FROZEN_MANIFEST (the gate reports it as "fw").
+    monkeypatch.setattr(build_esp32, "BUILD", str(tmp_path / "build"))
+    manifest = build_esp32.version_manifest("wt32-eth01", 7, ota=ota)
+    gen = os.path.join(build_esp32.out_dir("wt32-eth01", ota), "gen")
+    assert manifest == os.path.join(gen, "manifest.py")
+    namespace = {}
+    with open(os.path.join(gen, "fw_version.py")) as f:
+        exec(f.read(), namespace)
+    assert namespace["VERSION"] == 7
+    with open(manifest) as f:
+        text = f.read()
+    assert "include(%r)" % build_esp32.manifest_path("wt32-eth01") in text
+    assert "module('fw_version.py', base_path=%r)" % gen in text
+    for bad in (-1, 2 ** 30, "7"):
+        with pytest.raises(BuildError, match="--version"):
+            build_esp32.version_manifest("wt32-eth01", bad, ota=ota)
+
+
+def test_the_build_freezes_the_version_manifest(tmp_path, monkeypatch):
+    # build() up to the ESP-IDF make, with the commands recorded, not run.
+    monkeypatch.setattr(build_esp32, "BUILD", str(tmp_path / "build"))
+    monkeypatch.setattr(build_esp32, "check_frozen", lambda board, tree=None: ["m"])
+    ran = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(argv, what, cwd=None):
+        ran.append(argv)
+        if what.startswith("ESP32 build"):
+            raise Stop()
+
+    monkeypatch.setattr(build_esp32, "_run", fake_run)
+    with pytest.raises(Stop):
+        build_esp32.build("esp32-devkitc", fake_tree(tmp_path), ota=True, version=12)
+    frozen = [a for a in ran[-1] if a.startswith("FROZEN_MANIFEST=")]
+    gen = os.path.join(build_esp32.out_dir("esp32-devkitc", True), "gen")
+    assert frozen == ["FROZEN_MANIFEST=" + os.path.join(gen, "manifest.py")]
+    with open(os.path.join(gen, "fw_version.py")) as f:
+        assert "VERSION = 12\n" in f.read()
+
+
+def test_the_version_option():
+    parse = build_esp32.parse_args
+    assert parse(["esp32-devkitc"]) == ("esp32-devkitc", False, build_esp32.DEFAULT_VERSION)
+    assert parse(["esp32-devkitc", "--ota", "--version", "9"]) == ("esp32-devkitc", True, 9)
+    assert parse(["--version", "3", "wt32-eth01"]) == ("wt32-eth01", False, 3)
+    for argv in (["esp32-devkitc", "--version"], ["esp32-devkitc", "--version", "x"],
+                 ["--version", "3"], ["a", "b"]):
+        assert parse(argv) is None, argv
+    script = os.path.join(runtime.ROOT, "host_tools", "build_esp32.py")
+    proc = subprocess.run([sys.executable, script, "esp32-devkitc", "--version", "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--version N" in proc.stderr
