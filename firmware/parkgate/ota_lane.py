@@ -143,8 +143,11 @@ class OtaLane:
         while the lane is idle: otherwise dropped, and asked again."""
         dl = self.dl
         index = _index(frame)
-        if dl is None or self.state != DOWNLOADING:
+        if dl is None:
             self._refuse_chunk(index, None, "no download under way")
+            return
+        if self.state != DOWNLOADING:
+            self._refuse_chunk(index, dl.offer.version, "all %d chunks written" % dl.offer.count)
             return
         if not idle:
             self.dropped += 1

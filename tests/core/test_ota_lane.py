@@ -126,6 +126,9 @@ def test_an_offer_is_taken_asked_chunk_by_chunk_checked_and_staged():
         assert lane.idle_step(clock.now) is True
         steps += 1
     assert steps == (len(IMAGE) + 511) // 512      # one 512-byte piece a pass
+    lane.chunk(fs_frames[25], True, clock.now)      # a late answer, twice: refused once
+    lane.chunk(fs_frames[25], True, clock.now)
+    assert port.refused == [("chunk", V, "all 26 chunks written")]
     assert lane.status() == [V, 4, 4, "staged"] and port.logged("OTA staged") == [
         "OTA staged version=7"]
     assert slots.b.boots == 1 and slot_holds(slots.b, IMAGE) and port.statuses == 2
