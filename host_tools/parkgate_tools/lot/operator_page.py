@@ -59,7 +59,13 @@ class OperatorPage(PageNumbers):
     payload {"gate": id}) and returns what the gates answered, JSON-able;
     None: the page pushes nothing. health(): the bridge's health,
     {"live", "refused", "failed"} (lot/health.bridge_health), or None.
-    tls_cert/tls_key: serve HTTPS directly.
+    tls_cert/tls_key: serve HTTPS directly. images, ota_plan: the lot's
+    firmware image store and update plan (lot/images.ImageStore,
+    lot/ota_plan.OtaPlan) the Firmware page shows and writes
+    (web/firmware.py); None: the page says there are none and changes
+    nothing. gate_ids: the ids of the lot's gates (its config's), what
+    "every gate" means there; None: the gates that sent a status or have
+    a plan.
 
     While serving, the page reads (and records corrections) through a
     connection of its own (store.open_reader()), never the bridge's, so a
@@ -78,7 +84,8 @@ class OperatorPage(PageNumbers):
 
     def __init__(self, store, lot, tariff_source, host="127.0.0.1", port=0, clock=time.time,
                  utc_offset_s=8 * 3600, refresh_s=15, duty=DUTY, aside=True, secret=None,
-                 https_only=True, pusher=None, health=None, tls_cert=None, tls_key=None):
+                 https_only=True, pusher=None, health=None, tls_cert=None, tls_key=None,
+                 images=None, ota_plan=None, gate_ids=None):
         if store.lot != lot:
             raise ValueError("the page of lot %r cannot show a store of lot %r" % (lot, store.lot))
         self.source = store    # the store given
@@ -90,6 +97,8 @@ class OperatorPage(PageNumbers):
         self.duty, self.aside = duty, aside
         self.secret = os.urandom(SECRET_BYTES) if secret is None else secret
         self.https_only, self.pusher, self.health = https_only, pusher, health
+        self.images, self.ota_plan = images, ota_plan
+        self.gate_ids = None if gate_ids is None else tuple(gate_ids)
         self._worker = None             # the process the snapshots are worked out in
         self._snapshot_lock = threading.Lock()
         self._next_snapshot_at = 0.0    # monotonic: when the next may start

@@ -59,7 +59,7 @@ class PageNumbers:
             self.store.inside_at(end) if now >= end else set())
         return {
             "lot": self.lot, "day": day, "as_of": now, "as_of_local": self._local(now),
-            "gates": self._gates(),
+            "gates": self.gates(),
             "inside": len(inside),
             "entries": len(entries),
             "exits": len(exits_charged),
@@ -77,10 +77,13 @@ class PageNumbers:
             "stale": stale, "closed_sessions": closed,
         }
 
-    def _gates(self):
-        """Each gate's last status. Its backlog is None ("delivered since")
-        when an event of the gate was stored after that status came: the
-        backlog it told of has been (or is being) delivered since."""
+    def gates(self):
+        """Each gate's last status (store.statuses(): the status JSON the
+        bridge stored). Its backlog is None ("delivered since") when an
+        event of the gate was stored after that status came: the backlog
+        it told of has been (or is being) delivered since. fw, ota, rb: the
+        status's firmware fields as the gate sent them (firmware/docs/ota.md;
+        None when absent), shown by the Firmware page (web/firmware_view.py)."""
         wall = time.time()
         gates = []
         for gate, (status, received_at) in sorted(self.store.statuses().items()):
@@ -100,6 +103,7 @@ class PageNumbers:
                 "backlog_reported": status.get("backlog"),
                 "seq": status.get("seq"), "acked": status.get("acked"),
                 "heap": status.get("heap"), "tv": status.get("tv"),
+                "fw": status.get("fw"), "ota": status.get("ota"), "rb": status.get("rb"),
                 "clock_quality": quality,
                 "clock": QUALITY_NAMES[quality] if type(quality) is int and 0 <= quality < len(
                     QUALITY_NAMES) else None,

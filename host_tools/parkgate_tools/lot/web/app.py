@@ -16,6 +16,8 @@ OperatorPage (lot/operator_page.py, the model), with login (auth.py).
     POST /sessions/close    form: gate, jid, seq (an entry), reason   manager
     POST /push-tariff       form: tariff (the table's JSON)       manager
     POST /gates/open        form: gate (a remote open)            manager
+    GET  /firmware, /api/firmware; POST /firmware/offer, /firmware/reboot,
+         /firmware/cancel   the gates' images (web/firmware.py)   manager
     GET  /healthz, /metrics the lot server's health (no login)
     GET  /static/...        the stylesheet (no login)
 
@@ -39,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from parkgate_tools.lot import health
-from parkgate_tools.lot.web import auth, forms
+from parkgate_tools.lot.web import auth, firmware, forms
 from parkgate_tools.lot.web.money_text import yuan
 
 log = logging.getLogger("parkgate.page")
@@ -299,8 +301,9 @@ def build_app(page, healthz=None, metrics=None):
         Route("/push-tariff", push_tariff, methods=["POST"]),
         Route("/gates/open", open_gate, methods=["POST"]),
         Mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static"),
-    ] + _health_routes(healthz or page_healthz,
-                       metrics or (lambda: {"lot": page.lot, "bridge": page.bridge_health()}))
+    ] + firmware.routes(page, guarded, render, common, manager) + _health_routes(
+        healthz or page_healthz,
+        metrics or (lambda: {"lot": page.lot, "bridge": page.bridge_health()}))
     routes += auth.login_routes(page.store, auth.LoginGuard(), html)
     return Starlette(routes=routes, middleware=[
         auth.session_middleware(page.secret, https_only=page.https_only)]
