@@ -260,7 +260,9 @@ class FlashDevice:
                     self._file.write(self._ff)
                 self._file.flush()
             else:
-                self._store(addr, b"\xff" * bs)
+                mem = self._mem[block]     # in place: no 4 KiB temporary on the heap
+                for i in range(bs):
+                    mem[i] = 0xFF
             return
         rng = self._rng
         if rng.below(2):
