@@ -282,6 +282,9 @@ def ota_slots():
     files in the gate's folder), or None when the simulator started this gate
     without them (SimGate(..., slots=True) writes the folder's otadata)."""
     import ota_slots as slots
+    # Off sys.modules at once: the slots keep what they use, and once the gate
+    # drops them its heap is what an ESP32's would be (esp32.Partition is C).
+    sys.modules.pop("ota_slots", None)
     return slots.open_slots(SIM_DIR, simuart.flash_stall)
 
 

@@ -302,7 +302,8 @@ class GateLink:
         self._last_status = self.board.ticks_ms()
         self.log("STATUS backlog=%d heap=%d" % (stats["pending"], status["heap"]))
         if sent and ota is not None and ota.status_published():
-            self._publish_status()   # proven: the status says so
+            self.ota = ota = ota.unload()   # proven: its code off the heap; the status says so
+            self._publish_status()
 
     def _kind_of(self, topic):
         """The downlink kind a topic carries; None for a message that is

@@ -13,7 +13,9 @@
 # "OTA reboot ...", "OTA valid ...", "OTA rolled back ...", "OTA probation
 # over ...".
 from parkgate.compat import const, ticks_add, ticks_diff
-from parkgate.ota_record import PENDING, ROLLED_BACK, TRIAL, OtaError, Probation, Progress
+# OtaError is a ValueError: caught as one, so a lane made before unload() and
+# modules imported after it still agree.
+from parkgate.ota_record import PENDING, ROLLED_BACK, TRIAL, Probation, Progress
 
 ASK_AGAIN_MS = const(3000)     # an ask not answered within this is asked again
 DOWNLOADING = "dl"
@@ -93,7 +95,7 @@ class OtaLane:
         try:
             offer = ota.Offer(self.port.key, self.port.gate_id, rec[1], rec[2], rec[3], rec[4])
             self.dl = ota.Download(slots.next_update(), offer, self.progress)
-        except (OtaError, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:
             self.port.log("OTA record dropped: %s" % (exc,))
             self.progress.clear()
             return
@@ -112,7 +114,7 @@ class OtaLane:
             size = slot.ioctl(4, 0) * slot.ioctl(5, 0)
             offer = ota.parse_offer(self.port.key, envelope, self.port.gate_id, self.running,
                                     size)
-        except OtaError as exc:
+        except ValueError as exc:
             return str(exc)
         dl = self.dl
         if dl is not None and self.state != STAGED and _same(dl.offer, offer):
@@ -125,7 +127,7 @@ class OtaLane:
             self.rb = None
         try:
             dl = ota.Download(slot, offer, self.progress)
-        except (OtaError, OSError) as exc:
+        except (ValueError, OSError) as exc:
             return str(exc)
         self.dl = dl
         self.reboot_pending = False
@@ -157,7 +159,7 @@ class OtaLane:
         done = dl.blocks_done()
         try:
             left = dl.accept(frame)
-        except OtaError as exc:
+        except ValueError as exc:
             # the ask stays outstanding: asked again after its timeout
             self._refuse_chunk(index, dl.offer.version, str(exc))
             return
@@ -204,7 +206,7 @@ class OtaLane:
         if ok:
             try:
                 dl.stage()
-            except (OtaError, OSError) as exc:
+            except (ValueError, OSError) as exc:
                 ok = False
                 why = "stage: %s" % (exc,)
         else:
@@ -265,6 +267,20 @@ class OtaLane:
         self._deadline = None
         self.port.log("OTA valid version=%d" % version)
         return True
+
+    def unload(self):
+        """Once nothing is under way (an image proven, no download): the
+        OTA modules off the heap, None returned (the Gate drops its lane);
+        else self. parkgate.ota_lane is imported again for the next offer."""
+        if self.dl is not None or self.rb is not None or self.probation.state == TRIAL:
+            return self
+        import sys
+        import parkgate
+        for name in ("ota", "ota_record", "ota_lane"):
+            sys.modules.pop("parkgate." + name, None)
+            if name in parkgate.__dict__:
+                delattr(parkgate, name)
+        return None
 
     def status(self):
         """The status's "ota": None, or [version, blocks done, blocks, state]."""

@@ -161,6 +161,12 @@ def test_at_boot_a_trial_is_proven_after_the_first_status():
     first, second = statuses(board)[0:2]
     assert first["ota"] == [FW_VERSION, 0, 0, "trial"] and second["ota"] is None
     assert Progress(fs + "/ota").read() is None
+    # proven: the lane and its modules are off the heap; the next offer brings them back
+    assert gate.ota is None and "parkgate.ota_lane" not in sys.modules
+    assert "parkgate.ota_record" not in sys.modules
+    send(board, "image", ota_signing.offer(KEY, GATE, FW_VERSION + 1, IMAGE))
+    run(gate, board, 20)
+    assert statuses(board)[-1]["ota"] == [FW_VERSION + 1, 0, 4, "dl"] and asks(board) == [0]
 
 
 def test_at_boot_a_rollback_is_reported_in_every_status():
