@@ -1,10 +1,10 @@
 # The gate's update over the air, as its app runs it (parkgate.ota and
 # parkgate.ota_record do the checks, the writes and the record): the offer
 # taken, the chunks asked for one at a time while the lane is idle, the
-# read-back check one piece per idle pass, stage(), the reboot command and the
-# probation of a new image at boot. Pure: it talks through the gate's link
-# (publish), the board's slot objects and the record file. Made by
-# parkgate.gate_link only when an offer comes or the record fs + "/ota"
+# read-back check one piece per idle pass, the reboot command (stage(): the
+# pending record and set_boot, then the reset) and the probation of a new
+# image at boot. Pure: it talks through the gate's link (publish), the
+# board's slot objects and the record file. Made by parkgate.gate_link only when an offer comes or the record fs + "/ota"
 # exists, so a gate with nothing under way holds none of it.
 # Wire (firmware/docs/mqtt.md): the ask on up/image is {"v": <version>,
 # "i": <chunk index>}; status "ota" is [version, blocks done, blocks in all,
@@ -197,26 +197,20 @@ class OtaLane:
         return False
 
     def _check(self):
-        # one piece of the read-back; then stage() or, if it failed, drop it
+        # one piece of the read-back; staged once it matches, else dropped.
+        # Staged is not set_boot: that waits for the reboot command, so that
+        # a reset before it (a power cut) still boots the running image.
         dl = self.dl
         ok = dl.verify_step()
         if ok is None:
             return True
         version = dl.offer.version
         if ok:
-            try:
-                dl.stage()
-            except (ValueError, OSError) as exc:
-                ok = False
-                why = "stage: %s" % (exc,)
-        else:
-            why = "the slot's SHA-256 is not the offer's"
-        if ok:
             self.state = STAGED
             self.port.log("OTA staged version=%d" % version)
         else:
             self.dl = self.state = None
-            self.port._refuse("image", {"v": version}, why)
+            self.port._refuse("image", {"v": version}, "the slot's SHA-256 is not the offer's")
         self.port._publish_status()
         return True
 
@@ -245,7 +239,15 @@ class OtaLane:
         the next ask. True if it did work."""
         if self.reboot_pending:
             self.reboot_pending = False
-            self.port.log("OTA reboot version=%d" % self.dl.offer.version)
+            dl = self.dl
+            try:
+                dl.stage()         # the pending record, then set_boot
+            except (ValueError, OSError) as exc:
+                self.dl = self.state = None
+                self.port._refuse("image", {"v": dl.offer.version}, "stage: %s" % (exc,))
+                self.port._publish_status()
+                return True
+            self.port.log("OTA reboot version=%d" % dl.offer.version)
             self._reset()
             return True
         if self.state == CHECKING:

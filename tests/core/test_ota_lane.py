@@ -131,8 +131,9 @@ def test_an_offer_is_taken_asked_chunk_by_chunk_checked_and_staged():
     assert port.refused == [("chunk", V, "all 26 chunks written")]
     assert lane.status() == [V, 4, 4, "staged"] and port.logged("OTA staged") == [
         "OTA staged version=7"]
-    assert slots.b.boots == 1 and slot_holds(slots.b, IMAGE) and port.statuses == 2
-    assert Progress(fs + "/ota").read() == ("pending", V)
+    # Staged is checked, not set_boot: a reset now still boots the running image.
+    assert slots.b.boots == 0 and slot_holds(slots.b, IMAGE) and port.statuses == 2
+    assert Progress(fs + "/ota").read()[0:2] == ("dl", V)
     assert resets == []
     assert lane.idle_step(clock.now) is False      # nothing more to do until the reboot
 
@@ -210,6 +211,15 @@ def test_a_restart_resumes_from_the_last_recorded_block():
     while lane2.status()[3] == "ck":
         lane2.idle_step(clock.now)
     assert lane2.status()[3] == "staged" and slot_holds(slots.b, IMAGE)
+    # a power cut once staged: not set_boot yet, so the running image boots;
+    # the record has every block, the slot is read back again, staged again
+    assert slots.b.boots == 0
+    lane4, port4 = make(fs=fs, slots=slots, clock=clock)[0:2]
+    assert port4.logged("OTA resume") == ["OTA resume version=7 block=4"]
+    assert lane4.status() == [V, 4, 4, "ck"]
+    while lane4.status()[3] == "ck":
+        lane4.idle_step(clock.now)
+    assert lane4.status()[3] == "staged" and port4.link.asks() == [] and slots.b.boots == 0
     # the same offer again while downloading goes on where it is
     lane3, port3, slots3, clock3 = make()[0:4]
     lane3.offer(offer())
@@ -254,9 +264,11 @@ def test_reboot_only_into_the_staged_version_at_the_first_idle_pass():
     assert lane.reboot("8") == "version 8 is not staged: version 7 is"
     assert lane.reboot("07") == "version 07 is not staged: version 7 is"
     assert resets == [] and not lane.reboot_pending
-    assert lane.reboot("7") is None and resets == []
+    assert lane.reboot("7") is None and resets == [] and slots.b.boots == 0
     assert lane.idle_step(clock.now) is True
     assert resets == [clock.now] and port.logged("OTA reboot") == ["OTA reboot version=7"]
+    # set_boot with the reboot, after the pending record (parkgate.ota.stage)
+    assert slots.b.boots == 1 and Progress(fs + "/ota").read() == ("pending", V)
 
 
 def test_a_slot_that_does_not_read_back_is_not_staged():
