@@ -31,16 +31,24 @@ def offer(key, gate, version, image_bytes, chunk=512):
     return json.dumps(signing.sign(key, ota.KIND, gate, version, body)).encode()
 
 
+def frame(key, gate, version, image_bytes, sha, index, chunk=512):
+    """The chunk frame (bytes) of chunk index of image_bytes, sha its
+    32-byte SHA-256 (hashed once by the caller, not per frame)."""
+    count = (len(image_bytes) + chunk - 1) // chunk
+    if type(index) is not int or not 0 <= index < count:
+        raise ValueError("chunk index %r: 0..%d" % (index, count - 1))
+    data = image_bytes[index * chunk:(index + 1) * chunk]
+    head = ota.MAGIC + struct.pack("<I", version) + sha[0:4] + \
+        struct.pack("<IH", index, len(data))
+    return head + data + ota.frame_mac(key, ota.gate_line(gate), head, sha, data)
+
+
 def chunks(key, gate, version, image_bytes, chunk=512, start=0):
     """Yield the chunk frames (bytes) of image_bytes from chunk index start
     on, each with its HMAC (gate key) over the gate id, the version, the
-    index, the whole image's SHA-256 and the data."""
+    index, the whole image's SHA-256 and the data (frame())."""
     _check(version, image_bytes, chunk)
     sha = hashlib.sha256(image_bytes).digest()
-    line = ota.gate_line(gate)
     count = (len(image_bytes) + chunk - 1) // chunk
     for index in range(start, count):
-        data = image_bytes[index * chunk:(index + 1) * chunk]
-        head = ota.MAGIC + struct.pack("<I", version) + sha[0:4] + \
-            struct.pack("<IH", index, len(data))
-        yield head + data + ota.frame_mac(key, line, head, sha, data)
+        yield frame(key, gate, version, image_bytes, sha, index, chunk)
