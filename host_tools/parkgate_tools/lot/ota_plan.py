@@ -1,0 +1,166 @@
+"""Which image each gate is to take and when it reboots into it (issue
+#16): one JSON file per gate in a folder (the lot's state/ota/), written
+atomically, read by the image server, the web page and the CLI, each in
+its own process. A plan: {"version", "reboot" ("now" | "HH:MM" |
+"manual"), "offered_at", "state", "rolled_back": [versions], "progress":
+[done, total] or null, "reboot_sent_at", "running"}.
+
+States: offered -> downloading ("ota" [v, done, total, "dl"|"ck"] in the
+gate's status) -> staged ("ota" [v, .., "staged"]) -> rebooting (the
+reboot command sent) -> running (status "fw" == v); "rolled back" (status
+"rb" == v: v is added to rolled_back and never offered again unless
+offered with force=True); "cancelled"."""
+import json
+import os
+import re
+import time
+
+from parkgate_tools.files import write_atomic
+from parkgate_tools.ids import check_id
+from parkgate_tools.lot.images import check_version
+
+STATES = ("offered", "downloading", "staged", "rebooting", "running", "rolled back",
+          "cancelled")
+FINISHED = ("running", "rolled back", "cancelled")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def check_reboot(reboot, manual=True):
+    """reboot if it is "now", "HH:MM" (or "manual" if allowed), else ValueError."""
+    if reboot == "now" or (manual and reboot == "manual") or (
+            isinstance(reboot, str) and _HHMM.match(reboot)):
+        return reboot
+    raise ValueError("reboot %r: now, HH:MM%s" % (reboot, " or manual" if manual else ""))
+
+
+class OtaPlan:
+    """The plans of a lot's gates in folder."""
+
+    def __init__(self, folder, clock=time.time):
+        self.folder = folder
+        self.clock = clock
+
+    def _path(self, gate):
+        check_id("gate", gate)
+        return os.path.join(self.folder, gate + ".json")
+
+    def plan(self, gate):
+        """gate's plan (a dict), or None."""
+        try:
+            with open(self._path(gate), encoding="utf-8") as f:
+                doc = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def plans(self):
+        """{gate: plan} of every gate with a plan."""
+        try:
+            names = sorted(os.listdir(self.folder))
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for name in names:
+            if name.endswith(".json"):
+                doc = self.plan(name[:-5])
+                if doc is not None:
+                    found[name[:-5]] = doc
+        return found
+
+    def stamp(self):
+        """A value that changes when a plan file is written (the server's re-read)."""
+        try:
+            return tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(self.folder)
+                                if e.name.endswith(".json")))
+        except FileNotFoundError:
+            return ()
+
+    def _save(self, gate, doc):
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        with write_atomic(self._path(gate), encoding="utf-8") as f:
+            json.dump(doc, f, sort_keys=True)
+        return doc
+
+    def offer(self, gates, version, reboot="manual", force=False):
+        """Plan version for each gate, rebooting "now", at "HH:MM" (lot
+        local time) or "manual"; returns {gate: plan}. ValueError if a
+        gate rolled version back already (unless force)."""
+        check_version(version)
+        check_reboot(reboot)
+        made = {}
+        for gate in gates:
+            old = self.plan(gate) or {}
+            rolled = list(old.get("rolled_back", []))
+            if version in rolled and not force:
+                raise ValueError("gate %s rolled version %d back: offer it with force" % (
+                    gate, version))
+            if force and version in rolled:
+                rolled.remove(version)
+            made[gate] = self._save(gate, {
+                "version": version, "reboot": reboot, "offered_at": int(self.clock()),
+                "state": "offered", "rolled_back": rolled, "progress": None,
+                "reboot_sent_at": None, "running": old.get("running")})
+        return made
+
+    def reboot(self, gates, at="now"):
+        """Reboot each gate whose plan is not finished at "now" or "HH:MM";
+        returns the gates changed."""
+        check_reboot(at, manual=False)
+        changed = []
+        for gate in gates:
+            doc = self.plan(gate)
+            if doc is not None and doc["state"] not in FINISHED:
+                doc["reboot"] = at
+                self._save(gate, doc)
+                changed.append(gate)
+        return changed
+
+    def cancel(self, gates):
+        """Cancel each gate's unfinished plan; returns the gates changed."""
+        changed = []
+        for gate in gates:
+            doc = self.plan(gate)
+            if doc is not None and doc["state"] not in FINISHED:
+                doc["state"] = "cancelled"
+                self._save(gate, doc)
+                changed.append(gate)
+        return changed
+
+    def set_state(self, gate, state, **fields):
+        """Move gate's plan to state (and fields); the new plan."""
+        if state not in STATES:
+            raise ValueError("state %r" % (state,))
+        doc = self.plan(gate)
+        if doc is None:
+            return None
+        doc.update(fields)
+        doc["state"] = state
+        return self._save(gate, doc)
+
+    def heard(self, gate, status):
+        """Move gate's plan by its status (fw, ota, rb); returns the plan
+        if it changed, else None."""
+        doc = self.plan(gate)
+        if doc is None or not isinstance(status, dict):
+            return None
+        v, state, before = doc["version"], doc["state"], dict(doc)
+        fw, ota, rb = status.get("fw"), status.get("ota"), status.get("rb")
+        if isinstance(fw, int):
+            doc["running"] = fw
+        if state != "cancelled":
+            if rb == v and state not in ("running", "rolled back"):
+                if v not in doc["rolled_back"]:
+                    doc["rolled_back"].append(v)
+                doc["state"] = "rolled back"
+            elif fw == v:
+                doc["state"], doc["progress"] = "running", None
+            elif isinstance(ota, list) and len(ota) == 4 and ota[0] == v and \
+                    state not in FINISHED:
+                doc["progress"] = [ota[1], ota[2]]
+                if ota[3] in ("dl", "ck") and state == "offered":
+                    doc["state"] = "downloading"
+                elif ota[3] == "staged" and state in ("offered", "downloading"):
+                    doc["state"] = "staged"
+        if doc == before:
+            return None
+        return self._save(gate, doc)
