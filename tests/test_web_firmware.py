@@ -5,81 +5,44 @@ offer, reboot and cancel forms written to the lot's update plan; only a
 manager (the role that pushes tariffs) may change it, and only with the
 CSRF token; a bad time of day, an unknown image version or gate is
 refused with a clear error and changes nothing."""
-import types
+import hashlib
 
 import pytest
 
+from parkgate_tools.lot.images import ImageStore
 from parkgate_tools.lot.operator_page import OperatorPage
+from parkgate_tools.lot.ota_plan import OtaPlan
 from parkgate_tools.lot.store import Store
 from parkgate_tools.lot.web.firmware_view import progress_text
 from web_client import PASSWORD, WebClient, add_user
 
 T0 = 1795564800                  # 2026-11-25 08:00 UTC+8
-SHA7 = "ab12cd34ef56" + "0" * 52
 
 
-class StandInImages:
-    """ImageStore's reading methods (the contract's), over a dict."""
-
-    def __init__(self, images):
-        self.images = {i.version: i for i in images}
-
-    def get(self, version):
-        return self.images.get(version)
-
-    def list(self):
-        return sorted(self.images.values(), key=lambda i: -i.version)
-
-
-class StandInPlan:
-    """OtaPlan's methods (the contract's), in memory."""
-
-    def __init__(self):
-        self.gates = {}
-
-    def offer(self, gates, version, reboot, force=False):
-        for gate in gates:
-            rolled = self.gates.get(gate, {}).get("rolled_back", [])
-            if version in rolled and not force:
-                raise ValueError("gate %s rolled back v%d" % (gate, version))
-            self.gates[gate] = {"version": version, "reboot": reboot, "offered_at": T0,
-                                "state": "offered", "rolled_back": list(rolled)}
-
-    def reboot(self, gates, at):
-        for gate in gates:
-            self.gates[gate]["reboot"] = at
-
-    def cancel(self, gates):
-        for gate in gates:
-            self.gates[gate]["state"] = "cancelled"
-
-    def plan(self, gate):
-        found = self.gates.get(gate)
-        return None if found is None else dict(found, rolled_back=list(found["rolled_back"]))
-
-    def plans(self):
-        return {gate: self.plan(gate) for gate in self.gates}
-
-
-def image(version, note=""):
-    return types.SimpleNamespace(version=version, size=600000 + version, sha256=SHA7,
-                                 added=T0 - 3600, note=note)
+def image_bytes(version):
+    return bytes([version]) * (600000 + version)
 
 
 @pytest.fixture
 def lot(tmp_path):
     """(page, store, plan): gates in-1 (v6, downloading v7), out-1 (v6,
-    rolled back v7 by its status and v5 by its plan) and ex-1 (never
-    seen); images v6 and v7; users boss (manager) and att (attendant)."""
+    rolled back v5 and then v7, which it was to reboot into at 03:00) and
+    ex-1 (never seen); images v6 and v7; users boss (manager) and att
+    (attendant). The lot's real ImageStore and OtaPlan in tmp_path."""
     store = Store(str(tmp_path / "lot.sqlite"), "L")
     store.record_status("in-1", {"on": 1, "fw": 6, "ota": [7, 120, 150, "dl"], "rb": None})
     store.record_status("out-1", {"on": 1, "fw": 6, "ota": None, "rb": 7})
-    plan = StandInPlan()
-    plan.gates["out-1"] = {"version": 7, "reboot": "03:00", "offered_at": T0,
-                           "state": "rolled back", "rolled_back": [5, 7]}
-    images = StandInImages([image(6), image(7, "<fees fix>")])
+    images = ImageStore(str(tmp_path / "images"))
+    images.add(image_bytes(6), 6, clock=lambda: T0 - 7200)
+    images.add(image_bytes(7), 7, "<fees fix>", clock=lambda: T0 - 3600)
+    plan = OtaPlan(str(tmp_path / "ota"), clock=lambda: T0)
+    plan.offer(["out-1"], 5, "manual")
+    plan.heard("out-1", {"fw": 6, "ota": None, "rb": 5})
+    plan.offer(["out-1"], 7, "03:00")
+    plan.heard("out-1", {"fw": 6, "ota": None, "rb": 7})
+    assert plan.plan("out-1")["state"] == "rolled back"
     page = OperatorPage(store, "L", lambda: None, clock=lambda: T0, duty=1, aside=False,
-                        images=images, ota_plan=plan,
+                        images=images, ota_plan=OtaPlan(str(tmp_path / "ota")),
                         gate_ids=("in-1", "out-1", "ex-1")).start()
     add_user(store, "boss", "manager")
     add_user(store, "att", "attendant")
@@ -104,7 +67,7 @@ def row(html, gate):
     ([7, 120, 150, "dl"], "v7: 120/150 blocks (80 %), downloading"),
     ([7, 150, 150, "ck"], "v7: 150/150 blocks (100 %), reading back"),
     ([7, 150, 150, "staged"], "v7: 150/150 blocks (100 %), staged, waiting for the reboot"),
-    ([7, 150, 150, "trial"], "v7: 150/150 blocks (100 %), on trial"),
+    ([7, 0, 0, "trial"], "v7: on trial"),
     (None, None)])
 def test_the_progress_reads_as_the_operator_wants(ota, text):
     assert progress_text(ota) == text
@@ -134,10 +97,11 @@ def test_the_page_shows_versions_progress_and_rollbacks_from_the_stored_statuses
     assert "in-1" not in alert
     images = html.split('id="images"')[1]
     assert images.index('data-version="7"') < images.index('data-version="6"')   # newest first
-    assert "<td>600007</td><td><code>ab12cd34ef56</code></td><td>2026-11-25 07:00:00</td>" \
-           "<td>&lt;fees fix&gt;</td>" in images
+    sha = hashlib.sha256(image_bytes(7)).hexdigest()[:12]
+    assert "<td>600007</td><td><code>%s</code></td><td>2026-11-25 07:00:00</td>" \
+           "<td>&lt;fees fix&gt;</td>" % sha in images
     assert 'action="/firmware/' not in html           # an attendant sees no forms
-    store.record_status("in-1", {"on": 1, "fw": 7, "ota": [7, 150, 150, "trial"], "rb": None})
+    store.record_status("in-1", {"on": 1, "fw": 7, "ota": [7, 0, 0, "trial"], "rb": None})
     downloading = row(att.get("firmware")[2], "in-1")
     assert '<td class="fw">v7 <strong class="trial">on trial</strong>' in downloading
     doc = att.get_json("api/firmware")
@@ -181,8 +145,11 @@ def test_a_rolled_back_version_is_offered_again_only_with_force(lot):
     boss = client_of(page, "boss")
     offer = {"target": "gate", "gate": "out-1", "version": "7", "reboot": "now"}
     status, _, html = boss.post("firmware/offer", offer)
-    assert status == 400 and "rolled back v7" in html
+    assert status == 400 and "gate out-1 rolled version 7 back" in html
     assert plan.plan("out-1")["state"] == "rolled back"
+    status, _, html = boss.post("firmware/offer", dict(offer, target="all"))
+    assert status == 400 and "gate out-1 rolled version 7 back: not offered to any gate" in html
+    assert sorted(plan.plans()) == ["out-1"]              # in-1 and ex-1 not offered either
     assert boss.post("firmware/offer", dict(offer, force="1"))[0] == 200
     assert plan.plan("out-1")["state"] == "offered"
 

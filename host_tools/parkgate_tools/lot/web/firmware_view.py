@@ -41,6 +41,8 @@ def progress_text(ota):
             or ota[3] not in OTA_STATES):
         return "unreadable progress: %s" % json.dumps(ota)[:80]
     version, done, total, state = ota
+    if state == "trial":                        # the gate sends no blocks then
+        return "v%d: %s" % (version, OTA_STATES[state])
     percent = done * 100 // total if total else 0
     return "v%d: %d/%d blocks (%d %%), %s" % (version, done, total, percent, OTA_STATES[state])
 
@@ -174,6 +176,12 @@ def offer(page, data, who):
                          "add FILE --version %d adds it)" % (version, version))
     gates = _targets(page, given)
     force = given.get("force", "") not in ("", "0")
+    plans = _plans(page)
+    for gate in gates if not force else ():     # all checked before any is written
+        if version in ((plans.get(gate) or {}).get("rolled_back") or ()):
+            raise ValueError("gate %s rolled version %d back: not offered to any gate (offer "
+                             "it \"even if rolled back\" if the cause was not the image)"
+                             % (gate, version))
     if force:
         page.ota_plan.offer(gates, version, reboot, force=True)
     else:
