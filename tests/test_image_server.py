@@ -241,5 +241,6 @@ def test_due():
     assert due("now", t, 480)
     assert due("08:00", t, 480) and due("07:01", t, 480) and not due("06:59", t, 480)
     assert not due("08:01", t, 480) and not due("23:00", t, 480)
-    assert due("00:00", t, 0) and not due("23:59", t, 0) and due("23:30", t, 0, window=3600)
+    assert due("00:00", t, 0) and due("23:30", t, 0) and not due("22:59", t, 0)
+    assert not due("23:30", t, 0, window=60)
     assert not due("manual", t, 480)
