@@ -193,3 +193,25 @@ def test_gates_may_read_the_lot_servers_presence_and_only_the_bridge_writes_it()
     assert "topic readwrite pg/L1/server/status" in bridge_part
     assert "topic read pg/L1/server/status" in gate_part
     assert "write pg/L1/server" not in gate_part
+
+
+def test_the_image_server_role_reads_asks_and_writes_offers_chunks_and_reboots(secured):
+    """_push (the image server of `parkgate lot run`) may read up/image and
+    write down/image, down/chunk, down/reboot; _ops and a gate may not."""
+    broker, _, _ = secured
+    push = security.provision_server_credentials(broker.lot_dir, LOT, security.PUSH_ROLE)
+    ops = security.provision_server_credentials(broker.lot_dir, LOT, security.OPS_ROLE)
+    broker.reload_auth()
+    wait_for(lambda: not connect_code(broker, *push).is_failure, what="reload")
+    wait_for(lambda: not connect_code(broker, *ops).is_failure, what="reload")
+    for leaf in ("image", "chunk", "reboot"):
+        topic = "pg/%s/in-1/down/%s" % (LOT, leaf)
+        assert not puback_code(broker, push, topic, b"x").is_failure, leaf
+        assert puback_code(broker, ops, topic, b"x").getName() == "Not authorized", leaf
+        assert puback_code(broker, broker.credentials("in-2"), topic,
+                           b"x").getName() == "Not authorized", leaf
+    rules = security.acl_text(LOT, ["in-1"])
+    push_part = rules.split("user %s._push" % LOT)[1].split("user ")[0]
+    assert "topic read pg/%s/+/up/image" % LOT in push_part
+    ops_part = rules.split("user %s._ops" % LOT)[1].split("user ")[0]
+    assert "up/image" not in ops_part and "down/chunk" not in ops_part

@@ -28,6 +28,10 @@ OPS_ROLE = "_ops"           # the `parkgate lot push-*` commands
 # What the push keeper and the push commands may send to any gate of the lot
 # (pg/<lot>/+/down/<kind>): signed downlink messages (firmware/docs/mqtt.md).
 PUSH_KINDS = ("tariff", "members", "open", "setclock")
+# What the image server of `parkgate lot run` (lot/image_server.py, logged
+# in as _push) sends: the offer, the chunk frames, the reboot command; it
+# reads the gates' asks on up/image (firmware/docs/ota.md).
+IMAGE_KINDS = ("image", "chunk", "reboot")
 PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
 # The largest payload of any message on a lot's broker, in bytes: mosquitto
 # drops a larger publish (message_size_limit) and the bridge refuses one
@@ -162,6 +166,9 @@ def acl_text(lot, gates):
         lines += ["", "user %s.%s" % (lot, role)]
         lines += ["topic write %s+/down/%s" % (prefix, kind) for kind in PUSH_KINDS]
         lines += ["topic read %s+/status" % prefix, "topic read %s+/up/refused" % prefix]
+        if role == PUSH_ROLE:
+            lines += ["topic write %s+/down/%s" % (prefix, kind) for kind in IMAGE_KINDS]
+            lines += ["topic read %s+/up/image" % prefix]
     for gate in sorted(gates):
         mine = prefix + gate + "/"
         lines += ["", "user " + gate_user(lot, gate),
