@@ -29,6 +29,29 @@ _USER_COMMANDS = (
     ("disable", "disable a user: no more logins, its sessions end", [_DIR, _NAME],
      "users_cli:disable"),
 )
+_VERSION = (("--version",), dict(type=int, required=True, metavar="N",
+                                 help="the image's version, 1..2**30-1"))
+_IMAGE_GATES = [(("--gate",), dict(action="append", dest="gates", metavar="G",
+                                   help="gate G (repeatable)")),
+                (("--all",), dict(action="store_true", help="every gate of the lot"))]
+_IMAGE_COMMANDS = (
+    ("add", "keep a firmware image under its version (state/images)",
+     [_DIR, (("file",), dict(metavar="FILE")), _VERSION,
+      (("--note",), dict(metavar="T", help="a note shown in the list"))], "ota_cli:add"),
+    ("list", "list the images, newest first", [_DIR], "ota_cli:list_images"),
+    ("offer", "plan version N for gates; the lot server offers it and reboots them when "
+              "told", [_DIR, (("version",), dict(type=int, metavar="N"))] + _IMAGE_GATES + [
+         (("--reboot",), dict(default="manual", metavar="now|HH:MM|manual",
+                              help="when to reboot into it once staged (HH:MM lot local "
+                                   "time; default %(default)s)")),
+         (("--force",), dict(action="store_true",
+                             help="offer a version a gate rolled back"))], "ota_cli:offer"),
+    ("reboot", "reboot gates into their staged image now or at HH:MM",
+     [_DIR] + _IMAGE_GATES + [(("--at",), dict(default="now", metavar="now|HH:MM"))],
+     "ota_cli:reboot"),
+    ("status", "per gate: running version, plan, progress, rollbacks", [_DIR],
+     "ota_cli:status"),
+)
 
 
 def command_table():
@@ -97,6 +120,8 @@ def command_table():
           _WAIT], "push_cli:set_clock"),
         # ---- the web application's accounts (lot/users_cli.py) ----
         ("user", "the accounts of the lot's web application", [], _USER_COMMANDS),
+        # ---- firmware over the air (lot/ota_cli.py, issue #16) ----
+        ("image", "firmware images and their delivery to the gates", [], _IMAGE_COMMANDS),
     )
 
 

@@ -15,7 +15,9 @@ URL), the central server's token from upstream.token_file. Then:
    per attempt, so a database or broker that starts later is waited for;
 3. it runs the bridge (lot/bridge.py) as the lot's user _bridge and the push
    keeper (lot/push_keeper.py) as _push, and passes the tables the bridge
-   takes from the central server on to the keeper.
+   takes from the central server on to the keeper; the image server
+   (lot/image_server.py) logs in as _push too, with a client id of its own,
+   and serves state/images to the gates as state/ota plans.
 
 /healthz is 200 when the bridge is live (connected, past the broker's
 backlog) and the database answers (a read on the page's own connection,
@@ -33,10 +35,14 @@ from parkgate_tools.asgi_service import ASGIService
 from parkgate_tools.lot import health
 from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.lot.config import load
+from parkgate_tools.lot.image_server import ImageServer
+from parkgate_tools.lot.images import ImageStore
+from parkgate_tools.lot.ota_plan import OtaPlan
 from parkgate_tools.lot.gate_pusher import GatePusher
 from parkgate_tools.lot.operator_page import OperatorPage
 from parkgate_tools.lot.push_keeper import PushKeeper
-from parkgate_tools.lot.security import BRIDGE_ROLE
+from parkgate_tools.lot.push_state import PushState
+from parkgate_tools.lot.security import BRIDGE_ROLE, PUSH_ROLE
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from parkgate_tools.lot.web import app as web_app
 from parkgate_tools.lot.web.auth import load_or_create_secret
@@ -119,7 +125,7 @@ class LotServer:
         self.backoff = backoff
         self.waiting_for = "start"        # what it waits for, None once running
         self.started = time.monotonic()
-        self.bridge = self.keeper = self.page = self.reader = None
+        self.bridge = self.keeper = self.page = self.reader = self.images = None
         self.served = Served(web_app.starting_app(self._healthz, self._metrics,
                                                   lambda: self.waiting_for))
         http = config.http
@@ -174,6 +180,7 @@ class LotServer:
                          lambda: _probe(broker.host, broker.port), self.stop, self.backoff):
                 return
             self.keeper = PushKeeper(config, on_tariff=self._use_tariff).start()
+            self.images = image_server(config).start()
             if self.bridge.forwarder is not None:
                 # Before the forwarder's first sync; and the table taken
                 # before this start, in case the last run stopped between
@@ -203,6 +210,8 @@ class LotServer:
                         "live" if live else "not live: waiting for the broker")
 
     def close(self):
+        if self.images is not None:
+            self.images.stop()
         if self.keeper is not None:
             self.keeper.stop()
         if self.bridge is not None:
@@ -212,6 +221,18 @@ class LotServer:
         if self.reader is not None:
             self.reader.close()
         self.http.stop()
+
+
+def image_server(config, utc_offset_minutes=480):
+    """The lot's ImageServer (not started): state/images, state/ota, logged
+    in as _push, reboot commands numbered by PushState.next_command."""
+    return ImageServer(config.lot, config.broker.host, config.broker.port,
+                       lambda gate: config.gate_key(config.gate(gate).id),
+                       ImageStore(os.path.join(config.state_dir, "images")),
+                       OtaPlan(os.path.join(config.state_dir, "ota")),
+                       login=config.mqtt_login(PUSH_ROLE),
+                       utc_offset_minutes=utc_offset_minutes,
+                       next_command=PushState(config).next_command)
 
 
 def main(args):

@@ -1,0 +1,93 @@
+"""`parkgate lot image add|list|offer|reboot|status`: the lot's firmware
+images (state/images, lot/images.py) and the plan of which gate takes
+which and when it reboots into it (state/ota, lot/ota_plan.py). The image
+server of `parkgate lot run` does the sending; these commands only write
+the files it reads."""
+import os
+import time
+
+from parkgate_tools.lot.config import load
+from parkgate_tools.lot.images import ImageStore
+from parkgate_tools.lot.ota_plan import OtaPlan
+
+BLOCK = 4096
+
+
+def stores(config):
+    """(ImageStore, OtaPlan) of a LotConfig."""
+    return (ImageStore(os.path.join(config.state_dir, "images")),
+            OtaPlan(os.path.join(config.state_dir, "ota")))
+
+
+def _gates(config, args):
+    if args.all == bool(args.gates):
+        raise ValueError("name gates with --gate G (repeatable) or --all")
+    return [g.id for g in config.gates] if args.all else [config.gate(g).id for g in args.gates]
+
+
+def add(args):
+    """`parkgate lot image add DIR FILE --version N [--note T]`."""
+    images, _ = stores(load(args.dir))
+    with open(args.file, "rb") as f:
+        image = images.add(f.read(), args.version, args.note or "")
+    print("image %d: %d bytes, sha256 %s" % (image.version, image.size, image.sha256))
+    return 0
+
+
+def list_images(args):
+    """`parkgate lot image list DIR`: newest first."""
+    images, _ = stores(load(args.dir))
+    for image in images.list():
+        print("%d\t%d bytes\t%s\t%s\t%s" % (
+            image.version, image.size, image.sha256[:16],
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(image.added)), image.note))
+    return 0
+
+
+def offer(args):
+    """`parkgate lot image offer DIR N (--gate G ... | --all) [--reboot now|HH:MM|manual]
+    [--force]`."""
+    config = load(args.dir)
+    images, plan = stores(config)
+    if images.get(args.version) is None:
+        raise ValueError("no image of version %d: `parkgate lot image add` it first" %
+                         args.version)
+    gates = _gates(config, args)
+    for gate in plan.offer(gates, args.version, args.reboot, force=args.force):
+        print("%s: version %d offered, reboot %s" % (gate, args.version, args.reboot))
+    return 0
+
+
+def reboot(args):
+    """`parkgate lot image reboot DIR (--gate G ... | --all) [--at now|HH:MM]`."""
+    config = load(args.dir)
+    _, plan = stores(config)
+    gates = _gates(config, args)
+    changed = plan.reboot(gates, args.at)
+    for gate in gates:
+        print("%s: %s" % (gate, "reboot %s once staged" % args.at if gate in changed
+                          else "no plan under way"))
+    return 0 if changed else 1
+
+
+def status(args):
+    """`parkgate lot image status DIR`: per gate its running version, plan,
+    progress and rollbacks."""
+    config = load(args.dir)
+    _, plan = stores(config)
+    plans = plan.plans()
+    for gate in (g.id for g in config.gates):
+        p = plans.get(gate)
+        if p is None:
+            print("%s: no plan" % gate)
+            continue
+        running = p.get("running")
+        progress = p.get("progress")
+        done = ""
+        if progress and progress[1]:
+            done = ", %d/%d blocks (%d%%)" % (progress[0], progress[1],
+                                               100 * progress[0] // progress[1])
+        print("%s: running %s; version %d %s, reboot %s%s; rolled back: %s" % (
+            gate, "?" if running is None else running, p["version"], p["state"], p["reboot"],
+            done, ", ".join(str(v) for v in p.get("rolled_back", [])) or "none"))
+    return 0
