@@ -196,10 +196,10 @@ def test_gates_may_read_the_lot_servers_presence_and_only_the_bridge_writes_it()
 
 
 def test_the_image_server_role_reads_asks_and_writes_offers_chunks_and_reboots(secured):
-    """_push (the image server of `parkgate lot run`) may read up/image and
+    """_ota (the image server of `parkgate lot run`) may read up/image and
     write down/image, down/chunk, down/reboot; _ops and a gate may not."""
     broker, _, _ = secured
-    push = security.provision_server_credentials(broker.lot_dir, LOT, security.PUSH_ROLE)
+    push = security.provision_server_credentials(broker.lot_dir, LOT, security.OTA_ROLE)
     ops = security.provision_server_credentials(broker.lot_dir, LOT, security.OPS_ROLE)
     broker.reload_auth()
     wait_for(lambda: not connect_code(broker, *push).is_failure, what="reload")
@@ -211,7 +211,10 @@ def test_the_image_server_role_reads_asks_and_writes_offers_chunks_and_reboots(s
         assert puback_code(broker, broker.credentials("in-2"), topic,
                            b"x").getName() == "Not authorized", leaf
     rules = security.acl_text(LOT, ["in-1"])
-    push_part = rules.split("user %s._push" % LOT)[1].split("user ")[0]
+    push_part = rules.split("user %s._ota" % LOT)[1].split("user ")[0]
     assert "topic read pg/%s/+/up/image" % LOT in push_part
+    assert "down/tariff" not in push_part and "down/open" not in push_part
+    for role in ("_push", "_ops"):
+        assert "down/chunk" not in rules.split("user %s.%s" % (LOT, role))[1].split("user ")[0]
     ops_part = rules.split("user %s._ops" % LOT)[1].split("user ")[0]
     assert "up/image" not in ops_part and "down/chunk" not in ops_part

@@ -34,15 +34,15 @@ from parkgate import tariff
 from parkgate_tools.asgi_service import ASGIService
 from parkgate_tools.lot import health
 from parkgate_tools.lot.bridge import Bridge
-from parkgate_tools.lot.config import load
+from parkgate_tools.lot.config import ConfigError, load
+from parkgate_tools.lot.gate_pusher import GatePusher
 from parkgate_tools.lot.image_server import ImageServer
 from parkgate_tools.lot.images import ImageStore
-from parkgate_tools.lot.ota_plan import OtaPlan
-from parkgate_tools.lot.gate_pusher import GatePusher
 from parkgate_tools.lot.operator_page import OperatorPage
+from parkgate_tools.lot.ota_plan import OtaPlan
 from parkgate_tools.lot.push_keeper import PushKeeper
 from parkgate_tools.lot.push_state import PushState
-from parkgate_tools.lot.security import BRIDGE_ROLE, PUSH_ROLE
+from parkgate_tools.lot.security import BRIDGE_ROLE, OTA_ROLE
 from parkgate_tools.lot.tariff_in_use import load_tariff
 from parkgate_tools.lot.web import app as web_app
 from parkgate_tools.lot.web.auth import load_or_create_secret
@@ -180,7 +180,10 @@ class LotServer:
                          lambda: _probe(broker.host, broker.port), self.stop, self.backoff):
                 return
             self.keeper = PushKeeper(config, on_tariff=self._use_tariff).start()
-            self.images = image_server(config).start()
+            try:
+                self.images = image_server(config).start()
+            except ConfigError as exc:
+                log.warning("no image server (firmware over the air): %s", exc)
             if self.bridge.forwarder is not None:
                 # Before the forwarder's first sync; and the table taken
                 # before this start, in case the last run stopped between
@@ -225,12 +228,13 @@ class LotServer:
 
 def image_server(config, utc_offset_minutes=480):
     """The lot's ImageServer (not started): state/images, state/ota, logged
-    in as _push, reboot commands numbered by PushState.next_command."""
+    in as _ota, reboot commands numbered by PushState.next_command;
+    ConfigError if the lot has no _ota credentials."""
     return ImageServer(config.lot, config.broker.host, config.broker.port,
                        lambda gate: config.gate_key(config.gate(gate).id),
                        ImageStore(os.path.join(config.state_dir, "images")),
                        OtaPlan(os.path.join(config.state_dir, "ota")),
-                       login=config.mqtt_login(PUSH_ROLE),
+                       login=config.mqtt_login(OTA_ROLE),
                        utc_offset_minutes=utc_offset_minutes,
                        next_command=PushState(config).next_command)
 

@@ -2,7 +2,8 @@
 
 Every gate of a lot gets a user ``<lot>.<gate>`` and a random password, and
 so do the lot server's ``<lot>._bridge`` (the bridge), ``<lot>._push`` (the
-push keeper) and ``<lot>._ops`` (the push commands); ``.`` and ``_`` never
+push keeper), ``<lot>._ops`` (the push commands) and ``<lot>._ota`` (the
+image server); ``.`` and ``_`` never
 occur in a lot or gate id, so no gate can be named like another user. They are kept in the
 lot's secrets file ``<lot_dir>/secrets.json``, mode 0600, from which the
 mosquitto password file (PBKDF2-SHA512 hashes in mosquitto's ``$7$``
@@ -25,11 +26,12 @@ SECRETS_NAME = "secrets.json"
 BRIDGE_ROLE = "_bridge"     # the lot server's bridge
 PUSH_ROLE = "_push"         # the lot server's push keeper
 OPS_ROLE = "_ops"           # the `parkgate lot push-*` commands
+OTA_ROLE = "_ota"           # the image server of `parkgate lot run` (lot/image_server.py)
 # What the push keeper and the push commands may send to any gate of the lot
 # (pg/<lot>/+/down/<kind>): signed downlink messages (firmware/docs/mqtt.md).
 PUSH_KINDS = ("tariff", "members", "open", "setclock")
-# What the image server of `parkgate lot run` (lot/image_server.py, logged
-# in as _push) sends: the offer, the chunk frames, the reboot command; it
+# What the image server of `parkgate lot run` (lot/image_server.py, user
+# _ota: the broker takes one connection per user) sends: the offer, the chunk frames, the reboot command; it
 # reads the gates' asks on up/image (firmware/docs/ota.md).
 IMAGE_KINDS = ("image", "chunk", "reboot")
 PRESENCE_LEVEL = "server"   # pg/<lot>/server/status: the lot server's presence, not a gate
@@ -127,8 +129,8 @@ def provision_bridge_credentials(lot_dir, lot, rotate=False):
 
 def provision_server_credentials(lot_dir, lot, role, rotate=False):
     """The (user, password) of one of the lot server's users <lot>.<role>
-    (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE), as for a gate."""
-    if role not in (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE):
+    (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE, OTA_ROLE), as for a gate."""
+    if role not in (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE, OTA_ROLE):
         raise ValueError("role: %r is not one of the lot server's users" % (role,))
     return _provision(lot_dir, lot, "%s.%s" % (lot, role), role.lstrip("_"), None, rotate)
 
@@ -166,9 +168,9 @@ def acl_text(lot, gates):
         lines += ["", "user %s.%s" % (lot, role)]
         lines += ["topic write %s+/down/%s" % (prefix, kind) for kind in PUSH_KINDS]
         lines += ["topic read %s+/status" % prefix, "topic read %s+/up/refused" % prefix]
-        if role == PUSH_ROLE:
-            lines += ["topic write %s+/down/%s" % (prefix, kind) for kind in IMAGE_KINDS]
-            lines += ["topic read %s+/up/image" % prefix]
+    lines += ["", "user %s.%s" % (lot, OTA_ROLE)]
+    lines += ["topic write %s+/down/%s" % (prefix, kind) for kind in IMAGE_KINDS]
+    lines += ["topic read %s+/up/image" % prefix, "topic read %s+/status" % prefix]
     for gate in sorted(gates):
         mine = prefix + gate + "/"
         lines += ["", "user " + gate_user(lot, gate),
