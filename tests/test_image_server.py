@@ -133,6 +133,9 @@ def gate(broker, tmp_path):
 def test_a_whole_image_is_delivered_and_its_sha256_matches(lot, gate):
     images, plan, start = lot
     images.add(IMAGE, 7)
+    reads = []
+    read = images.read
+    images.read = lambda version: reads.append(version) or read(version)
     g = gate()
     g.status()
     server = start()
@@ -143,6 +146,7 @@ def test_a_whole_image_is_delivered_and_its_sha256_matches(lot, gate):
     assert g.refused == [] and g.offers == [7]
     assert g.slot_sha(len(IMAGE)) == hashlib.sha256(IMAGE).hexdigest()
     assert server.served == 18
+    assert reads == [7], "the image read (and hashed) once, not per chunk"
     wait_for(lambda: plan.plan("g1")["state"] == "staged", what="plan staged")
     time.sleep(0.5)
     assert g.reboots == [], "manual: no reboot command"

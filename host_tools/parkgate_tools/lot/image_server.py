@@ -221,6 +221,9 @@ class ImageServer(threading.Thread):
                     plan = self.plan.heard(gate, status) or plan
                 plans[gate] = plan
             self._plans = plans
+            wanted = {p["version"] for p in plans.values() if p["state"] not in FINISHED}
+            for version in set(self._cache) - wanted:
+                del self._cache[version]          # no plan serves it any more
 
     def _act(self, gate):
         plan = self._plan_of(gate)

@@ -10,6 +10,9 @@ gate's status) -> staged ("ota" [v, .., "staged"]) -> rebooting (the
 reboot command sent) -> running (status "fw" == v); "rolled back" (status
 "rb" == v: v is added to rolled_back and never offered again unless
 offered with force=True); "cancelled"."""
+import contextlib
+import fcntl
+import functools
 import json
 import os
 import re
@@ -33,12 +36,32 @@ def check_reboot(reboot, manual=True):
     raise ValueError("reboot %r: now, HH:MM%s" % (reboot, " or manual" if manual else ""))
 
 
+def _locked(method):
+    # one writer at a time across processes (the server, the page, the CLI):
+    # every read-modify-write of a plan file holds folder/.lock
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class OtaPlan:
     """The plans of a lot's gates in folder."""
 
     def __init__(self, folder, clock=time.time):
         self.folder = folder
         self.clock = clock
+
+    @contextlib.contextmanager
+    def _lock(self):
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.folder, ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _path(self, gate):
         check_id("gate", gate)
@@ -81,6 +104,7 @@ class OtaPlan:
             json.dump(doc, f, sort_keys=True)
         return doc
 
+    @_locked
     def offer(self, gates, version, reboot="manual", force=False):
         """Plan version for each gate, rebooting "now", at "HH:MM" (lot
         local time) or "manual"; returns {gate: plan}. ValueError if a
@@ -102,6 +126,7 @@ class OtaPlan:
                 "reboot_sent_at": None, "running": old.get("running")})
         return made
 
+    @_locked
     def reboot(self, gates, at="now"):
         """Reboot each gate whose plan is not finished at "now" or "HH:MM";
         returns the gates changed."""
@@ -115,6 +140,7 @@ class OtaPlan:
                 changed.append(gate)
         return changed
 
+    @_locked
     def cancel(self, gates):
         """Cancel each gate's unfinished plan; returns the gates changed."""
         changed = []
@@ -126,6 +152,7 @@ class OtaPlan:
                 changed.append(gate)
         return changed
 
+    @_locked
     def set_state(self, gate, state, **fields):
         """Move gate's plan to state (and fields); the new plan."""
         if state not in STATES:
@@ -137,6 +164,7 @@ class OtaPlan:
         doc["state"] = state
         return self._save(gate, doc)
 
+    @_locked
     def heard(self, gate, status):
         """Move gate's plan by its status (fw, ota, rb); returns the plan
         if it changed, else None."""
