@@ -57,15 +57,21 @@ def test_the_plan_moves_by_the_gates_status(tmp_path):
     assert plan.heard("g1", {"fw": 6, "ota": [7, 3, 3, "ck"]})["progress"] == [3, 3]
     assert plan.heard("g1", {"fw": 6, "ota": [8, 1, 3, "dl"]}) is None   # not its version
     assert plan.heard("g1", {"fw": 6, "ota": [7, 3, 3, "staged"]})["state"] == "staged"
-    assert plan.reboot(["g1", "g3"], "now") == ["g1"]
+    with pytest.raises(ValueError, match="g3 has no plan"):
+        plan.reboot(["g1", "g3"], "now")
+    assert plan.plan("g1")["reboot"] == "03:00", "nothing written"
+    assert plan.reboot(["g1"], "now") == ["g1"] and plan.plan("g1")["reboot"] == "now"
     plan.set_state("g1", "rebooting")
-    assert plan.heard("g1", {"fw": 7, "ota": [7, 3, 3, "trial"]})["state"] == "running"
-    assert plan.reboot(["g1"], "now") == [] and plan.cancel(["g1"]) == []
+    assert plan.heard("g1", {"fw": 7, "ota": [7, 0, 0, "trial"]})["state"] == "running"
+    for change in (plan.reboot, plan.cancel):
+        with pytest.raises(ValueError, match="g1: its plan of version 7 is running"):
+            change(["g1"])
     # g2 rolls back: never offered again unless forced
     assert plan.heard("g2", {"fw": 6, "rb": 7})["state"] == "rolled back"
     assert plan.plan("g2")["rolled_back"] == [7]
-    with pytest.raises(ValueError, match="rolled version 7 back"):
-        plan.offer(["g2"], 7, "now")
+    with pytest.raises(ValueError, match="g2 rolled version 7 back"):
+        plan.offer(["g1", "g2"], 7, "now")
+    assert plan.plan("g1")["state"] == "running", "nothing written for any gate"
     assert plan.offer(["g2"], 8, "now")["g2"]["rolled_back"] == [7]
     assert plan.offer(["g2"], 7, "now", force=True)["g2"]["rolled_back"] == []
     assert plan.cancel(["g2"]) == ["g2"]
@@ -106,8 +112,10 @@ def test_the_image_commands(tmp_path, capsys):
     with open(plan_path) as f:
         assert json.load(f)["reboot"] == "02:30"
     OtaPlan(os.path.dirname(plan_path)).heard("in-1", {"fw": 6, "ota": [7, 1, 2, "dl"]})
+    assert parkgate(["lot", "image", "reboot", lot_dir, "--gate", "out-1"]) == 2
+    assert "out-1 has no plan" in capsys.readouterr().err
     assert parkgate(["lot", "image", "reboot", lot_dir, "--all", "--at", "now"]) == 0
-    assert capsys.readouterr().out == "in-1: reboot now once staged\nout-1: no plan under way\n"
+    assert capsys.readouterr().out == "in-1: reboot now once staged\n"
     assert parkgate(["lot", "image", "status", lot_dir]) == 0
     assert capsys.readouterr().out == (
         "in-1: running 6; version 7 downloading, reboot now, 1/2 blocks (50%); "

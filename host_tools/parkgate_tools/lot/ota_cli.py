@@ -8,7 +8,7 @@ import time
 
 from parkgate_tools.lot.config import load
 from parkgate_tools.lot.images import ImageStore
-from parkgate_tools.lot.ota_plan import OtaPlan
+from parkgate_tools.lot.ota_plan import FINISHED, OtaPlan
 
 BLOCK = 4096
 
@@ -59,15 +59,19 @@ def offer(args):
 
 
 def reboot(args):
-    """`parkgate lot image reboot DIR (--gate G ... | --all) [--at now|HH:MM]`."""
+    """`parkgate lot image reboot DIR (--gate G ... | --all) [--at now|HH:MM]`:
+    with --all, the gates whose plan is under way."""
     config = load(args.dir)
     _, plan = stores(config)
     gates = _gates(config, args)
-    changed = plan.reboot(gates, args.at)
-    for gate in gates:
-        print("%s: %s" % (gate, "reboot %s once staged" % args.at if gate in changed
-                          else "no plan under way"))
-    return 0 if changed else 1
+    if args.all:
+        plans = plan.plans()
+        gates = [g for g in gates if g in plans and plans[g]["state"] not in FINISHED]
+        if not gates:
+            raise ValueError("no gate has a plan under way")
+    for gate in plan.reboot(gates, args.at):
+        print("%s: reboot %s once staged" % (gate, args.at))
+    return 0
 
 
 def status(args):

@@ -107,50 +107,58 @@ class OtaPlan:
     @_locked
     def offer(self, gates, version, reboot="manual", force=False):
         """Plan version for each gate, rebooting "now", at "HH:MM" (lot
-        local time) or "manual"; returns {gate: plan}. ValueError if a
-        gate rolled version back already (unless force)."""
+        local time) or "manual"; returns {gate: plan}. ValueError, and
+        nothing written for any gate, if a gate rolled version back
+        already (unless force: then it is taken off that gate's list)."""
         check_version(version)
         check_reboot(reboot)
-        made = {}
-        for gate in gates:
-            old = self.plan(gate) or {}
-            rolled = list(old.get("rolled_back", []))
-            if version in rolled and not force:
+        olds = {gate: self.plan(gate) or {} for gate in gates}
+        for gate, old in olds.items():
+            if version in old.get("rolled_back", []) and not force:
                 raise ValueError("gate %s rolled version %d back: offer it with force" % (
                     gate, version))
-            if force and version in rolled:
-                rolled.remove(version)
+        made = {}
+        for gate, old in olds.items():
+            rolled = [v for v in old.get("rolled_back", []) if v != version]
             made[gate] = self._save(gate, {
                 "version": version, "reboot": reboot, "offered_at": int(self.clock()),
                 "state": "offered", "rolled_back": rolled, "progress": None,
                 "reboot_sent_at": None, "running": old.get("running")})
         return made
 
-    @_locked
-    def reboot(self, gates, at="now"):
-        """Reboot each gate whose plan is not finished at "now" or "HH:MM";
-        returns the gates changed."""
-        check_reboot(at, manual=False)
-        changed = []
+    def _unfinished(self, gates):
+        docs = {}
         for gate in gates:
             doc = self.plan(gate)
-            if doc is not None and doc["state"] not in FINISHED:
-                doc["reboot"] = at
-                self._save(gate, doc)
-                changed.append(gate)
-        return changed
+            if doc is None:
+                raise ValueError("gate %s has no plan" % gate)
+            if doc["state"] in FINISHED:
+                raise ValueError("gate %s: its plan of version %d is %s" % (
+                    gate, doc["version"], doc["state"]))
+            docs[gate] = doc
+        return docs
+
+    @_locked
+    def reboot(self, gates, at="now"):
+        """Reboot each gate into its plan's version at "now" or "HH:MM"
+        once staged; returns the gates. ValueError, and nothing written,
+        if a gate has no plan or a finished one."""
+        check_reboot(at, manual=False)
+        docs = self._unfinished(gates)
+        for gate, doc in docs.items():
+            doc["reboot"] = at
+            self._save(gate, doc)
+        return list(docs)
 
     @_locked
     def cancel(self, gates):
-        """Cancel each gate's unfinished plan; returns the gates changed."""
-        changed = []
-        for gate in gates:
-            doc = self.plan(gate)
-            if doc is not None and doc["state"] not in FINISHED:
-                doc["state"] = "cancelled"
-                self._save(gate, doc)
-                changed.append(gate)
-        return changed
+        """Cancel each gate's plan; returns the gates. ValueError, and
+        nothing written, if a gate has no plan or a finished one."""
+        docs = self._unfinished(gates)
+        for gate, doc in docs.items():
+            doc["state"] = "cancelled"
+            self._save(gate, doc)
+        return list(docs)
 
     @_locked
     def set_state(self, gate, state, **fields):

@@ -172,7 +172,10 @@ class LotServer:
             self.page = OperatorPage(
                 self.reader, config.lot, lambda: self.bridge.tariff, secret=secret,
                 https_only=config.http.secure_cookies, pusher=GatePusher(config),
-                health=lambda: health.bridge_health(self.bridge))
+                health=lambda: health.bridge_health(self.bridge),
+                images=ImageStore(ota_folder(config, "images")),
+                ota_plan=OtaPlan(ota_folder(config, "ota")),
+                gate_ids=[g.id for g in config.gates])
             self.served.app = web_app.build_app(self.page, self._healthz, self._metrics)
             self.waiting_for = "broker"
             broker = config.broker
@@ -226,14 +229,19 @@ class LotServer:
         self.http.stop()
 
 
+def ota_folder(config, name):
+    """state/images (lot/images.py) or state/ota (lot/ota_plan.py)."""
+    return os.path.join(config.state_dir, name)
+
+
 def image_server(config, utc_offset_minutes=480):
     """The lot's ImageServer (not started): state/images, state/ota, logged
     in as _ota, reboot commands numbered by PushState.next_command;
     ConfigError if the lot has no _ota credentials."""
     return ImageServer(config.lot, config.broker.host, config.broker.port,
                        lambda gate: config.gate_key(config.gate(gate).id),
-                       ImageStore(os.path.join(config.state_dir, "images")),
-                       OtaPlan(os.path.join(config.state_dir, "ota")),
+                       ImageStore(ota_folder(config, "images")),
+                       OtaPlan(ota_folder(config, "ota")),
                        login=config.mqtt_login(OTA_ROLE),
                        utc_offset_minutes=utc_offset_minutes,
                        next_command=PushState(config).next_command)
