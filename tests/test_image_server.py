@@ -199,6 +199,9 @@ def test_offer_resent_when_the_gate_comes_back_not_after_a_rollback(lot, gate, m
     assert g.offers == [7, 7], "never offered again after its rollback"
     with pytest.raises(ValueError):
         plan.offer(["g1"], 7, "now")
+    plan.offer(["g1"], 7, "now", force=True)         # the operator's explicit choice
+    wait_for(lambda: g.offers == [7, 7, 7], what="offered again when forced")
+    assert plan.plan("g1")["state"] == "offered" and plan.plan("g1")["rolled_back"] == []
 
 
 def test_reboot_now_sent_once_staged_and_never_before(lot, gate):

@@ -50,7 +50,7 @@ def test_the_plan_moves_by_the_gates_status(tmp_path):
     made = plan.offer(["g1", "g2"], 7, "03:00")
     assert made["g1"] == {"version": 7, "reboot": "03:00", "offered_at": 50,
                           "state": "offered", "rolled_back": [], "progress": None,
-                          "reboot_sent_at": None, "running": None}
+                          "reboot_sent_at": None, "running": None, "forced": False}
     assert plan.heard("g1", {"fw": 6, "ota": None})["running"] == 6
     assert plan.heard("g1", {"fw": 6, "ota": None}) is None          # nothing new
     assert plan.heard("g1", {"fw": 6, "ota": [7, 1, 3, "dl"]})["state"] == "downloading"
@@ -73,7 +73,9 @@ def test_the_plan_moves_by_the_gates_status(tmp_path):
         plan.offer(["g1", "g2"], 7, "now")
     assert plan.plan("g1")["state"] == "running", "nothing written for any gate"
     assert plan.offer(["g2"], 8, "now")["g2"]["rolled_back"] == [7]
-    assert plan.offer(["g2"], 7, "now", force=True)["g2"]["rolled_back"] == []
+    forced = plan.offer(["g2"], 7, "now", force=True)["g2"]
+    assert forced["rolled_back"] == [] and forced["forced"]
+    assert plan.heard("g2", {"fw": 6, "rb": 7}) is None, "its old rollback, not a new one"
     assert plan.cancel(["g2"]) == ["g2"]
     assert plan.heard("g2", {"fw": 7})["state"] == "cancelled"
     for bad in ("later", "24:00", "3:00", None):

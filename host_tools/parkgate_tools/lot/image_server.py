@@ -235,7 +235,9 @@ class ImageServer(threading.Thread):
         under_way = isinstance(ota, list) and len(ota) == 4 and ota[0] == version
         seen = bool(status)
         online = status.get("on") == 1
-        if not under_way and status.get("fw") != version and status.get("rb") != version and \
+        stale_rb = plan.get("forced") and plan["state"] == "offered"   # forced anew
+        if not under_way and status.get("fw") != version and \
+                (status.get("rb") != version or stale_rb) and \
                 (online or not seen) and plan["state"] in ("offered", "downloading"):
             self._offer(gate, version)
         if plan["state"] == "rebooting" and under_way and ota[3] == "staged" and \

@@ -123,7 +123,10 @@ class OtaPlan:
             made[gate] = self._save(gate, {
                 "version": version, "reboot": reboot, "offered_at": int(self.clock()),
                 "state": "offered", "rolled_back": rolled, "progress": None,
-                "reboot_sent_at": None, "running": old.get("running")})
+                "reboot_sent_at": None, "running": old.get("running"),
+                # forced: offered again although the gate's status still shows
+                # its rollback of this version ("rb" stays until it takes one)
+                "forced": version in old.get("rolled_back", [])})
         return made
 
     def _unfinished(self, gates):
@@ -184,7 +187,8 @@ class OtaPlan:
         if isinstance(fw, int):
             doc["running"] = fw
         if state != "cancelled":
-            if rb == v and state not in ("running", "rolled back"):
+            if rb == v and state not in ("running", "rolled back") and not (
+                    doc.get("forced") and state == "offered"):
                 if v not in doc["rolled_back"]:
                     doc["rolled_back"].append(v)
                 doc["state"] = "rolled back"
