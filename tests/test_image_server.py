@@ -251,3 +251,15 @@ def test_due():
     assert due("00:00", t, 0) and due("23:30", t, 0) and not due("22:59", t, 0)
     assert not due("23:30", t, 0, window=60)
     assert not due("manual", t, 480)
+
+
+def test_metrics_show_the_image_server(lot):
+    from types import SimpleNamespace
+    from parkgate_tools.lot import health
+    _, _, start = lot
+    server = start()
+    server.served, server.dropped = 5, 2
+    doc = health.metrics(SimpleNamespace(config=SimpleNamespace(lot=LOT), images=server,
+                                         started=time.monotonic(), waiting_for=None,
+                                         bridge=None, keeper=None))
+    assert doc["image_server"] == {"served": 5, "dropped": 2, "connected": 1}

@@ -91,4 +91,8 @@ def metrics(server):
             doc["forwarder"] = _counters(bridge.forwarder, FORWARDER_COUNTERS)
     if server.keeper is not None:
         doc["push_keeper"] = _counters(server.keeper, KEEPER_COUNTERS)
+    images = getattr(server, "images", None)
+    if images is not None:       # the image server (lot/image_server.py)
+        doc["image_server"] = dict(_counters(images, ("served", "dropped")),
+                                   connected=int(images.connected.is_set()))
     return doc
