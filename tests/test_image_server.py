@@ -4,7 +4,6 @@ own core (parkgate.ota.parse_offer, Download on a slot in memory) and whose
 reboot command goes through parkgate.sign.verify."""
 import hashlib
 import json
-import os
 import threading
 import time
 
