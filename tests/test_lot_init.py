@@ -63,7 +63,7 @@ def test_init_writes_a_lot_directory_with_its_secrets_private(tmp_path):
     for name in private:
         assert stat.S_IMODE(os.stat(lot_dir / name).st_mode) == 0o600, name
     secrets = json.loads((lot_dir / "secrets.json").read_text())
-    assert sorted(secrets["users"]) == ["lot1._bridge", "lot1._ops", "lot1._push",
+    assert sorted(secrets["users"]) == ["lot1._bridge", "lot1._ops", "lot1._ota", "lot1._push",
                                         "lot1.in-1", "lot1.out-1"]
     public = files_of(lot_dir)["lot.toml"] + files_of(lot_dir)["mosquitto/mosquitto.conf"]
     for user in secrets["users"].values():

@@ -14,14 +14,14 @@ import tomllib
 from dataclasses import dataclass
 
 from parkgate_tools.ids import is_id, ID_RULE
-from parkgate_tools.lot.security import (BRIDGE_ROLE, MAX_MESSAGE_BYTES, OPS_ROLE,
+from parkgate_tools.lot.security import (BRIDGE_ROLE, MAX_MESSAGE_BYTES, OPS_ROLE, OTA_ROLE,
                                          PRESENCE_LEVEL, PUSH_ROLE, SECRETS_NAME)
 
 CONFIG_NAME = "lot.toml"
 TARIFF_NAME = "tariff.json"
 KEY_BYTES = 32
 DIRECTIONS = ("in", "out")
-SERVER_ROLES = (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE)   # the lot server's users: <lot>.<role>
+SERVER_ROLES = (BRIDGE_ROLE, PUSH_ROLE, OPS_ROLE, OTA_ROLE)   # the lot server's users: <lot>.<role>
 
 
 class ConfigError(ValueError):
