@@ -4,7 +4,7 @@ import importlib
 import sys
 
 BENCHES = ("gate", "journal", "boot", "tariff", "bridge", "page_cost", "sync", "members",
-           "central_ingest")
+           "central_ingest", "ota")
 
 
 def main(names=None):
