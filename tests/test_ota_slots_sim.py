@@ -6,20 +6,13 @@ and version 2 builds of it (build_firmware.py --version 2 --out ...), a good
 one, one whose main crashes at boot and one that never brings its link up.
 An image goes into the other slot through the board's own ota_slots() from a
 MicroPython script run on the gate's running image (SimGate.run_script)."""
-import hashlib
 import os
 import re
-import sys
 
 import pytest
 
-from parkgate_tools import runtime
 from parkgate_tools.sim import boot_selector
-
-sys.path.insert(0, os.path.join(runtime.ROOT, "host_tools"))
-import build_firmware  # noqa: E402
-
-sys.path.pop(0)
+from parkgate_tools.sim.updates import build_firmware, image, sha256_of as sha
 
 # Run on the gate's image: write an image into the next update slot through
 # board.ota_slots() (stop: a power cut after that many bytes), check it by
@@ -56,19 +49,6 @@ elif cmd == "mark":
     slots.mark_app_valid_cancel_rollback()
 print("RUNNING", slots.running().info()[4], "VERSION", fw_version.VERSION, fw_version.VARIANT)
 """
-
-
-def image(version=None, variant=None):
-    if version is None:
-        return runtime.gate_image()
-    out = os.path.join(runtime.ROOT, "build", "firmware",
-                       "unix-sim-v%d%s" % (version, "-" + variant if variant else ""))
-    return build_firmware.build_unix("unix-sim", version, variant, out)
-
-
-def sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class Ota:

@@ -18,18 +18,13 @@ latency  Frame complete to the relay's edge at an entry lane, cars every
          <= 5 ms."""
 import os
 import random
-import statistics
 import tempfile
 import time
 
+from parkgate_tools.bench.gate import _percentiles, cars_to_relay
 from parkgate_tools.sim.updates import UpdateLot, image
 
 CARS = 120
-
-
-def _percentiles(ms):
-    ms = sorted(ms)
-    return (statistics.median(ms), ms[min(len(ms) - 1, int(round(0.99 * len(ms))) - 1)], ms[-1])
 
 
 def _padded(path, size, workdir):
@@ -76,18 +71,9 @@ def latency(workdir, gap_ms=None, cars=CARS):
             lot.add(image(2), 2)
             lot.plan.offer(["lat-in"], 2, "manual")
             gate.wait_line(r"OTA offer version=2 ", 30)
-        rng = random.Random(5)
-        sent = []
-        for i in range(cars):
-            sent.append(gate.send_plate("浙D%05d" % i))
-            time.sleep(0.13 + rng.random() * 0.2)
-        gate.wait_line(r"EVENT in ", 30, count=cars)
-        time.sleep(0.3)
+        ms = cars_to_relay(gate, cars, "浙D%05d")
         during = gap_ms is None or not gate.lines(r"OTA staged version=2")
-        ons = [t for t, level in gate.relay_edges() if level == 1]
-        if len(ons) != cars:
-            raise RuntimeError("%d relay openings for %d cars" % (len(ons), cars))
-        return [(on - at) * 1000.0 for at, on in zip(sent, ons)], during
+        return ms, during
     finally:
         lot.stop()
 
