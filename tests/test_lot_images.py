@@ -62,7 +62,9 @@ def test_the_plan_moves_by_the_gates_status(tmp_path):
     assert plan.plan("g1")["reboot"] == "03:00", "nothing written"
     assert plan.reboot(["g1"], "now") == ["g1"] and plan.plan("g1")["reboot"] == "now"
     plan.set_state("g1", "rebooting")
-    assert plan.heard("g1", {"fw": 7, "ota": [7, 0, 0, "trial"]})["state"] == "running"
+    on_trial = plan.heard("g1", {"fw": 7, "ota": [7, 0, 0, "trial"]})
+    assert on_trial["state"] == "rebooting" and on_trial["running"] == 7   # not proven yet
+    assert plan.heard("g1", {"fw": 7, "ota": None})["state"] == "running"
     for change in (plan.reboot, plan.cancel):
         with pytest.raises(ValueError, match="g1: its plan of version 7 is running"):
             change(["g1"])
@@ -85,7 +87,11 @@ def test_the_plan_moves_by_the_gates_status(tmp_path):
         plan.reboot(["g1"], "manual")
     with pytest.raises(ValueError):
         plan.offer(["../x"], 9, "now")
-    assert set(plan.plans()) == {"g1", "g2"}
+    # a reset on trial: the bootloader goes back, the gate reports it
+    plan.offer(["g3"], 7, "now")
+    assert plan.heard("g3", {"fw": 7, "ota": [7, 0, 0, "trial"]})["state"] == "offered"
+    assert plan.heard("g3", {"fw": 6, "ota": None, "rb": 7})["state"] == "rolled back"
+    assert set(plan.plans()) == {"g1", "g2", "g3"}
 
 
 def test_the_image_commands(tmp_path, capsys):

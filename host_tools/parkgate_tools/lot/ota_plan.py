@@ -186,13 +186,15 @@ class OtaPlan:
         fw, ota, rb = status.get("fw"), status.get("ota"), status.get("rb")
         if isinstance(fw, int):
             doc["running"] = fw
+        # On trial the gate runs v but may still roll back: running once proven.
+        on_trial = isinstance(ota, list) and len(ota) == 4 and ota[3] == "trial"
         if state != "cancelled":
-            if rb == v and state not in ("running", "rolled back") and not (
+            if rb == v and fw != v and state != "rolled back" and not (
                     doc.get("forced") and state == "offered"):
                 if v not in doc["rolled_back"]:
                     doc["rolled_back"].append(v)
                 doc["state"] = "rolled back"
-            elif fw == v:
+            elif fw == v and not on_trial:
                 doc["state"], doc["progress"] = "running", None
             elif isinstance(ota, list) and len(ota) == 4 and ota[0] == v and \
                     state not in FINISHED:
