@@ -184,7 +184,9 @@ class LotServer:
                 return
             self.keeper = PushKeeper(config, on_tariff=self._use_tariff).start()
             try:
-                self.images = image_server(config).start()
+                # the quiet hour in the lot's local time: its tariff's offset
+                offset = getattr(self.bridge.tariff, "utc_offset_minutes", None)
+                self.images = image_server(config, 480 if offset is None else offset).start()
             except ConfigError as exc:
                 log.warning("no image server (firmware over the air): %s", exc)
             if self.bridge.forwarder is not None:
