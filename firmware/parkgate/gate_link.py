@@ -135,8 +135,10 @@ class GateLink:
             raise Refused(str(exc))
 
     def _on_image(self, envelope):
-        why = self._ota_lane().offer(envelope)
+        lane = self._ota_lane()
+        why = lane.offer(envelope)
         if why:
+            self.ota = lane.unload()    # a refused offer leaves no OTA code on the heap
             raise Refused(why)
 
     def _on_chunk(self, frame):

@@ -104,6 +104,8 @@ def test_the_size_caps_of_image_and_chunk():
     run(gate, board, 50)
     assert refusals(board)[-1] == {"k": "image", "v": V, "why": "bad signature"}
     assert board.lines.count("REFUSED image v=7: bad signature") == 1
+    # a refused offer leaves no lane and no OTA module behind
+    assert gate.ota is None and "parkgate.ota_lane" not in sys.modules
 
 
 def test_an_image_over_the_link_asked_only_while_idle_staged_and_rebooted():
