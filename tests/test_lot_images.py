@@ -128,3 +128,10 @@ def test_the_image_commands(tmp_path, capsys):
     assert capsys.readouterr().out == (
         "in-1: running 6; version 7 downloading, reboot now, 1/2 blocks (50%); "
         "rolled back: none\nout-1: no plan\n")
+    assert parkgate(["lot", "image", "cancel", lot_dir, "--gate", "out-1"]) == 2
+    assert "out-1 has no plan" in capsys.readouterr().err
+    assert parkgate(["lot", "image", "cancel", lot_dir, "--all"]) == 0
+    assert capsys.readouterr().out == "in-1: plan cancelled\n"
+    assert OtaPlan(os.path.dirname(plan_path)).plan("in-1")["state"] == "cancelled"
+    assert parkgate(["lot", "image", "cancel", lot_dir, "--all"]) == 2
+    assert "no gate has a plan under way" in capsys.readouterr().err

@@ -49,6 +49,8 @@ _IMAGE_COMMANDS = (
     ("reboot", "reboot gates into their staged image now or at HH:MM",
      [_DIR] + _IMAGE_GATES + [(("--at",), dict(default="now", metavar="now|HH:MM"))],
      "ota_cli:reboot"),
+    ("cancel", "cancel gates' plans (a staged image is then never rebooted into)",
+     [_DIR] + _IMAGE_GATES, "ota_cli:cancel"),
     ("status", "per gate: running version, plan, progress, rollbacks", [_DIR],
      "ota_cli:status"),
 )

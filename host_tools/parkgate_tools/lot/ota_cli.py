@@ -1,4 +1,4 @@
-"""`parkgate lot image add|list|offer|reboot|status`: the lot's firmware
+"""`parkgate lot image add|list|offer|reboot|cancel|status`: the lot's firmware
 images (state/images, lot/images.py) and the plan of which gate takes
 which and when it reboots into it (state/ota, lot/ota_plan.py). The image
 server of `parkgate lot run` does the sending; these commands only write
@@ -23,6 +23,17 @@ def _gates(config, args):
     if args.all == bool(args.gates):
         raise ValueError("name gates with --gate G (repeatable) or --all")
     return [g.id for g in config.gates] if args.all else [config.gate(g).id for g in args.gates]
+
+
+def _planned(config, args, plan):
+    # the gates named, or with --all those whose plan is under way
+    gates = _gates(config, args)
+    if args.all:
+        plans = plan.plans()
+        gates = [g for g in gates if g in plans and plans[g]["state"] not in FINISHED]
+        if not gates:
+            raise ValueError("no gate has a plan under way")
+    return gates
 
 
 def add(args):
@@ -63,14 +74,20 @@ def reboot(args):
     with --all, the gates whose plan is under way."""
     config = load(args.dir)
     _, plan = stores(config)
-    gates = _gates(config, args)
-    if args.all:
-        plans = plan.plans()
-        gates = [g for g in gates if g in plans and plans[g]["state"] not in FINISHED]
-        if not gates:
-            raise ValueError("no gate has a plan under way")
+    gates = _planned(config, args, plan)
     for gate in plan.reboot(gates, args.at):
         print("%s: reboot %s once staged" % (gate, args.at))
+    return 0
+
+
+def cancel(args):
+    """`parkgate lot image cancel DIR (--gate G ... | --all)`: with --all,
+    the gates whose plan is under way."""
+    config = load(args.dir)
+    _, plan = stores(config)
+    gates = _planned(config, args, plan)
+    for gate in plan.cancel(gates):
+        print("%s: plan cancelled" % gate)
     return 0
 
 
