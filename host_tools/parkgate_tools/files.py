@@ -1,7 +1,9 @@
 """Files the host tools write whole: write to a part file beside the target,
 flush it to disk, then rename it over the target, so a reader (or a crash)
-sees the old file or the new one, never half of one."""
+sees the old file or the new one, never half of one. And the lock file
+that lets one writer at a time, across processes, read-modify-write them."""
 import contextlib
+import fcntl
 import os
 
 
@@ -32,3 +34,17 @@ def write_atomic(path, mode="w", private=False, **open_args):
             yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def locked(folder, name):
+    """Hold an exclusive lock on the file folder/name (made, as folder,
+    if missing; folder 0700) for the block: one holder at a time across
+    processes and across threads that each enter it."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    with open(os.path.join(folder, name), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

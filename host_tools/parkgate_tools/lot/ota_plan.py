@@ -10,15 +10,13 @@ gate's status) -> staged ("ota" [v, .., "staged"]) -> rebooting (the
 reboot command sent) -> running (status "fw" == v); "rolled back" (status
 "rb" == v: v is added to rolled_back and never offered again unless
 offered with force=True); "cancelled"."""
-import contextlib
-import fcntl
 import functools
 import json
 import os
 import re
 import time
 
-from parkgate_tools.files import write_atomic
+from parkgate_tools.files import locked, write_atomic
 from parkgate_tools.ids import check_id
 from parkgate_tools.lot.images import check_version
 
@@ -53,15 +51,8 @@ class OtaPlan:
         self.folder = folder
         self.clock = clock
 
-    @contextlib.contextmanager
     def _lock(self):
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        with open(os.path.join(self.folder, ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return locked(self.folder, ".lock")
 
     def _path(self, gate):
         check_id("gate", gate)

@@ -14,13 +14,11 @@ commands and the push keeper of `parkgate lot run` can write at once):
   too far behind for the delta pushed last.
 
 Every file is 0600: envelopes are signed, but the member list is personal data."""
-import contextlib
-import fcntl
 import json
 import os
 import time
 
-from parkgate_tools.files import write_atomic
+from parkgate_tools.files import locked, write_atomic
 
 COMMANDS_NAME = "commands.json"
 MEMBERS_NAME = "members.json"
@@ -49,15 +47,8 @@ class PushState:
     def __init__(self, config):
         self.config = config
 
-    @contextlib.contextmanager
     def _locked(self):
-        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
-        with open(os.path.join(self.config.state_dir, ".pushes.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return locked(self.config.state_dir, ".pushes.lock")
 
     # ---- the command counter ----
 

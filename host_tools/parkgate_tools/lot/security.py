@@ -12,14 +12,12 @@ passwords. The ACL lets a gate publish only on its own topics and read its
 own downlink plus the lot's entry events (lane sharing); see
 firmware/docs/lot-server.md."""
 import base64
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import secrets as random_source
 
-from parkgate_tools.files import write_atomic
+from parkgate_tools.files import locked, write_atomic
 from parkgate_tools.ids import check_id
 
 SECRETS_NAME = "secrets.json"
@@ -69,15 +67,8 @@ def _check_id(what, value):
         raise ValueError("gate: %r is the lot server's own topic level" % value)
 
 
-@contextlib.contextmanager
 def _locked(lot_dir):
-    os.makedirs(lot_dir, mode=0o700, exist_ok=True)
-    with open(os.path.join(lot_dir, ".secrets.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return locked(lot_dir, ".secrets.lock")
 
 
 def load_secrets(lot_dir):
