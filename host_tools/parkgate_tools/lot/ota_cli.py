@@ -3,20 +3,12 @@ images (state/images, lot/images.py) and the plan of which gate takes
 which and when it reboots into it (state/ota, lot/ota_plan.py). The image
 server of `parkgate lot run` does the sending; these commands only write
 the files it reads."""
-import os
 import time
 
 from parkgate_tools.lot.config import load
-from parkgate_tools.lot.images import ImageStore
-from parkgate_tools.lot.ota_plan import FINISHED, OtaPlan
+from parkgate_tools.lot.ota_plan import FINISHED, lot_stores
 
 BLOCK = 4096
-
-
-def stores(config):
-    """(ImageStore, OtaPlan) of a LotConfig."""
-    return (ImageStore(os.path.join(config.state_dir, "images")),
-            OtaPlan(os.path.join(config.state_dir, "ota")))
 
 
 def _gates(config, args):
@@ -38,7 +30,7 @@ def _planned(config, args, plan):
 
 def add(args):
     """`parkgate lot image add DIR FILE --version N [--note T]`."""
-    images, _ = stores(load(args.dir))
+    images, _ = lot_stores(load(args.dir))
     with open(args.file, "rb") as f:
         image = images.add(f.read(), args.version, args.note or "")
     print("image %d: %d bytes, sha256 %s" % (image.version, image.size, image.sha256))
@@ -47,7 +39,7 @@ def add(args):
 
 def list_images(args):
     """`parkgate lot image list DIR`: newest first."""
-    images, _ = stores(load(args.dir))
+    images, _ = lot_stores(load(args.dir))
     for image in images.list():
         print("%d\t%d bytes\t%s\t%s\t%s" % (
             image.version, image.size, image.sha256[:16],
@@ -59,7 +51,7 @@ def offer(args):
     """`parkgate lot image offer DIR N (--gate G ... | --all) [--reboot now|HH:MM|manual]
     [--force]`."""
     config = load(args.dir)
-    images, plan = stores(config)
+    images, plan = lot_stores(config)
     if images.get(args.version) is None:
         raise ValueError("no image of version %d: `parkgate lot image add` it first" %
                          args.version)
@@ -73,7 +65,7 @@ def reboot(args):
     """`parkgate lot image reboot DIR (--gate G ... | --all) [--at now|HH:MM]`:
     with --all, the gates whose plan is under way."""
     config = load(args.dir)
-    _, plan = stores(config)
+    _, plan = lot_stores(config)
     gates = _planned(config, args, plan)
     for gate in plan.reboot(gates, args.at):
         print("%s: reboot %s once staged" % (gate, args.at))
@@ -84,7 +76,7 @@ def cancel(args):
     """`parkgate lot image cancel DIR (--gate G ... | --all)`: with --all,
     the gates whose plan is under way."""
     config = load(args.dir)
-    _, plan = stores(config)
+    _, plan = lot_stores(config)
     gates = _planned(config, args, plan)
     for gate in plan.cancel(gates):
         print("%s: plan cancelled" % gate)
@@ -95,7 +87,7 @@ def status(args):
     """`parkgate lot image status DIR`: per gate its running version, plan,
     progress and rollbacks."""
     config = load(args.dir)
-    _, plan = stores(config)
+    _, plan = lot_stores(config)
     plans = plan.plans()
     for gate in (g.id for g in config.gates):
         p = plans.get(gate)

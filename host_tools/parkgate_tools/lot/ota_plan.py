@@ -18,12 +18,20 @@ import time
 
 from parkgate_tools.files import locked, write_atomic
 from parkgate_tools.ids import check_id
-from parkgate_tools.lot.images import check_version
+from parkgate_tools.lot.images import ImageStore, check_version
 
 STATES = ("offered", "downloading", "staged", "rebooting", "running", "rolled back",
           "cancelled")
 FINISHED = ("running", "rolled back", "cancelled")
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def lot_stores(config):
+    """(ImageStore, OtaPlan) of a lot directory (a LotConfig): its
+    state/images and state/ota, shared by `parkgate lot image`, the page and
+    the image server of `parkgate lot run`."""
+    return (ImageStore(os.path.join(config.state_dir, "images")),
+            OtaPlan(os.path.join(config.state_dir, "ota")))
 
 
 def check_reboot(reboot, manual=True):

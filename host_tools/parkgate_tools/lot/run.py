@@ -16,7 +16,7 @@ URL), the central server's token from upstream.token_file. Then:
 3. it runs the bridge (lot/bridge.py) as the lot's user _bridge and the push
    keeper (lot/push_keeper.py) as _push, and passes the tables the bridge
    takes from the central server on to the keeper; the image server
-   (lot/image_server.py) logs in as _push too, with a client id of its own,
+   (lot/image_server.py) logs in as _ota (if the lot has its credentials)
    and serves state/images to the gates as state/ota plans.
 
 /healthz is 200 when the bridge is live (connected, past the broker's
@@ -37,9 +37,8 @@ from parkgate_tools.lot.bridge import Bridge
 from parkgate_tools.lot.config import ConfigError, load
 from parkgate_tools.lot.gate_pusher import GatePusher
 from parkgate_tools.lot.image_server import ImageServer
-from parkgate_tools.lot.images import ImageStore
 from parkgate_tools.lot.operator_page import OperatorPage
-from parkgate_tools.lot.ota_plan import OtaPlan
+from parkgate_tools.lot.ota_plan import lot_stores
 from parkgate_tools.lot.push_keeper import PushKeeper
 from parkgate_tools.lot.push_state import PushState
 from parkgate_tools.lot.security import BRIDGE_ROLE, OTA_ROLE
@@ -169,13 +168,12 @@ class LotServer:
             if self.bridge is None:
                 return
             self.reader = self.bridge.store.open_reader()
+            images, ota_plan = lot_stores(config)
             self.page = OperatorPage(
                 self.reader, config.lot, lambda: self.bridge.tariff, secret=secret,
                 https_only=config.http.secure_cookies, pusher=GatePusher(config),
                 health=lambda: health.bridge_health(self.bridge),
-                images=ImageStore(ota_folder(config, "images")),
-                ota_plan=OtaPlan(ota_folder(config, "ota")),
-                gate_ids=[g.id for g in config.gates])
+                images=images, ota_plan=ota_plan, gate_ids=[g.id for g in config.gates])
             self.served.app = web_app.build_app(self.page, self._healthz, self._metrics)
             self.waiting_for = "broker"
             broker = config.broker
@@ -231,19 +229,13 @@ class LotServer:
         self.http.stop()
 
 
-def ota_folder(config, name):
-    """state/images (lot/images.py) or state/ota (lot/ota_plan.py)."""
-    return os.path.join(config.state_dir, name)
-
-
 def image_server(config, utc_offset_minutes=480):
     """The lot's ImageServer (not started): state/images, state/ota, logged
     in as _ota, reboot commands numbered by PushState.next_command;
     ConfigError if the lot has no _ota credentials."""
+    images, ota_plan = lot_stores(config)
     return ImageServer(config.lot, config.broker.host, config.broker.port,
-                       lambda gate: config.gate_key(config.gate(gate).id),
-                       ImageStore(ota_folder(config, "images")),
-                       OtaPlan(ota_folder(config, "ota")),
+                       lambda gate: config.gate_key(config.gate(gate).id), images, ota_plan,
                        login=config.mqtt_login(OTA_ROLE),
                        utc_offset_minutes=utc_offset_minutes,
                        next_command=PushState(config).next_command)
