@@ -9,9 +9,10 @@ import re
 import time
 from dataclasses import dataclass
 
+from parkgate import ota
 from parkgate_tools.files import write_atomic
 
-VERSION_MAX = 2 ** 30 - 1
+VERSION_MAX = ota.VERSION_MAX       # the gate's own bound (a small int on the board)
 # The largest app slot of any board: unix-sim's 512 blocks of 4 KiB
 # (boards/unix-sim/ota_slots.py SLOT_SIZE); the ESP32 boards' board.json
 # "ota" slot_size are 1572864 and 2031616. A gate refuses an offer larger

@@ -23,7 +23,7 @@ from parkgate_tools.lot.images import ImageStore, check_version
 STATES = ("offered", "downloading", "staged", "rebooting", "running", "rolled back",
           "cancelled")
 FINISHED = ("running", "rolled back", "cancelled")
-_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+HHMM = re.compile(r"\A([01][0-9]|2[0-3]):[0-5][0-9]\Z")   # a quiet hour, lot local time
 
 
 def lot_stores(config):
@@ -37,7 +37,7 @@ def lot_stores(config):
 def check_reboot(reboot, manual=True):
     """reboot if it is "now", "HH:MM" (or "manual" if allowed), else ValueError."""
     if reboot == "now" or (manual and reboot == "manual") or (
-            isinstance(reboot, str) and _HHMM.match(reboot)):
+            isinstance(reboot, str) and HHMM.match(reboot)):
         return reboot
     raise ValueError("reboot %r: now, HH:MM%s" % (reboot, " or manual" if manual else ""))
 

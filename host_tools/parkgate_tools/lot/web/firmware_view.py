@@ -12,17 +12,16 @@ text the page shows, and changes nothing."""
 import json
 import re
 
+from parkgate_tools.lot.images import VERSION_MAX
+from parkgate_tools.lot.ota_plan import FINISHED, HHMM
 from parkgate_tools.lot.web import forms
 
 # The status's "ota": [version, blocks_done, blocks_total, state]
 OTA_STATES = {"dl": "downloading", "ck": "reading back",
               "staged": "staged, waiting for the reboot", "trial": "on trial"}
-FINISHED = ("running", "rolled back", "cancelled")    # plan states with nothing to do
 SHA_SHOWN = 12                  # hex digits of an image's SHA-256 shown
-VERSION_MAX = 2 ** 30 - 1
 NO_STORE = "this lot server keeps no firmware images (no image store or update plan)"
 _NUMBER = re.compile(r"\A[0-9]{1,10}\Z")
-_HHMM = re.compile(r"\A([01][0-9]|2[0-3]):[0-5][0-9]\Z")
 OFFER_FIELDS = ("target", "gate", "version", "reboot", "at", "force")
 REBOOT_FIELDS = ("target", "gate", "when", "at")
 CANCEL_FIELDS = ("target", "gate")
@@ -124,7 +123,7 @@ def _time(given, name, choices):
     if choice != "at":
         return choice
     at = given.get("at", "")
-    if not _HHMM.match(at):
+    if not HHMM.match(at):
         raise forms.BadRequest("at: %r is not a time of day HH:MM (00:00 to 23:59, lot time)"
                                % at[:20])
     return at
@@ -182,10 +181,7 @@ def offer(page, data, who):
             raise ValueError("gate %s rolled version %d back: not offered to any gate (offer "
                              "it \"even if rolled back\" if the cause was not the image)"
                              % (gate, version))
-    if force:
-        page.ota_plan.offer(gates, version, reboot, force=True)
-    else:
-        page.ota_plan.offer(gates, version, reboot)
+    page.ota_plan.offer(gates, version, reboot, force=force)
     page.store.audit(who, "ota-offer", {"gates": gates, "version": version, "reboot": reboot,
                                         "force": force})
     return gates, version, reboot
