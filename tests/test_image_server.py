@@ -68,9 +68,11 @@ class GateOfPaho:
 
     def _image(self, payload):
         offer = parse_offer(self.key, payload, self.gate, self.running, BLOCKS * 4096)
-        self.offers.append(offer.version)
         self.download = Download(self.slot, offer, self.progress)
         self.status(ota=[offer.version, 0, offer.blocks, "dl"])
+        # counted after its status went out: a test that waits for the offer
+        # and then sends a status of its own sends it after this one
+        self.offers.append(offer.version)
         if self.ask_chunks:
             self.ask(offer.version, self.download.next_index())
 
