@@ -86,10 +86,10 @@ class Offer:
 
 def parse_offer(key, envelope_bytes, gate, running_version, slot_size):
     """The Offer in envelope_bytes (a signed JSON envelope of kind
-    "image", as bytes or as the dict it decodes to), or OtaError naming what is wrong: a bad signature, another
-    kind or gate, a version not newer than running_version, a size of 0 or
-    over slot_size, a chunk size not 64..512 or not dividing 4096, a
-    malformed SHA-256."""
+    "image", as bytes or as the dict it decodes to), or OtaError naming
+    what is wrong: a bad signature, another kind or gate, a version not
+    newer than running_version, a size of 0 or over slot_size, a chunk size
+    not 64..512 or not dividing 4096, a malformed SHA-256."""
     if not key:
         raise OtaError("no gate key")
     envelope = envelope_bytes         # decoded already (parkgate.downlink), or bytes

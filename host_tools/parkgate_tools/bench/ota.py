@@ -28,15 +28,16 @@ CARS = 120
 
 
 def _padded(path, size, workdir):
-    """The image at path followed by random bytes up to size (the gate
-    checks the SHA-256 of all of it; the simulator boots the ELF part)."""
+    """The path of a file in workdir: the image at path followed by random
+    bytes up to size (the gate checks the SHA-256 of all of it; the
+    simulator boots the ELF part)."""
     with open(path, "rb") as f:
         data = f.read()
     data += random.Random(16).randbytes(size - len(data))
     out = os.path.join(workdir, "padded.bin")
     with open(out, "wb") as f:
         f.write(data)
-    return out, data
+    return out
 
 
 def deliver(workdir, size=None):
@@ -47,7 +48,7 @@ def deliver(workdir, size=None):
         gate.wait_line(r"LINK up", 30)
         path = image(2)
         if size is not None:
-            path, _ = _padded(path, size, workdir)
+            path = _padded(path, size, workdir)
         added = lot.add(path, 2)
         start = time.time()
         lot.plan.offer(["ota-in"], 2, "manual")
